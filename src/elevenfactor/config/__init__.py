@@ -1,0 +1,39 @@
+"""Configuration: deployment settings from the environment and the project file."""
+
+from elevenfactor.config._project import (
+    BreakerConfig,
+    DeploymentConfig,
+    ErrorClass,
+    FailoverConfig,
+    PriceConfig,
+    ProjectConfig,
+    ProviderConfig,
+    RetryConfig,
+    RouteConfig,
+    RouteRule,
+    RouteTarget,
+    default_project,
+    load_project,
+    parse_project,
+)
+from elevenfactor.config._settings import Settings, load_settings, mask_url
+
+__all__ = [
+    "BreakerConfig",
+    "DeploymentConfig",
+    "ErrorClass",
+    "FailoverConfig",
+    "PriceConfig",
+    "ProjectConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "RouteRule",
+    "RouteTarget",
+    "Settings",
+    "default_project",
+    "load_project",
+    "load_settings",
+    "mask_url",
+    "parse_project",
+]

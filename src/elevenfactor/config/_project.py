@@ -1,0 +1,284 @@
+"""The project file ``elevenfactor.yaml``: providers, model deployments and routes.
+
+Model ids, versions and parameters come from here, never from code. ``${VAR}`` and
+``${VAR:-default}`` are substituted from the environment; an undefined variable is an error that
+names the file and the key. ``$${`` writes a literal ``${``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from elevenfactor.errors import ConfigError
+
+__all__ = [
+    "BreakerConfig",
+    "DeploymentConfig",
+    "ErrorClass",
+    "FailoverConfig",
+    "PriceConfig",
+    "ProjectConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "RouteRule",
+    "RouteTarget",
+    "default_project",
+    "load_project",
+    "parse_project",
+]
+
+ErrorClass = Literal[
+    "rate_limit",
+    "server_error",
+    "timeout",
+    "connection",
+    "context_window",
+    "content_filter",
+    "malformed_response",
+    "circuit_open",
+    "auth",
+    "bad_request",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Strict):
+    """Retries with exponential backoff and full jitter; Retry-After is honoured up to a cap."""
+
+    attempts: int = Field(default=2, ge=1, le=20, description="Total attempts, first included.")
+    backoff_base: float = Field(default=0.25, ge=0)
+    backoff_max: float = Field(default=8.0, ge=0)
+    max_retry_after: float = Field(
+        default=30.0, ge=0, description="A longer Retry-After fails over instead of waiting."
+    )
+    on: list[ErrorClass] = Field(
+        default_factory=lambda: ["rate_limit", "server_error", "timeout", "connection",
+                                 "malformed_response"]
+    )
+
+
+class BreakerConfig(_Strict):
+    """Open after ``failures`` consecutive failures; refuse calls for ``cooldown`` seconds."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown: float = Field(default=30.0, gt=0)
+
+
+class PriceConfig(_Strict):
+    """Price in currency units per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ProviderConfig(_Strict):
+    """A provider account: its type (an entry point name), endpoint and credentials."""
+
+    type: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentConfig(_Strict):
+    """One model at one provider, with its parameters and resilience policy."""
+
+    provider: str
+    model: str
+    context_window: int | None = Field(default=None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    price: PriceConfig | None = None
+    timeout: float = Field(default=60.0, gt=0, description="Seconds per attempt.")
+    first_token_timeout: float | None = Field(default=None, gt=0)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig | None = Field(default_factory=BreakerConfig)
+    tags: list[str] = Field(default_factory=list)
+
+
+class FailoverConfig(_Strict):
+    """Which error classes move a chain to its next deployment."""
+
+    on: list[ErrorClass] = Field(
+        default_factory=lambda: ["rate_limit", "server_error", "timeout", "connection",
+                                 "circuit_open", "content_filter", "malformed_response"]
+    )
+    context_window: Literal["larger", "next", "fail"] = Field(
+        default="larger",
+        description="On context_window: skip to a deployment with a larger context window.",
+    )
+
+
+class RouteTarget(_Strict):
+    """A weighted target of a route."""
+
+    model: str
+    weight: float = Field(default=1.0, gt=0)
+
+
+class RouteRule(_Strict):
+    """Send requests carrying all of ``tags`` to ``use`` (a route or a model)."""
+
+    tags: list[str] = Field(min_length=1)
+    use: str
+
+
+class RouteConfig(_Strict):
+    """A named route: a failover chain, or weighted targets, optionally preceded by tag rules."""
+
+    chain: list[str] | None = Field(default=None, min_length=1)
+    weights: list[RouteTarget] | None = Field(default=None, min_length=1)
+    rules: list[RouteRule] = Field(default_factory=list)
+    failover: FailoverConfig = Field(default_factory=FailoverConfig)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> RouteConfig:
+        if (self.chain is None) == (self.weights is None):
+            raise ValueError("a route needs exactly one of 'chain' or 'weights'")
+        return self
+
+
+class ProjectConfig(_Strict):
+    """The whole project file."""
+
+    version: Literal[1] = 1
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, DeploymentConfig] = Field(default_factory=dict)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    default_route: str = "default"
+
+    @model_validator(mode="after")
+    def _references(self) -> ProjectConfig:
+        for name, dep in self.models.items():
+            if dep.provider not in self.providers:
+                raise _RefError(f"models.{name}.provider", dep.provider, sorted(self.providers))
+        targets = set(self.models) | set(self.routes)
+        for name, route in self.routes.items():
+            if name in self.models:
+                raise _RefError(f"routes.{name}", name, [], "a name not also used by a model")
+            for i, member in enumerate(route.chain or []):
+                if member not in self.models:
+                    raise _RefError(f"routes.{name}.chain[{i}]", member, sorted(self.models))
+            for i, target in enumerate(route.weights or []):
+                if target.model not in targets:
+                    raise _RefError(f"routes.{name}.weights[{i}].model", target.model,
+                                    sorted(targets))
+            for i, rule in enumerate(route.rules):
+                if rule.use not in targets or rule.use == name:
+                    raise _RefError(f"routes.{name}.rules[{i}].use", rule.use, sorted(targets))
+        if self.routes and self.default_route not in targets:
+            raise _RefError("default_route", self.default_route, sorted(targets))
+        return self
+
+
+class _RefError(ValueError):
+    def __init__(self, key: str, value: str, known: list[str], expected: str | None = None):
+        self.key = key
+        self.expected = expected or ("one of: " + ", ".join(known) if known else "a defined name")
+        super().__init__(f"unknown name {value!r}")
+
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(value: Any, path: str, source: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), source, env)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", source, env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def repl(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"environment variable ${{{name}}} is not set",
+            source=source,
+            key=path,
+            expected=f"{name} in the environment, or a default: ${{{name}:-value}}",
+        )
+
+    return _VAR.sub(repl, value)
+
+
+def parse_project(
+    data: Any, *, source: str = "<memory>", env: Mapping[str, str] | None = None
+) -> ProjectConfig:
+    """Validate a parsed project document (``${VAR}`` substituted from ``env``)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the file must hold a mapping", source=source, expected="key: value")
+    data = _substitute(data, "", source, os.environ if env is None else env)
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _RefError):
+            raise ConfigError(str(ctx_err), source=source, key=ctx_err.key,
+                              expected=ctx_err.expected) from None
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        expected = None
+        if err["type"] != "extra_forbidden" and "input" in err:
+            message = f"{err['msg']} (got {err['input']!r})"
+        raise ConfigError(message, source=source, key=key, expected=expected) from None
+
+
+def load_project(path: Path | None, env: Mapping[str, str] | None = None) -> ProjectConfig:
+    """Load the project file at ``path``, or the built-in default when ``path`` is None."""
+    if path is None:
+        return default_project()
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source,
+                          hint="set ELEVENFACTOR_CONFIG_FILE or create elevenfactor.yaml") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"not valid YAML at {where}", source=source, expected="YAML") from None
+    return parse_project(data, source=source, env=env)
+
+
+def default_project() -> ProjectConfig:
+    """The embedded default: the bundled local model behind the ``default`` route."""
+    return ProjectConfig.model_validate(
+        {
+            "providers": {"local": {"type": "local"}},
+            "models": {
+                "smollm2": {
+                    "provider": "local",
+                    "model": "SmolLM2-135M-Instruct-Q4_1",
+                    "context_window": 8192,
+                    "params": {"temperature": 0.7, "repeat_penalty": 1.3},
+                    "timeout": 120,
+                    "retry": {"attempts": 1},
+                    "breaker": None,
+                }
+            },
+            "routes": {"default": {"chain": ["smollm2"]}},
+        }
+    )

@@ -1,0 +1,113 @@
+"""Deployment settings from the environment (twelve-factor III).
+
+Precedence, highest first: a command-line argument > the project file > the environment > the
+default. Deployment settings (URLs, port, secrets) live only in the environment; the project file
+holds models, providers and routes, which are code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elevenfactor.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+_SECRET_KEYS = ("database_url", "redis_url")
+
+
+class Settings(BaseSettings):
+    """Typed deployment settings, read from ``ELEVENFACTOR_*`` and the standard variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ELEVENFACTOR_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path(".elevenfactor"), description="Where embedded state lives.")
+    config_file: Path | None = Field(
+        default=None, description="Project file; defaults to ./elevenfactor.yaml if present."
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "ELEVENFACTOR_DATABASE_URL"),
+        description="sqlite:///path or postgresql://...; defaults to SQLite under data_dir.",
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "ELEVENFACTOR_REDIS_URL")
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to bind.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, validation_alias=AliasChoices("PORT", "ELEVENFACTOR_PORT")
+    )
+    dev: bool = Field(default=False, description="Allow unauthenticated requests from loopback.")
+    log_level: str = Field(default="info")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    shutdown_timeout: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+    drain_seconds: float = Field(
+        default=0.0, ge=0, description="Seconds to answer 503 (readiness off) before closing."
+    )
+    record_payloads: bool = Field(default=True, description="Store request/response bodies.")
+    workers_threads: int = Field(default=2, ge=1, description="Threads for the local model.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("one of debug, info, warning, error")
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The store URL: ``DATABASE_URL`` or the embedded SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'elevenfactor.db').as_posix()}"
+
+    def resolved_config_file(self) -> Path | None:
+        """The project file in use, or None for the built-in default."""
+        if self.config_file is not None:
+            return self.config_file
+        candidate = Path("elevenfactor.yaml")
+        return candidate if candidate.exists() else None
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict, with credentials in URLs masked."""
+        out = self.model_dump(mode="json")
+        out["database_url"] = self.resolved_database_url()
+        for key in _SECRET_KEYS:
+            if out.get(key):
+                out[key] = mask_url(out[key])
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host/...``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; ``overrides`` (command-line arguments) win."""
+    try:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**clean)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        env_name = key.upper() if key.upper() in {"DATABASE_URL", "REDIS_URL", "PORT"} else (
+            f"ELEVENFACTOR_{key.upper()}"
+        )
+        raise ConfigError(
+            f"invalid value {err.get('input')!r}",
+            source="environment",
+            key=env_name,
+            expected=err["msg"],
+        ) from None

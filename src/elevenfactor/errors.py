@@ -1,0 +1,259 @@
+"""The error hierarchy. Every error carries a stable ``code``, what went wrong and how to fix it.
+
+```
+ElevenFactorError                 code                 http
+├── ConfigError                   config_invalid       500
+├── StoreError                    store_error          500
+│   └── MigrationRequired         store_unmigrated     503
+├── RequestError                  invalid_request      400  (and subclasses for the API)
+│   ├── ModelNotFound             model_not_found      404
+│   └── AuthenticationFailed      invalid_api_key      401
+└── ModelError                    (by error class)     502
+    ├── RateLimited               rate_limit           429
+    ├── UpstreamServerError       server_error         502
+    ├── ModelTimeout              timeout              504
+    ├── UpstreamConnectionError   connection           502
+    ├── ContextWindowExceeded     context_window       400
+    ├── ContentFiltered           content_filter       400
+    ├── UpstreamBadRequest        bad_request          400
+    ├── UpstreamAuthError         auth                 502
+    ├── MalformedResponse         malformed_response   502
+    └── CircuitOpen               circuit_open         503
+```
+
+``ModelError.error_class`` is what failover, retry and the circuit breaker decide on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthenticationFailed",
+    "CircuitOpen",
+    "ConfigError",
+    "ContentFiltered",
+    "ContextWindowExceeded",
+    "ElevenFactorError",
+    "MalformedResponse",
+    "MigrationRequired",
+    "ModelError",
+    "ModelNotFound",
+    "ModelTimeout",
+    "RateLimited",
+    "RequestError",
+    "StoreError",
+    "UpstreamAuthError",
+    "UpstreamBadRequest",
+    "UpstreamConnectionError",
+    "UpstreamServerError",
+]
+
+
+class ElevenFactorError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A machine-readable form: code, message, hint and details."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class ConfigError(ElevenFactorError):
+    """The configuration is invalid: names the source, the key and what was expected."""
+
+    code = "config_invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        key: str | None = None,
+        expected: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if source:
+            where = source
+        if key:
+            where = f"{where}: {key}" if where else key
+        full = f"{where}: {message}" if where else message
+        if expected:
+            full = f"{full}; expected {expected}"
+        super().__init__(full, hint=hint)
+        self.source = source
+        self.key = key
+        self.expected = expected
+
+
+class StoreError(ElevenFactorError):
+    """The store could not be opened or used."""
+
+    code = "store_error"
+
+
+class MigrationRequired(StoreError):
+    """The database has migrations that are not applied yet."""
+
+    code = "store_unmigrated"
+    http_status = 503
+
+
+class RequestError(ElevenFactorError):
+    """A caller sent something we cannot accept."""
+
+    code = "invalid_request"
+    http_status = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        if code:
+            self.code = code  # type: ignore[misc]  # instance override of a class default
+        if status:
+            self.http_status = status  # type: ignore[misc]
+        self.param = param
+
+
+class ModelNotFound(RequestError):
+    """The requested model or route is not configured."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
+class AuthenticationFailed(RequestError):
+    """No API key, or one that is unknown or revoked."""
+
+    code = "invalid_api_key"
+    http_status = 401
+
+
+class ModelError(ElevenFactorError):
+    """A model call failed. ``error_class`` drives retry, failover and the circuit breaker."""
+
+    code = "model_error"
+    http_status = 502
+    error_class: ClassVar[str] = "error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deployment: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.deployment = deployment
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RateLimited(ModelError):
+    """The provider said 429; ``retry_after`` holds its Retry-After, in seconds, if given."""
+
+    code = "rate_limit_exceeded"
+    http_status = 429
+    error_class = "rate_limit"
+    retryable = True
+
+
+class UpstreamServerError(ModelError):
+    """The provider answered 5xx."""
+
+    code = "upstream_error"
+    error_class = "server_error"
+    retryable = True
+
+
+class ModelTimeout(ModelError):
+    """The provider did not answer within the deadline."""
+
+    code = "upstream_timeout"
+    http_status = 504
+    error_class = "timeout"
+    retryable = True
+
+
+class UpstreamConnectionError(ModelError):
+    """The connection failed or was reset."""
+
+    code = "upstream_connection_error"
+    error_class = "connection"
+    retryable = True
+
+
+class ContextWindowExceeded(ModelError):
+    """The input does not fit the model's context window."""
+
+    code = "context_length_exceeded"
+    http_status = 400
+    error_class = "context_window"
+
+
+class ContentFiltered(ModelError):
+    """The provider refused the content."""
+
+    code = "content_filter"
+    http_status = 400
+    error_class = "content_filter"
+
+
+class UpstreamBadRequest(ModelError):
+    """The provider rejected the request as malformed; retrying elsewhere will not help."""
+
+    code = "upstream_bad_request"
+    http_status = 400
+    error_class = "bad_request"
+
+
+class UpstreamAuthError(ModelError):
+    """The provider rejected our credentials: a deployment misconfiguration."""
+
+    code = "upstream_auth_error"
+    error_class = "auth"
+
+
+class MalformedResponse(ModelError):
+    """The provider answered something we could not parse."""
+
+    code = "upstream_malformed_response"
+    error_class = "malformed_response"
+    retryable = True
+
+
+class CircuitOpen(ModelError):
+    """The deployment's circuit breaker is open; calls are refused until the cooldown ends."""
+
+    code = "circuit_open"
+    http_status = 503
+    error_class = "circuit_open"

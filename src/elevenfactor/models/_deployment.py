@@ -1,0 +1,111 @@
+"""``Deployment``: the innermost wrapper. Enforces timeouts and records each attempt on the Call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from elevenfactor.errors import ModelError, ModelTimeout
+from elevenfactor.models._messages import Message, ModelSettings, Response, StreamChunk
+from elevenfactor.models._protocol import Attempt, Call, Model
+
+__all__ = ["Deployment"]
+
+
+class Deployment:
+    """Wraps a raw provider model with a per-attempt timeout and attempt recording.
+
+    For streams, ``first_token_timeout`` bounds the wait for the first chunk and ``timeout``
+    bounds each gap between chunks, so long generations are not cut off.
+    """
+
+    def __init__(
+        self,
+        inner: Model,
+        *,
+        provider: str,
+        model_id: str,
+        timeout: float,
+        first_token_timeout: float | None = None,
+    ) -> None:
+        self.inner = inner
+        self.provider = provider
+        self.model_id = model_id
+        self.timeout = timeout
+        self.first_token_timeout = first_token_timeout or timeout
+
+    @property
+    def name(self) -> str:
+        """The deployment name."""
+        return self.inner.name
+
+    @property
+    def context_window(self) -> int | None:
+        """The inner model's context window."""
+        return self.inner.context_window
+
+    def _record(self, call: Call, outcome: str, start: float) -> None:
+        call.attempts.append(
+            Attempt(self.name, self.provider, self.model_id, outcome,
+                    (time.perf_counter() - start) * 1000)
+        )
+
+    def _timeout_error(self, what: str, seconds: float) -> ModelTimeout:
+        return ModelTimeout(f"{self.name}: no {what} within {seconds:g}s", deployment=self.name,
+                            hint="raise the deployment's timeout or fail over to another")
+
+    async def request(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> Response:
+        """Call the inner model within ``timeout``; record the attempt."""
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self.inner.request(messages, settings, call)
+        except TimeoutError:
+            self._record(call, "timeout", start)
+            raise self._timeout_error("answer", self.timeout) from None
+        except ModelError as exc:
+            self._record(call, exc.error_class, start)
+            raise
+        except Exception:
+            self._record(call, "error", start)
+            raise
+        if not response.model:
+            response.model = self.model_id
+        self._record(call, "ok", start)
+        return response
+
+    async def request_stream(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream from the inner model, bounding the first-token wait and each gap."""
+        start = time.perf_counter()
+        stream = aiter(self.inner.request_stream(messages, settings, call))
+        limit, what = self.first_token_timeout, "first token"
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(limit):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._timeout_error(what, limit) from None
+                limit, what = self.timeout, "chunk"
+                yield chunk
+        except ModelError as exc:
+            self._record(call, exc.error_class, start)
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            self._record(call, "cancelled", start)
+            raise
+        except Exception:
+            self._record(call, "error", start)
+            raise
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+        self._record(call, "ok", start)

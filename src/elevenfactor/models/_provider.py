@@ -1,0 +1,60 @@
+"""The ``Provider`` protocol and the entry-point registry that builds deployments from config.
+
+Built-in providers register through the same ``elevenfactor.providers`` entry-point group third
+parties use, so no provider name appears in core code.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from elevenfactor.config import DeploymentConfig, ProviderConfig
+from elevenfactor.errors import ConfigError
+from elevenfactor.models._protocol import Model
+
+__all__ = ["Provider", "ProviderFactory", "available_providers", "load_provider"]
+
+ENTRY_POINT_GROUP = "elevenfactor.providers"
+
+
+class Provider(Protocol):
+    """A provider account that makes deployments (raw models, without resilience wrappers)."""
+
+    def deployment(self, name: str, config: DeploymentConfig) -> Model:
+        """The raw model for one configured deployment."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class ProviderFactory(Protocol):
+    """What an entry point names: usually the provider class itself."""
+
+    def __call__(self, name: str, config: ProviderConfig) -> Provider: ...
+
+
+@cache
+def available_providers() -> dict[str, ProviderFactory]:
+    """Provider types registered under the ``elevenfactor.providers`` entry-point group."""
+    found: dict[str, ProviderFactory] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def load_provider(name: str, config: ProviderConfig) -> Provider:
+    """Instantiate the provider named in the project file."""
+    registry = available_providers()
+    factory = registry.get(config.type)
+    if factory is None:
+        raise ConfigError(
+            f"unknown provider type {config.type!r}",
+            key=f"providers.{name}.type",
+            expected="one of: " + ", ".join(sorted(registry)),
+            hint="install the package that registers it under 'elevenfactor.providers'",
+        )
+    return factory(name, config)

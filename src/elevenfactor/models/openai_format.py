@@ -1,0 +1,193 @@
+"""Conversion between our typed messages and the OpenAI chat-completions wire format.
+
+Used in both directions: by the OpenAI-compatible provider (we are the client) and by the gateway
+(we are the server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elevenfactor.models._messages import (
+    AssistantMessage,
+    Message,
+    ModelSettings,
+    Response,
+    StreamChunk,
+    SystemMessage,
+    ToolCall,
+    ToolCallDelta,
+    ToolMessage,
+    Usage,
+    UserMessage,
+)
+
+__all__ = [
+    "chunk_from_openai",
+    "chunk_to_openai",
+    "message_to_openai",
+    "response_from_openai",
+    "response_to_openai",
+    "settings_to_openai",
+]
+
+_FINISH = {"stop", "length", "tool_calls", "content_filter"}
+
+
+def message_to_openai(message: Message) -> dict[str, Any]:
+    """One message in OpenAI's shape."""
+    if isinstance(message, AssistantMessage):
+        out: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"id": tc.id, "type": "function",
+                 "function": {"name": tc.name, "arguments": tc.arguments}}
+                for tc in message.tool_calls
+            ]
+        return out
+    if isinstance(message, ToolMessage):
+        return {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id}
+    if isinstance(message, UserMessage) and message.name:
+        return {"role": "user", "content": message.content, "name": message.name}
+    return {"role": message.role, "content": message.content}
+
+
+def settings_to_openai(settings: ModelSettings) -> dict[str, Any]:
+    """Request parameters in OpenAI's shape (``None`` values left out)."""
+    out: dict[str, Any] = {}
+    for key in ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
+                "frequency_penalty", "parallel_tool_calls", "user"):
+        value = getattr(settings, key)
+        if value is not None:
+            out[key] = value
+    if settings.tools:
+        out["tools"] = [
+            {"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.parameters,
+                **({"strict": t.strict} if t.strict is not None else {})}}
+            for t in settings.tools
+        ]
+    if settings.tool_choice is not None:
+        if settings.tool_choice in ("auto", "none", "required"):
+            out["tool_choice"] = settings.tool_choice
+        else:
+            out["tool_choice"] = {"type": "function", "function": {"name": settings.tool_choice}}
+    rf = settings.response_format
+    if rf is not None and rf.type != "text":
+        if rf.type == "json_object":
+            out["response_format"] = {"type": "json_object"}
+        else:
+            schema: dict[str, Any] = {"name": rf.name or "output", "schema": rf.json_schema or {}}
+            if rf.strict is not None:
+                schema["strict"] = rf.strict
+            out["response_format"] = {"type": "json_schema", "json_schema": schema}
+    out.update(settings.extra)
+    return out
+
+
+def _usage(obj: Any) -> Usage:
+    if not isinstance(obj, dict):
+        return Usage()
+    return Usage(input_tokens=int(obj.get("prompt_tokens") or 0),
+                 output_tokens=int(obj.get("completion_tokens") or 0))
+
+
+def _finish(value: Any) -> Any:
+    if value == "function_call":
+        return "tool_calls"
+    return value if value in _FINISH else "stop"
+
+
+def response_from_openai(obj: dict[str, Any]) -> Response:
+    """Parse a chat-completion body. Raises KeyError/TypeError/ValueError on a bad shape."""
+    choice = obj["choices"][0]
+    msg = choice["message"]
+    calls = [
+        ToolCall(id=tc.get("id") or f"call_{i}", name=tc["function"]["name"],
+                 arguments=tc["function"].get("arguments") or "{}")
+        for i, tc in enumerate(msg.get("tool_calls") or [])
+    ]
+    return Response(
+        message=AssistantMessage(content=msg.get("content"), tool_calls=calls),
+        usage=_usage(obj.get("usage")),
+        model=str(obj.get("model") or ""),
+        finish_reason=_finish(choice.get("finish_reason")),
+    )
+
+
+def chunk_from_openai(obj: dict[str, Any]) -> StreamChunk:
+    """Parse one streamed chunk body."""
+    choices = obj.get("choices") or []
+    usage = _usage(obj["usage"]) if obj.get("usage") else None
+    if not choices:
+        return StreamChunk(usage=usage, model=obj.get("model"))
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    calls = [
+        ToolCallDelta(index=int(tc.get("index", i)), id=tc.get("id"),
+                      name=(tc.get("function") or {}).get("name"),
+                      arguments=(tc.get("function") or {}).get("arguments") or "")
+        for i, tc in enumerate(delta.get("tool_calls") or [])
+    ]
+    finish = choice.get("finish_reason")
+    return StreamChunk(
+        text=delta.get("content") or "",
+        tool_calls=calls,
+        finish_reason=_finish(finish) if finish else None,
+        usage=usage,
+        model=obj.get("model"),
+    )
+
+
+def response_to_openai(
+    response: Response, *, completion_id: str, created: int, model: str
+) -> dict[str, Any]:
+    """A chat-completion body for a finished response."""
+    message: dict[str, Any] = {"role": "assistant", "content": response.message.content}
+    if response.message.tool_calls:
+        message["tool_calls"] = [
+            {"id": tc.id, "type": "function",
+             "function": {"name": tc.name, "arguments": tc.arguments}}
+            for tc in response.message.tool_calls
+        ]
+    usage = response.usage
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": response.finish_reason}],
+        "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                  "total_tokens": usage.total_tokens},
+    }
+
+
+def chunk_to_openai(
+    chunk: StreamChunk, *, completion_id: str, created: int, model: str, first: bool
+) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` body."""
+    delta: dict[str, Any] = {}
+    if first:
+        delta["role"] = "assistant"
+    if chunk.text:
+        delta["content"] = chunk.text
+    if chunk.tool_calls:
+        delta["tool_calls"] = [
+            {"index": tc.index, **({"id": tc.id, "type": "function"} if tc.id else {}),
+             "function": {**({"name": tc.name} if tc.name else {}), "arguments": tc.arguments}}
+            for tc in chunk.tool_calls
+        ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                     "finish_reason": chunk.finish_reason}],
+    }
+
+
+def system(content: str) -> SystemMessage:
+    """Shorthand for a system message."""
+    return SystemMessage(content=content)

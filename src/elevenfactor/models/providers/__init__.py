@@ -1,0 +1,1 @@
+"""Built-in providers, registered through the ``elevenfactor.providers`` entry points."""

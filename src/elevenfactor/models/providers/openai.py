@@ -1,0 +1,117 @@
+"""OpenAI-compatible chat completions: OpenAI, vLLM, llama.cpp server, Ollama, any base URL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from elevenfactor.config import DeploymentConfig, ProviderConfig
+from elevenfactor.errors import ContentFiltered, MalformedResponse
+from elevenfactor.models._messages import Message, ModelSettings, Response, StreamChunk
+from elevenfactor.models._protocol import Call
+from elevenfactor.models.openai_format import (
+    chunk_from_openai,
+    message_to_openai,
+    response_from_openai,
+    settings_to_openai,
+)
+from elevenfactor.models.providers._http import HttpClient, loads_or_malformed
+
+__all__ = ["OpenAIModel", "OpenAIProvider"]
+
+
+class OpenAIProvider:
+    """A provider speaking ``POST {base_url}/chat/completions``."""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        headers = dict(config.headers)
+        if config.api_key is not None:
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self.http = HttpClient(config.base_url or "https://api.openai.com/v1", headers)
+
+    def deployment(self, name: str, config: DeploymentConfig) -> OpenAIModel:
+        """A raw model for one deployment."""
+        return OpenAIModel(name, self.name, config, self.http)
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self.http.aclose()
+
+
+class OpenAIModel:
+    """One deployment on an OpenAI-compatible endpoint."""
+
+    def __init__(
+        self, name: str, provider: str, config: DeploymentConfig, http: HttpClient
+    ) -> None:
+        self._name = name
+        self.provider = provider
+        self.model_id = config.model
+        self.params = config.params
+        self._context_window = config.context_window
+        self.http = http
+
+    @property
+    def name(self) -> str:
+        """The deployment name."""
+        return self._name
+
+    @property
+    def context_window(self) -> int | None:
+        """Configured context window."""
+        return self._context_window
+
+    def _payload(
+        self, messages: Sequence[Message], settings: ModelSettings, stream: bool
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": [message_to_openai(m) for m in messages],
+            **settings_to_openai(settings.merged_over(self.params)),
+        }
+        if stream:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    async def request(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> Response:
+        """One chat completion."""
+        obj = await self.http.post_json(
+            "/chat/completions", self._payload(messages, settings, False), self._name
+        )
+        try:
+            response = response_from_openai(obj)
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise MalformedResponse(
+                f"{self._name}: not a chat completion: {str(obj)[:200]}", deployment=self._name
+            ) from None
+        if response.finish_reason == "content_filter":
+            raise ContentFiltered(f"{self._name}: the provider filtered the content",
+                                  deployment=self._name)
+        return response
+
+    async def request_stream(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> AsyncIterator[StreamChunk]:
+        """A streamed chat completion."""
+        async for data in self.http.stream_lines(
+            "/chat/completions", self._payload(messages, settings, True), self._name
+        ):
+            if data == b"[DONE]":
+                return
+            obj = loads_or_malformed(data, self._name, lambda o: isinstance(o, dict))
+            if "error" in obj:
+                raise MalformedResponse(f"{self._name}: error in stream: {obj['error']}",
+                                        deployment=self._name)
+            try:
+                chunk = chunk_from_openai(obj)
+            except (KeyError, TypeError, ValueError):
+                raise MalformedResponse(f"{self._name}: bad chunk {data[:200]!r}",
+                                        deployment=self._name) from None
+            if chunk.finish_reason == "content_filter":
+                raise ContentFiltered(f"{self._name}: the provider filtered the content",
+                                      deployment=self._name)
+            yield chunk

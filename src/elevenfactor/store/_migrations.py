@@ -1,0 +1,134 @@
+"""Named, ordered migrations and the table that records which are applied.
+
+Each migration is a name and a list of statements per dialect. ``migrate`` applies the missing
+ones, each in its own transaction; ``pending`` tells what is missing so the server can refuse to
+start on an unmigrated database.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from elevenfactor.errors import MigrationRequired
+from elevenfactor.store._base import Store
+
+__all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change. ``{blob}``, ``{real}`` and ``{bool}`` are replaced per dialect."""
+
+    name: str
+    statements: tuple[str, ...]
+
+    def sql(self, dialect: str) -> list[str]:
+        """The statements for ``dialect``."""
+        types = {
+            "sqlite": {"blob": "BLOB", "real": "REAL", "bigint": "INTEGER"},
+            "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "bigint": "BIGINT"},
+        }[dialect]
+        return [s.format(**types) for s in self.statements]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "m001_initial",
+        (
+            """CREATE TABLE blobs (
+                hash TEXT PRIMARY KEY,
+                size {bigint} NOT NULL,
+                content {blob},
+                created_at {real} NOT NULL
+            )""",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                prefix TEXT NOT NULL,
+                key_hash TEXT NOT NULL UNIQUE,
+                created_at {real} NOT NULL,
+                revoked_at {real}
+            )""",
+            """CREATE TABLE model_calls (
+                id TEXT PRIMARY KEY,
+                trace_id TEXT NOT NULL,
+                created_at {real} NOT NULL,
+                api_key_id TEXT,
+                route TEXT NOT NULL,
+                provider TEXT,
+                deployment TEXT,
+                model TEXT,
+                stream INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                error_class TEXT,
+                tokens_in INTEGER NOT NULL,
+                tokens_out INTEGER NOT NULL,
+                latency_ms {real} NOT NULL,
+                cost {real},
+                cache_hit INTEGER NOT NULL,
+                failover_path TEXT NOT NULL,
+                request_hash TEXT,
+                response_hash TEXT
+            )""",
+            "CREATE INDEX model_calls_created ON model_calls (created_at)",
+            "CREATE INDEX model_calls_trace ON model_calls (trace_id)",
+        ),
+    ),
+)
+
+_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at {real} NOT NULL
+)"""
+
+
+async def _ensure_table(store: Store) -> None:
+    real = "REAL" if store.dialect == "sqlite" else "DOUBLE PRECISION"
+    await store.execute(_TABLE.format(real=real))
+
+
+async def applied(store: Store) -> list[str]:
+    """Names of applied migrations, in order of application."""
+    await _ensure_table(store)
+    rows = await store.fetchall("SELECT name FROM schema_migrations ORDER BY applied_at, name")
+    return [r[0] for r in rows]
+
+
+async def pending(store: Store) -> list[str]:
+    """Names of migrations not yet applied."""
+    done = set(await applied(store))
+    return [m.name for m in MIGRATIONS if m.name not in done]
+
+
+async def migrate(store: Store) -> list[str]:
+    """Apply every pending migration; return the names applied now.
+
+    On PostgreSQL an advisory lock makes concurrent ``migrate`` runs safe.
+    """
+    await _ensure_table(store)
+    ran: list[str] = []
+    for migration in MIGRATIONS:
+        async with store.transaction() as tx:
+            if store.dialect == "postgresql":
+                await tx.execute("SELECT pg_advisory_xact_lock(11111)")
+            row = await tx.fetchone("SELECT 1 FROM schema_migrations WHERE name = ?",
+                                    (migration.name,))
+            if row is not None:
+                continue
+            for statement in migration.sql(store.dialect):
+                await tx.execute(statement)
+            await tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                             (migration.name, time.time()))
+        ran.append(migration.name)
+    return ran
+
+
+async def require_migrated(store: Store) -> None:
+    """Raise ``MigrationRequired`` naming what to run if anything is pending."""
+    missing = await pending(store)
+    if missing:
+        raise MigrationRequired(
+            f"the database at {store!r} is missing migrations: {', '.join(missing)}",
+            hint="run `elevenfactor migrate` first",
+        )
