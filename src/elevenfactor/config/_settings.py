@@ -48,10 +48,9 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )
     drain_seconds: float = Field(
-        default=0.0, ge=0, description="Seconds to answer 503 (readiness off) before closing."
+        default=1.0, ge=0, description="Seconds to answer 503 (readiness off) before closing."
     )
     record_payloads: bool = Field(default=True, description="Store request/response bodies.")
-    workers_threads: int = Field(default=2, ge=1, description="Threads for the local model.")
 
     @field_validator("log_level")
     @classmethod

@@ -37,24 +37,27 @@ class ProviderFactory(Protocol):
     def __call__(self, name: str, config: ProviderConfig) -> Provider: ...
 
 
+def available_providers() -> list[str]:
+    """Names of provider types registered under the ``elevenfactor.providers`` group."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
 @cache
-def available_providers() -> dict[str, ProviderFactory]:
-    """Provider types registered under the ``elevenfactor.providers`` entry-point group."""
-    found: dict[str, ProviderFactory] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.load()
-    return found
+def _factory(kind: str) -> ProviderFactory | None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+        factory: ProviderFactory = ep.load()
+        return factory
+    return None
 
 
 def load_provider(name: str, config: ProviderConfig) -> Provider:
-    """Instantiate the provider named in the project file."""
-    registry = available_providers()
-    factory = registry.get(config.type)
+    """Instantiate the provider named in the project file (importing only that one)."""
+    factory = _factory(config.type)
     if factory is None:
         raise ConfigError(
             f"unknown provider type {config.type!r}",
             key=f"providers.{name}.type",
-            expected="one of: " + ", ".join(sorted(registry)),
+            expected="one of: " + ", ".join(available_providers()),
             hint="install the package that registers it under 'elevenfactor.providers'",
         )
     return factory(name, config)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -52,11 +53,15 @@ def response_to_chunks(response: Response, *, pieces: int = 4) -> list[StreamChu
 
 
 class FunctionModel:
-    """A model whose answer is ``handler(messages, settings)``."""
+    """A model whose answer is ``handler(messages, settings)``.
+
+    ``chunk_delay`` paces streamed chunks (seconds between them), to test slow streams.
+    """
 
     def __init__(self, handler: Handler, *, name: str = "function",
-                 context_window: int | None = None) -> None:
+                 context_window: int | None = None, chunk_delay: float = 0.0) -> None:
         self.handler = handler
+        self.chunk_delay = chunk_delay
         self._name = name
         self._context_window = context_window
         self.calls: list[tuple[list[Message], ModelSettings]] = []
@@ -86,6 +91,8 @@ class FunctionModel:
     ) -> AsyncIterator[StreamChunk]:
         """Run the handler and stream its answer in pieces."""
         for chunk in response_to_chunks(await self.request(messages, settings, call)):
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
             yield chunk
 
 
@@ -164,8 +171,10 @@ class TestProvider:
         self.config = config
 
     def deployment(self, name: str, config: DeploymentConfig) -> FunctionModel:
-        """An echo deployment."""
-        return FunctionModel(echo, name=name, context_window=config.context_window)
+        """An echo deployment; provider option ``chunk_delay`` paces streams."""
+        delay = float(self.config.options.get("chunk_delay", 0.0))
+        return FunctionModel(echo, name=name, context_window=config.context_window,
+                             chunk_delay=delay)
 
     async def aclose(self) -> None:
         """Nothing to release."""

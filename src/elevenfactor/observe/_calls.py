@@ -1,0 +1,165 @@
+"""One record per model call: a JSON log line now, a row in the store soon after.
+
+Rows are written by a background batch writer so the request path never waits on a commit; the
+writer flushes every ``interval`` seconds or ``batch`` records, and on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from elevenfactor.models import Call
+from elevenfactor.store import Store, blob_hash, put_blobs
+
+__all__ = ["CallRecord", "CallRecorder"]
+
+logger = logging.getLogger("elevenfactor.calls")
+
+_INSERT = (
+    "INSERT INTO model_calls (id, trace_id, created_at, api_key_id, route, provider, deployment,"
+    " model, stream, status, error_class, tokens_in, tokens_out, latency_ms, cost, cache_hit,"
+    " failover_path, request_hash, response_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What one logical model call did."""
+
+    trace_id: str
+    route: str
+    stream: bool
+    status: str
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float
+    provider: str | None = None
+    deployment: str | None = None
+    model: str | None = None
+    error_class: str | None = None
+    cost: float | None = None
+    cache_hit: bool = False
+    failover_path: list[str] = field(default_factory=list)
+    api_key_id: str | None = None
+    request: bytes | None = None
+    response: bytes | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_call(cls, call: Call, **kw: Any) -> CallRecord:
+        """Fill provider, deployment, model and path from a finished ``Call``."""
+        final = call.final
+        return cls(
+            trace_id=call.trace_id, route=call.route, cache_hit=call.cache_hit,
+            provider=final.provider if final else None,
+            deployment=final.deployment if final else None,
+            model=final.model if final else None,
+            failover_path=call.path,
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+            **kw,
+        )
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of the JSON log line."""
+        return {
+            "trace_id": self.trace_id, "route": self.route, "provider": self.provider,
+            "deployment": self.deployment, "model": self.model, "stream": self.stream,
+            "status": self.status, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+            "latency_ms": round(self.latency_ms, 3), "cost": self.cost,
+            "cache_hit": self.cache_hit, "failover_path": self.failover_path,
+            "error_class": self.error_class,
+        }
+
+
+class CallRecorder:
+    """Logs each call at once and writes it to the store in batches."""
+
+    def __init__(
+        self, store: Store, *, record_payloads: bool = True, interval: float = 0.05,
+        batch: int = 512,
+    ) -> None:
+        self.store = store
+        self.record_payloads = record_payloads
+        self.interval = interval
+        self.batch = batch
+        self._pending: list[CallRecord] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.written = 0
+
+    def start(self) -> None:
+        """Start the background writer on the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="call-recorder")
+
+    def record(self, rec: CallRecord) -> None:
+        """Log ``rec`` now and queue it for the store."""
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("model_call", extra={"event": "model_call", **rec.log_fields()})
+        self._pending.append(rec)
+        if len(self._pending) >= self.batch:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # keep recording; the next flush retries the rows
+                logger.exception("writing model calls failed; will retry")
+                await asyncio.sleep(min(1.0, self.interval * 10))
+
+    async def flush(self) -> int:
+        """Write every queued record; return how many."""
+        if not self._pending:
+            return 0
+        records, self._pending = self._pending, []
+        blobs: dict[str, bytes] = {}
+        rows = []
+        for r in records:
+            req_hash = resp_hash = None
+            if self.record_payloads and r.request is not None:
+                req_hash = blob_hash(r.request)
+                blobs[req_hash] = r.request
+            if self.record_payloads and r.response is not None:
+                resp_hash = blob_hash(r.response)
+                blobs[resp_hash] = r.response
+            rows.append((
+                r.id, r.trace_id, r.created_at, r.api_key_id, r.route, r.provider, r.deployment,
+                r.model, int(r.stream), r.status, r.error_class, r.tokens_in, r.tokens_out,
+                r.latency_ms, r.cost, int(r.cache_hit), orjson.dumps(r.failover_path).decode(),
+                req_hash, resp_hash,
+            ))
+        try:
+            async with self.store.transaction() as tx:
+                if blobs:
+                    await put_blobs(tx, blobs.items())
+                await tx.executemany(_INSERT, rows)
+        except BaseException:
+            self._pending[:0] = records
+            raise
+        self.written += len(records)
+        return len(records)
+
+    async def aclose(self) -> None:
+        """Stop the writer and flush what is left."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

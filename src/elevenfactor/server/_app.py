@@ -1,0 +1,123 @@
+"""The Starlette application: routes, the drain guard, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from elevenfactor.config import ProjectConfig, Settings
+from elevenfactor.errors import ElevenFactorError, RequestError
+from elevenfactor.server._chat import chat_completions
+from elevenfactor.server._errors import error_response
+from elevenfactor.server._state import Gateway
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("elevenfactor.server")
+
+_DRAINING = orjson.dumps({"error": {
+    "message": "the server is shutting down; retry on another instance",
+    "type": "server_error", "param": None, "code": "shutting_down"}})
+
+
+def _json(obj: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+async def models(request: Request) -> Response:
+    """``GET /v1/models``: every route and deployment a client may name."""
+    gw: Gateway = request.app.state.gateway
+    assert gw.registry is not None
+    created = int(gw.started_at)
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "elevenfactor"}
+            for name in gw.registry.names()]
+    return _json({"object": "list", "data": data})
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: open, migrated, and not draining."""
+    gw: Gateway = request.app.state.gateway
+    if gw.ready:
+        return _json({"status": "ready"})
+    return _json({"status": "draining" if gw.draining else "starting"}, 503)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods get an error object, not HTML."""
+    status = getattr(exc, "status_code", 404)
+    code = "method_not_allowed" if status == 405 else "not_found"
+    return error_response(RequestError(f"{request.method} {request.url.path} is not served",
+                                       code=code, status=status))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Last resort: log and answer a JSON 500 without details."""
+    logger.exception("unhandled error on %s", request.url.path)
+    return error_response(ElevenFactorError("internal server error; see the server log"))
+
+
+class DrainGuard:
+    """Pure ASGI middleware: counts in-flight requests and answers 503 while draining."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gw = self.gateway
+        if gw.draining and scope["path"] not in ("/healthz", "/readyz"):
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": _DRAINING})
+            return
+        gw.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gw.inflight -= 1
+
+
+def create_app(settings: Settings, project: ProjectConfig) -> Starlette:
+    """The HTTP application. The store and models open in its lifespan, inside the server loop."""
+    gateway = Gateway(settings, project)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.started_at = time.time()
+        await gateway.open()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: not_found, 500: server_error},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_middleware(DrainGuard, gateway=gateway)
+    return app

@@ -1,0 +1,211 @@
+"""``POST /v1/chat/completions``: the OpenAI-compatible gateway endpoint."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from elevenfactor.errors import (
+    AuthenticationFailed,
+    ElevenFactorError,
+    ModelError,
+    RequestError,
+)
+from elevenfactor.models import Call, StreamChunk, Usage
+from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
+from elevenfactor.observe import CallRecord
+from elevenfactor.server._errors import error_body, error_response
+from elevenfactor.server._state import Gateway
+from elevenfactor.server._wire import ChatRequest, parse_chat_request
+
+__all__ = ["chat_completions", "trace_id_for"]
+
+logger = logging.getLogger("elevenfactor.server")
+TRACE_HEADER = "x-trace-id"
+
+
+def trace_id_for(request: Request) -> str:
+    """The W3C trace id from ``traceparent`` if valid, else a new random one."""
+    tp = request.headers.get("traceparent")
+    if tp:
+        parts = tp.split("-")
+        if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+            try:
+                int(parts[1], 16)
+                return parts[1]
+            except ValueError:
+                pass
+    return uuid.uuid4().hex
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _authenticate(request: Request, gw: Gateway) -> str | None:
+    header = request.headers.get("authorization")
+    assert gw.keys is not None
+    if gw.settings.dev and _loopback(request):
+        return None
+    if not header:
+        raise AuthenticationFailed(
+            "You didn't provide an API key",
+            hint="send 'Authorization: Bearer <key>'; create one with `elevenfactor keys create`",
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("expected 'Authorization: Bearer <key>'")
+    return await gw.keys.verify(token.strip())
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_big = RequestError(f"the request body is larger than {limit} bytes",
+                           code="request_too_large", status=413, param="body",
+                           hint="raise ELEVENFACTOR_MAX_BODY_BYTES")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _cost(gw: Gateway, deployment: str | None, usage: Usage) -> float | None:
+    dep = gw.project.models.get(deployment or "")
+    if dep is None or dep.price is None:
+        return None
+    return round((usage.input_tokens * dep.price.input_per_mtok
+                  + usage.output_tokens * dep.price.output_per_mtok) / 1_000_000, 10)
+
+
+def _sse(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+async def chat_completions(request: Request) -> Response:
+    """Parse, authenticate, route, call, log and record one chat completion."""
+    gw: Gateway = request.app.state.gateway
+    trace_id = trace_id_for(request)
+    headers = {TRACE_HEADER: trace_id}
+    call = Call(trace_id=trace_id)
+    key_id: str | None = None
+    raw = b""
+    parsed: ChatRequest | None = None
+    try:
+        key_id = await _authenticate(request, gw)
+        raw = await _read_body(request, gw.settings.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"the body is not valid JSON: {exc}", code="invalid_json",
+                               param="body") from None
+        tags_header = request.headers.get("x-elevenfactor-tags", "")
+        tags = [t.strip() for t in tags_header.split(",") if t.strip()]
+        parsed = parse_chat_request(body, tags)
+        assert gw.registry is not None
+        resolved = gw.registry.resolve(parsed.model, tags)
+        call.route = resolved.route
+        headers["x-elevenfactor-route"] = resolved.route
+        if parsed.stream:
+            return await _stream(gw, parsed, resolved.model, call, headers, key_id, raw)
+        response = await resolved.model.request(parsed.messages, parsed.settings, call)
+    except ElevenFactorError as exc:
+        if parsed is not None and isinstance(exc, ModelError):
+            _record_error(gw, call, parsed, exc, key_id, raw)
+        return error_response(exc, headers)
+    out = orjson.dumps(response_to_openai(
+        response, completion_id=f"chatcmpl-{trace_id[:24]}", created=int(time.time()),
+        model=response.model or parsed.model))
+    final = call.final
+    assert gw.recorder is not None
+    gw.recorder.record(CallRecord.from_call(
+        call, stream=False, status="ok", tokens_in=response.usage.input_tokens,
+        tokens_out=response.usage.output_tokens,
+        cost=_cost(gw, final.deployment if final else None, response.usage),
+        api_key_id=key_id, request=raw, response=out))
+    return Response(out, media_type="application/json", headers=headers)
+
+
+def _record_error(
+    gw: Gateway, call: Call, parsed: ChatRequest, exc: ModelError, key_id: str | None,
+    raw: bytes,
+) -> None:
+    assert gw.recorder is not None
+    gw.recorder.record(CallRecord.from_call(
+        call, stream=parsed.stream, status="error", error_class=exc.error_class, tokens_in=0,
+        tokens_out=0, api_key_id=key_id, request=raw))
+
+
+async def _stream(
+    gw: Gateway, parsed: ChatRequest, model: object, call: Call, headers: dict[str, str],
+    key_id: str | None, raw: bytes,
+) -> Response:
+    """Fetch the first chunk before answering, so an early failure gets a real status code."""
+    from elevenfactor.models import Model
+
+    assert isinstance(model, Model)
+    stream = aiter(model.request_stream(parsed.messages, parsed.settings, call))
+    try:
+        first: StreamChunk | None = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    completion_id = f"chatcmpl-{call.trace_id[:24]}"
+    created = int(time.time())
+    name = parsed.model
+
+    async def body() -> AsyncIterator[bytes]:
+        usage = Usage()
+        text: list[str] = []
+        status, error_class = "ok", None
+        try:
+            chunk, is_first = first, True
+            while chunk is not None:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                text.append(chunk.text)
+                if chunk.text or chunk.tool_calls or chunk.finish_reason or is_first:
+                    yield _sse(chunk_to_openai(chunk, completion_id=completion_id,
+                                               created=created, model=name, first=is_first))
+                is_first = False
+                chunk = await anext(stream, None)
+            if parsed.include_usage:
+                yield _sse({"id": completion_id, "object": "chat.completion.chunk",
+                            "created": created, "model": name, "choices": [],
+                            "usage": {"prompt_tokens": usage.input_tokens,
+                                      "completion_tokens": usage.output_tokens,
+                                      "total_tokens": usage.total_tokens}})
+            yield b"data: [DONE]\n\n"
+        except ModelError as exc:
+            status, error_class = "error", exc.error_class
+            yield _sse(error_body(exc))
+        except BaseException:
+            status, error_class = "error", "cancelled"
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            final = call.final
+            assert gw.recorder is not None
+            gw.recorder.record(CallRecord.from_call(
+                call, stream=True, status=status, error_class=error_class,
+                tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
+                cost=_cost(gw, final.deployment if final else None, usage),
+                api_key_id=key_id, request=raw, response="".join(text).encode()))
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})
