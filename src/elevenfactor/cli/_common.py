@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from elevenfactor.config import ProjectConfig, Settings, load_project, load_settings
@@ -33,9 +34,9 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except ElevenFactorError as exc:
-            err_console.print(f"[bold red]error[{exc.code}][/]: {exc.message}", highlight=False)
+            err_console.print(f"[bold red]error\\[{exc.code}][/]: {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"  hint: {exc.hint}", highlight=False)
+                err_console.print(f"  hint: {escape(exc.hint)}", highlight=False)
             sys.exit(2)
 
     return wrapper
