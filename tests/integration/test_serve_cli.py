@@ -129,9 +129,11 @@ def test_sigterm_drains_then_finishes_streams(
     body = {"model": "default", "stream": True,
             "messages": [{"role": "user", "content": "a slow stream to finish"}]}
     lines: list[str] = []
-    with httpx.Client(base_url=base, timeout=30) as streaming, \
-            httpx.Client(base_url=base, timeout=30) as other:
-        with streaming.stream("POST", "/v1/chat/completions", json=body) as resp:
+    with (
+        httpx.Client(base_url=base, timeout=30) as streaming,
+        httpx.Client(base_url=base, timeout=30) as other,
+        streaming.stream("POST", "/v1/chat/completions", json=body) as resp,
+    ):
             assert resp.status_code == 200
             it = resp.iter_lines()
             lines.append(next(it))

@@ -34,7 +34,9 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except ElevenFactorError as exc:
-            err_console.print(f"[bold red]error\\[{exc.code}][/]: {escape(exc.message)}", highlight=False)
+            err_console.print(
+                f"[bold red]error\\[{exc.code}][/]: {escape(exc.message)}", highlight=False
+            )
             if exc.hint:
                 err_console.print(f"  hint: {escape(exc.hint)}", highlight=False)
             sys.exit(2)

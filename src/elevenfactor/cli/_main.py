@@ -22,8 +22,8 @@ from elevenfactor.cli._common import (
 )
 from elevenfactor.config import mask_url
 from elevenfactor.governance import create_key, list_keys, revoke_key
-from elevenfactor.store import migrate as migrate_store
 from elevenfactor.store import Store, pending
+from elevenfactor.store import migrate as migrate_store
 
 __all__ = ["main"]
 

@@ -49,6 +49,13 @@ ErrorClass = Literal[
 ]
 
 
+_RETRY_ON: tuple[ErrorClass, ...] = (
+    "rate_limit", "server_error", "timeout", "connection", "malformed_response")
+_FAILOVER_ON: tuple[ErrorClass, ...] = (
+    "rate_limit", "server_error", "timeout", "connection", "circuit_open", "content_filter",
+    "malformed_response")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,8 +70,7 @@ class RetryConfig(_Strict):
         default=30.0, ge=0, description="A longer Retry-After fails over instead of waiting."
     )
     on: list[ErrorClass] = Field(
-        default_factory=lambda: ["rate_limit", "server_error", "timeout", "connection",
-                                 "malformed_response"]
+        default_factory=lambda: list(_RETRY_ON)
     )
 
 
@@ -110,10 +116,7 @@ class DeploymentConfig(_Strict):
 class FailoverConfig(_Strict):
     """Which error classes move a chain to its next deployment."""
 
-    on: list[ErrorClass] = Field(
-        default_factory=lambda: ["rate_limit", "server_error", "timeout", "connection",
-                                 "circuit_open", "content_filter", "malformed_response"]
-    )
+    on: list[ErrorClass] = Field(default_factory=lambda: list(_FAILOVER_ON))
     context_window: Literal["larger", "next", "fail"] = Field(
         default="larger",
         description="On context_window: skip to a deployment with a larger context window.",

@@ -61,7 +61,7 @@ def serve(settings: Settings, project: ProjectConfig) -> None:
         access_log=False,
         log_config=None,
         lifespan="on",
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         timeout_keep_alive=30,
         server_header=False,
         date_header=False,
