@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -267,21 +268,7 @@ def load_project(path: Path | None, env: Mapping[str, str] | None = None) -> Pro
 
 
 def default_project() -> ProjectConfig:
-    """The embedded default: the bundled local model behind the ``default`` route."""
-    return ProjectConfig.model_validate(
-        {
-            "providers": {"local": {"type": "local"}},
-            "models": {
-                "smollm2": {
-                    "provider": "local",
-                    "model": "SmolLM2-135M-Instruct-Q4_1",
-                    "context_window": 8192,
-                    "params": {"temperature": 0.7, "repeat_penalty": 1.3},
-                    "timeout": 120,
-                    "retry": {"attempts": 1},
-                    "breaker": None,
-                }
-            },
-            "routes": {"default": {"chain": ["smollm2"]}},
-        }
-    )
+    """The embedded default (``defaults/elevenfactor.yaml``): the bundled local model."""
+    text = resources.files("elevenfactor.config").joinpath("defaults/elevenfactor.yaml")
+    return parse_project(yaml.safe_load(text.read_text(encoding="utf-8")),
+                         source="built-in default project", env={})
