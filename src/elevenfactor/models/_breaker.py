@@ -75,12 +75,13 @@ class CircuitBreaker:
             self._trial_running = False
 
     def _failure(self, exc: ModelError, trial: bool) -> None:
+        if exc.error_class not in TRIPPING:
+            # The deployment answered (a bad request, a filtered prompt...): it is healthy, so
+            # the run of consecutive failures ends, and a half-open trial closes the circuit.
+            self._success(trial)
+            return
         if trial:
             self._trial_running = False
-        if exc.error_class not in TRIPPING:
-            if trial:
-                self.opened_at = None
-            return
         self.consecutive_failures += 1
         if trial or self.consecutive_failures >= self.config.failures:
             self.opened_at = self._clock()
@@ -107,8 +108,9 @@ class CircuitBreaker:
     ) -> AsyncIterator[StreamChunk]:
         """Stream unless open; a stream that fails at any point counts as a failure."""
         trial = self._admit(call)
+        stream = aiter(self.inner.request_stream(messages, settings, call))
         try:
-            async for chunk in self.inner.request_stream(messages, settings, call):
+            async for chunk in stream:
                 yield chunk
         except ModelError as exc:
             self._failure(exc, trial)
@@ -117,4 +119,8 @@ class CircuitBreaker:
             if trial:
                 self._trial_running = False
             raise
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
         self._success(trial)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from elevenfactor.errors import ModelError, ModelTimeout
+from elevenfactor.errors import MalformedResponse, ModelError, ModelTimeout
 from elevenfactor.models._messages import Message, ModelSettings, Response, StreamChunk
 from elevenfactor.models._protocol import Attempt, Call, Model
 
@@ -17,7 +17,11 @@ class Deployment:
     """Wraps a raw provider model with a per-attempt timeout and attempt recording.
 
     For streams, ``first_token_timeout`` bounds the wait for the first chunk and ``timeout``
-    bounds each gap between chunks, so long generations are not cut off.
+    bounds each gap between chunks, so long generations are not cut off. Chunks that carry
+    nothing (OpenAI-compatible servers open every stream with a role-only chunk) are not the
+    first token: they are held back, so the first-token deadline and the "already streamed"
+    boundary that retry and failover respect both mean real output. A stream that ends without
+    a chunk carrying ``finish_reason`` was cut off and fails with ``MalformedResponse``.
     """
 
     def __init__(
@@ -84,15 +88,33 @@ class Deployment:
         start = time.perf_counter()
         stream = aiter(self.inner.request_stream(messages, settings, call))
         limit, what = self.first_token_timeout, "first token"
+        loop = asyncio.get_running_loop()
+        first_deadline = loop.time() + limit
+        held_model: str | None = None
+        finished = False
         try:
             while True:
+                deadline = first_deadline if what == "first token" else loop.time() + limit
                 try:
-                    async with asyncio.timeout(limit):
+                    async with asyncio.timeout_at(deadline):
                         chunk = await anext(stream)
                 except StopAsyncIteration:
+                    if not finished:
+                        raise MalformedResponse(
+                            f"{self.name}: the stream ended without a finish reason",
+                            deployment=self.name,
+                            hint="the upstream closed the stream early or sent no valid chunks",
+                        ) from None
                     break
                 except TimeoutError:
                     raise self._timeout_error(what, limit) from None
+                finished = finished or chunk.finish_reason is not None
+                if what == "first token":
+                    if _carries_nothing(chunk):
+                        held_model = chunk.model or held_model
+                        continue
+                    if chunk.model is None and held_model is not None:
+                        chunk = chunk.model_copy(update={"model": held_model})
                 limit, what = self.timeout, "chunk"
                 yield chunk
         except ModelError as exc:
@@ -109,3 +131,8 @@ class Deployment:
             if closer is not None:
                 await closer()
         self._record(call, "ok", start)
+
+
+def _carries_nothing(chunk: StreamChunk) -> bool:
+    """True for a chunk with no text, tool call, finish reason or usage (a role-only chunk)."""
+    return not (chunk.text or chunk.tool_calls or chunk.finish_reason or chunk.usage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from elevenfactor.config import DeploymentConfig, ProjectConfig, RouteConfig
-from elevenfactor.errors import ModelNotFound
+from elevenfactor.errors import ConfigError, ModelNotFound
 from elevenfactor.models._breaker import CircuitBreaker
 from elevenfactor.models._deployment import Deployment
 from elevenfactor.models._failover import Failover, Weighted
@@ -68,7 +68,8 @@ class ModelRegistry:
         if name in self.routes:
             return self.routes[name]
         if name in seen:
-            raise ValueError(f"route cycle through {name!r}")
+            raise ConfigError(f"route cycle through {name!r}", key=f"routes.{name}",
+                              expected="weights that do not lead back to the route itself")
         seen.add(name)
         conf: RouteConfig = self.project.routes[name]
         model: Model
