@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from elevenfactor.models import Call
-from elevenfactor.store import Store, blob_hash, put_blobs
+from elevenfactor.store import BLOB_INSERT, Store, blob_hash
 
 __all__ = ["CallRecord", "CallRecorder"]
 
@@ -144,10 +144,11 @@ class CallRecorder:
                 req_hash, resp_hash,
             ))
         try:
-            async with self.store.transaction() as tx:
-                if blobs:
-                    await put_blobs(tx, blobs.items())
-                await tx.executemany(_INSERT, rows)
+            now = time.time()
+            await self.store.write_batch([
+                (BLOB_INSERT, [(h, len(c), c, now) for h, c in blobs.items()]),
+                (_INSERT, rows),
+            ])
         except BaseException:
             self._pending[:0] = records
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from elevenfactor.errors import ConfigError
 from elevenfactor.store._base import Executor, Row, Store
-from elevenfactor.store._blobs import blob_hash, get_blob, put_blob, put_blobs
+from elevenfactor.store._blobs import BLOB_INSERT, blob_hash, get_blob, put_blob, put_blobs
 from elevenfactor.store._migrations import (
     MIGRATIONS,
     Migration,
@@ -15,6 +15,7 @@ from elevenfactor.store._migrations import (
 )
 
 __all__ = [
+    "BLOB_INSERT",
     "MIGRATIONS",
     "Executor",
     "Migration",

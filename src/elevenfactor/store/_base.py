@@ -46,6 +46,13 @@ class Store(Executor, Protocol):
         """A transaction: committed on normal exit, rolled back on an exception."""
         ...
 
+    async def write_batch(self, batch: Sequence[tuple[str, Sequence[Params]]]) -> None:
+        """Run ``(sql, rows)`` pairs in one transaction, off the event loop where it matters.
+
+        For background writers (call records, metrics) whose latency nobody waits on.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

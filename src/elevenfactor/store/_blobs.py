@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 from elevenfactor.store._base import Executor
 
-__all__ = ["blob_hash", "get_blob", "put_blob", "put_blobs"]
+__all__ = ["BLOB_INSERT", "blob_hash", "get_blob", "put_blob", "put_blobs"]
 
-_INSERT = ("INSERT INTO blobs (hash, size, content, created_at) VALUES (?, ?, ?, ?) "
+BLOB_INSERT = ("INSERT INTO blobs (hash, size, content, created_at) VALUES (?, ?, ?, ?) "
            "ON CONFLICT (hash) DO NOTHING")
 
 
@@ -22,7 +22,7 @@ def blob_hash(content: bytes) -> str:
 async def put_blob(db: Executor, content: bytes) -> str:
     """Store ``content`` (once) and return its hash."""
     digest = blob_hash(content)
-    await db.execute(_INSERT, (digest, len(content), content, time.time()))
+    await db.execute(BLOB_INSERT, (digest, len(content), content, time.time()))
     return digest
 
 
@@ -31,7 +31,7 @@ async def put_blobs(db: Executor, contents: Iterable[tuple[str, bytes]]) -> None
     now = time.time()
     rows = [(h, len(c), c, now) for h, c in contents]
     if rows:
-        await db.executemany(_INSERT, rows)
+        await db.executemany(BLOB_INSERT, rows)
 
 
 async def get_blob(db: Executor, digest: str) -> bytes | None:

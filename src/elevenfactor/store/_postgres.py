@@ -104,6 +104,12 @@ class PostgresStore:
         async with self.pool.connection() as conn, conn.transaction():
             yield _Tx(conn)
 
+    async def write_batch(self, batch: Sequence[tuple[str, Sequence[Params]]]) -> None:
+        """Run the batch in one transaction (psycopg does the I/O without blocking the loop)."""
+        async with self.transaction() as tx:
+            for sql, rows in batch:
+                await tx.executemany(sql, rows)
+
     async def close(self) -> None:
         """Close the pool."""
         await self.pool.close()

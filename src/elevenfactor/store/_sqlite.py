@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -59,6 +60,8 @@ class SQLiteStore:
         self.conn = conn
         self._tx = _Tx(conn)
         self._lock = asyncio.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_conn: sqlite3.Connection | None = None
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement in autocommit mode."""
@@ -90,8 +93,43 @@ class SQLiteStore:
                 raise
             self.conn.execute("COMMIT")
 
+    async def write_batch(self, batch: Sequence[tuple[str, Sequence[Params]]]) -> None:
+        """One transaction on a second connection in a writer thread, so the loop never waits.
+
+        sqlite3 releases the GIL while SQLite works, so the loop keeps serving meanwhile.
+        """
+        if self.path == ":memory:":
+            async with self.transaction() as tx:
+                for sql, rows in batch:
+                    await tx.executemany(sql, rows)
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write_sync, batch)
+
+    def _write_sync(self, batch: Sequence[tuple[str, Sequence[Params]]]) -> None:
+        if self._writer_conn is None:
+            self._writer_conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            self._writer_conn.execute("PRAGMA synchronous=NORMAL")
+            self._writer_conn.execute("PRAGMA busy_timeout=30000")
+        conn = self._writer_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in batch:
+                conn.executemany(sql, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
         self.conn.close()
 
     def __repr__(self) -> str:
