@@ -244,3 +244,18 @@ async def test_health_readiness_and_unknown_paths(gateway: tuple[str, Gateway, s
         assert drained.status_code == 503
         assert drained.json()["error"]["code"] == "shutting_down"
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_trace_ids_on_every_response(gateway: tuple[str, Gateway, str]) -> None:
+    base, _, key = gateway
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with httpx.AsyncClient(base_url=base) as http:
+        resp = await http.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "x"}]},
+            headers={"Authorization": f"Bearer {key}",
+                     "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+        assert resp.headers["x-trace-id"] == trace
+        for path in ("/v1/models", "/healthz", "/nowhere"):
+            got = await http.get(path, headers={"Authorization": f"Bearer {key}"})
+            assert len(got.headers["x-trace-id"]) == 32

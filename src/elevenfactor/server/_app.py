@@ -12,11 +12,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
-from elevenfactor.server._chat import chat_completions
+from elevenfactor.server._chat import chat_completions, trace_id_from
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._state import Gateway
 
@@ -71,7 +71,8 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 class DrainGuard:
-    """Pure ASGI middleware: counts in-flight requests and answers 503 while draining."""
+    """Pure ASGI middleware: gives every request a trace id (echoed in ``x-trace-id`` on every
+    response), counts in-flight requests, and answers 503 while draining."""
 
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
@@ -81,16 +82,25 @@ class DrainGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        trace_id = trace_id_from(scope)
+        scope["trace_id"] = trace_id
+        trace_header = (b"x-trace-id", trace_id.encode())
         gw = self.gateway
         if gw.draining and scope["path"] not in ("/healthz", "/readyz"):
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"),
-                                    (b"connection", b"close")]})
+                                    (b"connection", b"close"), trace_header]})
             await send({"type": "http.response.body", "body": _DRAINING})
             return
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), trace_header]
+            await send(message)
+
         gw.inflight += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_with_trace)
         finally:
             gw.inflight -= 1
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope
 
 from elevenfactor.errors import (
     AuthenticationFailed,
@@ -25,23 +26,23 @@ from elevenfactor.server._errors import error_body, error_response
 from elevenfactor.server._state import Gateway
 from elevenfactor.server._wire import ChatRequest, parse_chat_request
 
-__all__ = ["chat_completions", "trace_id_for"]
+__all__ = ["chat_completions", "trace_id_from"]
 
 logger = logging.getLogger("elevenfactor.server")
-TRACE_HEADER = "x-trace-id"
 
 
-def trace_id_for(request: Request) -> str:
-    """The W3C trace id from ``traceparent`` if valid, else a new random one."""
-    tp = request.headers.get("traceparent")
-    if tp:
-        parts = tp.split("-")
-        if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-            try:
-                int(parts[1], 16)
-                return parts[1]
-            except ValueError:
-                pass
+def trace_id_from(scope: Scope) -> str:
+    """The W3C trace id from a valid ``traceparent`` header, else a new random one."""
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            parts = value.decode("latin-1").split("-")
+            if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+                try:
+                    int(parts[1], 16)
+                except ValueError:
+                    break
+                return str(parts[1])
+            break
     return uuid.uuid4().hex
 
 
@@ -101,8 +102,8 @@ def _sse(obj: object) -> bytes:
 async def chat_completions(request: Request) -> Response:
     """Parse, authenticate, route, call, log and record one chat completion."""
     gw: Gateway = request.app.state.gateway
-    trace_id = trace_id_for(request)
-    headers = {TRACE_HEADER: trace_id}
+    trace_id: str = request.scope.get("trace_id") or trace_id_from(request.scope)
+    headers: dict[str, str] = {}
     call = Call(trace_id=trace_id)
     key_id: str | None = None
     raw = b""
