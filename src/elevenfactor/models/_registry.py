@@ -93,13 +93,17 @@ class ModelRegistry:
         """
         if not name:
             name = self.project.default_route
-        for _ in range(16):
-            conf = self.project.routes.get(name)
-            if conf is None:
-                break
+        seen: list[str] = []
+        while (conf := self.project.routes.get(name)) is not None:
             rule = next((r for r in conf.rules if set(r.tags) <= set(tags)), None)
             if rule is None:
                 return Resolved(name, self.routes[name], "route")
+            seen.append(name)
+            if rule.use in seen:
+                raise ConfigError(
+                    f"tag rules loop: {' -> '.join([*seen, rule.use])}",
+                    key=f"routes.{name}.rules", expected="rules that end at a model or route",
+                )
             name = rule.use
         if name in self.routes:
             return Resolved(name, self.routes[name], "route")
