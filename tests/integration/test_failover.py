@@ -64,13 +64,22 @@ class Env:
             top.setdefault("default_route", next(iter(routes)))
         doc = {
             "providers": {
-                f"p_{name}": {"type": "openai", "base_url": self.ups[name].base_url,
-                              "api_key": "sk-test"}
+                f"p_{name}": {
+                    "type": "openai",
+                    "base_url": self.ups[name].base_url,
+                    "api_key": "sk-test",
+                }
                 for name in models
             },
             "models": {
-                name: {"provider": f"p_{name}", "model": f"model-{name}", "timeout": 5.0,
-                       "retry": NO_RETRY, "breaker": None, **conf}
+                name: {
+                    "provider": f"p_{name}",
+                    "model": f"model-{name}",
+                    "timeout": 5.0,
+                    "retry": NO_RETRY,
+                    "breaker": None,
+                    **conf,
+                }
                 for name, conf in models.items()
             },
             "routes": routes or {},
@@ -156,10 +165,13 @@ async def test_ok_answers_and_streams_through_the_whole_stack(env: Env) -> None:
 # -- Retry ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fault", "wait"), [
-    (Fault("429", retry_after=1), 1.0),
-    (Fault("429", retry_after_ms=300), 0.3),
-])
+@pytest.mark.parametrize(
+    ("fault", "wait"),
+    [
+        (Fault("429", retry_after=1), 1.0),
+        (Fault("429", retry_after_ms=300), 0.3),
+    ],
+)
 async def test_rate_limit_retry_after_is_honoured(env: Env, fault: Fault, wait: float) -> None:
     reg = await env.registry(
         {"a": {"retry": {"attempts": 2, "backoff_base": 0, "max_retry_after": 30}}, "b": {}},
@@ -202,8 +214,9 @@ async def test_server_error_is_retried_then_fails_over(env: Env, status: str) ->
 
 
 async def test_server_error_then_success_is_retried_in_place(env: Env) -> None:
-    reg = await env.registry({"a": {"retry": {"attempts": 3, "backoff_base": 0.01}}, "b": {}},
-                             CHAIN_AB)
+    reg = await env.registry(
+        {"a": {"retry": {"attempts": 3, "backoff_base": 0.01}}, "b": {}}, CHAIN_AB
+    )
     env.ups["a"].script("500", "500")
     _, call = await ask(reg.routes["ab"])
     assert call.path == ["a:server_error", "a:server_error", "a:ok"]
@@ -227,9 +240,7 @@ async def test_hang_past_the_timeout_fails_over(env: Env, stream: bool) -> None:
 
 async def test_slow_first_token_is_bounded_by_first_token_timeout(env: Env) -> None:
     # headers and the role chunk arrive at once; real content only after the delay
-    reg = await env.registry(
-        {"a": {"timeout": 5.0, "first_token_timeout": 0.3}, "b": {}}, CHAIN_AB
-    )
+    reg = await env.registry({"a": {"timeout": 5.0, "first_token_timeout": 0.3}, "b": {}}, CHAIN_AB)
     env.ups["a"].script("slow_first_token:10")
     text, call = await ask_stream(reg.routes["ab"])
     assert call.path == ["a:timeout", "b:ok"]
@@ -261,8 +272,9 @@ async def test_connection_reset_mid_body_fails_over(env: Env) -> None:
 
 
 async def test_reset_mid_stream_after_the_first_token_reaches_the_consumer(env: Env) -> None:
-    reg = await env.registry({"a": {"retry": {"attempts": 3, "backoff_base": 0}}, "b": {}},
-                             CHAIN_AB)
+    reg = await env.registry(
+        {"a": {"retry": {"attempts": 3, "backoff_base": 0}}, "b": {}}, CHAIN_AB
+    )
     env.ups["a"].script("reset:2")
     chunks: list[StreamChunk] = []
     call = Call()
@@ -274,15 +286,18 @@ async def test_reset_mid_stream_after_the_first_token_reaches_the_consumer(env: 
     assert env.ups["b"].requests == 0
 
 
-@pytest.mark.parametrize(("fault", "outcome"), [
-    ("reset:0", "connection"),      # the role chunk arrived, then the connection died
-    ("reset", "connection"),
-    ("429:60", "rate_limit"),
-    ("500", "server_error"),
-    ("malformed", "malformed_response"),
-    (Fault("malformed", malformed="wrong_shape"), "malformed_response"),
-    ("content_filter", "content_filter"),
-])
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [
+        ("reset:0", "connection"),  # the role chunk arrived, then the connection died
+        ("reset", "connection"),
+        ("429:60", "rate_limit"),
+        ("500", "server_error"),
+        ("malformed", "malformed_response"),
+        (Fault("malformed", malformed="wrong_shape"), "malformed_response"),
+        ("content_filter", "content_filter"),
+    ],
+)
 async def test_stream_failure_before_the_first_token_fails_over(
     env: Env, fault: str | Fault, outcome: str
 ) -> None:
@@ -308,8 +323,11 @@ async def test_malformed_body_fails_over(env: Env, shape: str) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_context_window_skips_to_a_larger_window(env: Env, stream: bool) -> None:
     reg = await env.registry(
-        {"small": {"context_window": 4096}, "same": {"context_window": 4096},
-         "big": {"context_window": 128000}},
+        {
+            "small": {"context_window": 4096},
+            "same": {"context_window": 4096},
+            "big": {"context_window": 128000},
+        },
         {"long": {"chain": ["small", "same", "big"]}},
     )
     env.ups["small"].default = "context_window"
@@ -322,9 +340,11 @@ async def test_context_window_skips_to_a_larger_window(env: Env, stream: bool) -
 async def test_context_window_policies_next_and_fail(env: Env) -> None:
     reg = await env.registry(
         {"small": {"context_window": 4096}, "same": {"context_window": 4096}},
-        {"next": {"chain": ["small", "same"], "failover": {"context_window": "next"}},
-         "fail": {"chain": ["small", "same"], "failover": {"context_window": "fail"}},
-         "larger": {"chain": ["small", "same"]}},
+        {
+            "next": {"chain": ["small", "same"], "failover": {"context_window": "next"}},
+            "fail": {"chain": ["small", "same"], "failover": {"context_window": "fail"}},
+            "larger": {"chain": ["small", "same"]},
+        },
     )
     env.ups["small"].default = "context_window"
     _, call = await ask(reg.routes["next"])
@@ -402,8 +422,13 @@ async def test_breaker_opens_skips_the_upstream_and_half_opens(env: Env) -> None
 
 async def test_breaker_counts_retries_and_ignores_bad_requests(env: Env) -> None:
     reg = await env.registry(
-        {"a": {"breaker": {"failures": 3, "cooldown": 30},
-               "retry": {"attempts": 2, "backoff_base": 0}}, "b": {}},
+        {
+            "a": {
+                "breaker": {"failures": 3, "cooldown": 30},
+                "retry": {"attempts": 2, "backoff_base": 0},
+            },
+            "b": {},
+        },
         CHAIN_AB,
     )
     route, a = reg.routes["ab"], env.ups["a"]
@@ -427,9 +452,10 @@ async def test_breaker_counts_retries_and_ignores_bad_requests(env: Env) -> None
 
 
 async def test_weighted_route_distributes_by_weight(env: Env) -> None:
-    reg = await env.registry({"a": {}, "b": {}},
-                             {"mix": {"weights": [{"model": "a", "weight": 3},
-                                                  {"model": "b", "weight": 1}]}})
+    reg = await env.registry(
+        {"a": {}, "b": {}},
+        {"mix": {"weights": [{"model": "a", "weight": 3}, {"model": "b", "weight": 1}]}},
+    )
     n = 400
     first: list[str] = []
     for _ in range(n):
@@ -443,9 +469,10 @@ async def test_weighted_route_distributes_by_weight(env: Env) -> None:
 
 
 async def test_weighted_route_fails_over_to_the_other_target(env: Env) -> None:
-    reg = await env.registry({"a": {}, "b": {}},
-                             {"mix": {"weights": [{"model": "a", "weight": 1},
-                                                  {"model": "b", "weight": 1}]}})
+    reg = await env.registry(
+        {"a": {}, "b": {}},
+        {"mix": {"weights": [{"model": "a", "weight": 1}, {"model": "b", "weight": 1}]}},
+    )
     env.ups["a"].default = "503"
     paths = set()
     for _ in range(30):
@@ -459,17 +486,20 @@ async def test_tag_rules_route_by_tags(env: Env) -> None:
     reg = await env.registry(
         {"big": {}, "small": {}, "eu": {}},
         {
-            "default": {"chain": ["big"], "rules": [
-                {"tags": ["cheap"], "use": "small"},
-                {"tags": ["batch", "eu"], "use": "eu-route"},
-            ]},
+            "default": {
+                "chain": ["big"],
+                "rules": [
+                    {"tags": ["cheap"], "use": "small"},
+                    {"tags": ["batch", "eu"], "use": "eu-route"},
+                ],
+            },
             "eu-route": {"chain": ["eu", "big"]},
         },
     )
     cases = [
         ((), "default", "big"),
         (("cheap",), "small", "small"),
-        (("batch",), "default", "big"),               # a rule needs all of its tags
+        (("batch",), "default", "big"),  # a rule needs all of its tags
         (("eu", "batch", "extra"), "eu-route", "eu"),
         (("cheap", "batch", "eu"), "small", "small"),  # rules are checked in order
     ]
@@ -492,14 +522,26 @@ async def test_fault_upstream_runs_as_a_subprocess() -> None:
     reg: ModelRegistry | None = None
     try:
         await proc.script("500", Fault("429", retry_after_ms=10))
-        reg = ModelRegistry.from_project(parse_project({
-            "providers": {"p": {"type": "openai", "base_url": proc.base_url}},
-            "models": {"sub": {"provider": "p", "model": "m", "breaker": None,
-                               "retry": {"attempts": 3, "backoff_base": 0.01}}},
-        }))
+        reg = ModelRegistry.from_project(
+            parse_project(
+                {
+                    "providers": {"p": {"type": "openai", "base_url": proc.base_url}},
+                    "models": {
+                        "sub": {
+                            "provider": "p",
+                            "model": "m",
+                            "breaker": None,
+                            "retry": {"attempts": 3, "backoff_base": 0.01},
+                        }
+                    },
+                }
+            )
+        )
         text, call = await ask(reg.deployments["sub"])
-        assert (text, call.path) == ("Hello from sub.",
-                                     ["sub:server_error", "sub:rate_limit", "sub:ok"])
+        assert (text, call.path) == (
+            "Hello from sub.",
+            ["sub:server_error", "sub:rate_limit", "sub:ok"],
+        )
         stats = await proc.stats()
         assert stats["requests"] == 3
         assert stats["by_fault"] == {"500": 1, "429": 1, "ok": 1}
@@ -515,8 +557,9 @@ async def test_fault_upstream_runs_as_a_subprocess() -> None:
 
 async def test_fault_upstream_speaks_openai_to_the_official_client() -> None:
     async with FaultUpstream(name="oai") as up:
-        client = openai.AsyncOpenAI(base_url=up.base_url, api_key="sk-test", max_retries=0,
-                                    timeout=5)
+        client = openai.AsyncOpenAI(
+            base_url=up.base_url, api_key="sk-test", max_retries=0, timeout=5
+        )
         messages: Any = [{"role": "user", "content": "hi"}]
         try:
             done = await client.chat.completions.create(model="gpt-test", messages=messages)
@@ -525,12 +568,17 @@ async def test_fault_upstream_speaks_openai_to_the_official_client() -> None:
             assert done.usage is not None and done.usage.completion_tokens == 4
 
             stream = await client.chat.completions.create(
-                model="gpt-test", messages=messages, stream=True,
-                stream_options={"include_usage": True})
+                model="gpt-test",
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
             chunks = [c async for c in stream]
             assert chunks[0].choices[0].delta.role == "assistant"
-            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) \
+            assert (
+                "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
                 == "Hello from oai."
+            )
             assert chunks[-1].choices == [] and chunks[-1].usage is not None
 
             up.script("429:7")
@@ -559,7 +607,8 @@ async def test_fault_upstream_speaks_openai_to_the_official_client() -> None:
             up.script("reset:2")
             got: list[str] = []
             stream = await client.chat.completions.create(
-                model="gpt-test", messages=messages, stream=True)
+                model="gpt-test", messages=messages, stream=True
+            )
             with pytest.raises(openai.APIConnectionError):
                 async for c in stream:
                     got.append(c.choices[0].delta.content or "")

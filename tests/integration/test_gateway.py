@@ -17,18 +17,23 @@ from elevenfactor.server import Gateway
 from elevenfactor.store import open_store
 from tests.support.server import running_gateway
 
-PROJECT = parse_project({
-    "providers": {"t": {"type": "test"}},
-    "models": {
-        "echo": {"provider": "t", "model": "echo-1",
-                 "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
-        "echo-big": {"provider": "t", "model": "echo-2", "context_window": 100000},
-    },
-    "routes": {
-        "default": {"chain": ["echo"]},
-        "tagged": {"chain": ["echo"], "rules": [{"tags": ["big"], "use": "echo-big"}]},
-    },
-})
+PROJECT = parse_project(
+    {
+        "providers": {"t": {"type": "test"}},
+        "models": {
+            "echo": {
+                "provider": "t",
+                "model": "echo-1",
+                "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+            },
+            "echo-big": {"provider": "t", "model": "echo-2", "context_window": 100000},
+        },
+        "routes": {
+            "default": {"chain": ["echo"]},
+            "tagged": {"chain": ["echo"], "rules": [{"tags": ["big"], "use": "echo-big"}]},
+        },
+    }
+)
 
 
 async def _migrated(url: str) -> None:
@@ -68,7 +73,8 @@ async def _rows(gw: Gateway, want: int) -> list[tuple[object, ...]]:
         rows = await gw.store.fetchall(
             "SELECT trace_id, route, deployment, model, stream, status, error_class, tokens_in,"
             " tokens_out, cost, failover_path, request_hash, response_hash FROM model_calls"
-            " ORDER BY created_at")
+            " ORDER BY created_at"
+        )
         if len(rows) >= want or time.monotonic() > deadline:
             return rows
         await gw.recorder.flush()
@@ -80,7 +86,8 @@ async def test_plain_completion_is_logged_and_recorded(
     base, gw, key = gateway
     client = _client(base, key)
     raw = await client.chat.completions.with_raw_response.create(
-        model="default", messages=[{"role": "user", "content": "hello gateway"}])
+        model="default", messages=[{"role": "user", "content": "hello gateway"}]
+    )
     completion = raw.parse()
     trace_id = raw.headers["x-trace-id"]
     assert len(trace_id) == 32
@@ -98,8 +105,11 @@ async def test_streaming(gateway: tuple[str, Gateway, str]) -> None:
     base, gw, key = gateway
     client = _client(base, key)
     stream = await client.chat.completions.create(
-        model="default", stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "stream me please"}])
+        model="default",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "stream me please"}],
+    )
     text, usage, finishes = "", None, []
     async for chunk in stream:
         if chunk.choices:
@@ -119,25 +129,39 @@ async def test_streaming(gateway: tuple[str, Gateway, str]) -> None:
 async def test_tool_calls(gateway: tuple[str, Gateway, str]) -> None:
     base, _, key = gateway
     client = _client(base, key)
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
     completion = await client.chat.completions.create(
-        model="default", tools=tools,  # type: ignore[arg-type]
-        messages=[{"role": "user", "content": "weather in Paris?"}])
+        model="default",
+        tools=tools,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+    )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert "city" in json.loads(call.function.arguments)  # type: ignore[union-attr]
     follow = await client.chat.completions.create(
-        model="default", tools=tools,  # type: ignore[arg-type]
+        model="default",
+        tools=tools,  # type: ignore[arg-type]
         messages=[
             {"role": "user", "content": "weather in Paris?"},
             {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
             {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
-        ])
+        ],
+    )
     assert follow.choices[0].finish_reason == "stop"
     await client.close()
 
@@ -145,13 +169,19 @@ async def test_tool_calls(gateway: tuple[str, Gateway, str]) -> None:
 async def test_structured_output(gateway: tuple[str, Gateway, str]) -> None:
     base, _, key = gateway
     client = _client(base, key)
-    schema = {"type": "object", "properties": {"name": {"type": "string"},
-                                               "age": {"type": "integer"}},
-              "required": ["name", "age"]}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
     completion = await client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "a person"}],
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "person", "schema": schema}})
+        model="default",
+        messages=[{"role": "user", "content": "a person"}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "person", "schema": schema},
+        },
+    )
     data = json.loads(completion.choices[0].message.content or "")
     assert set(data) == {"name", "age"} and isinstance(data["age"], int)
     await client.close()
@@ -161,8 +191,10 @@ async def test_tags_route_by_rule(gateway: tuple[str, Gateway, str]) -> None:
     base, _, key = gateway
     client = _client(base, key)
     raw = await client.chat.completions.with_raw_response.create(
-        model="tagged", messages=[{"role": "user", "content": "x"}],
-        extra_headers={"x-elevenfactor-tags": "big"})
+        model="tagged",
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"x-elevenfactor-tags": "big"},
+    )
     assert raw.parse().model == "echo-2"
     assert raw.headers["x-elevenfactor-route"] == "echo-big"
     await client.close()
@@ -181,23 +213,61 @@ async def test_models_lists_routes_and_deployments(gateway: tuple[str, Gateway, 
     [
         (b"{not json", 400, "invalid_json", "body"),
         (b"[]", 400, "invalid_type", "body"),
-        (b'{"messages": [{"role": "user", "content": "x"}]}', 400,
-         "missing_required_parameter", "model"),
-        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404,
-         "model_not_found", "model"),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}]}',
+            400,
+            "missing_required_parameter",
+            "model",
+        ),
+        (
+            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "model_not_found",
+            "model",
+        ),
         (b'{"model": "default", "messages": "hi"}', 400, "invalid_type", "messages"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "x"}],'
-         b' "temperature": "hot"}', 400, "invalid_type", "temperature"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "x"}],'
-         b' "temperature": 7}', 400, "invalid_value", "temperature"),
-        (b'{"model": "default", "messages": [{"role": "wizard", "content": "x"}]}', 400,
-         "invalid_value", "messages[0].role"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": [{"type":'
-         b' "image_url"}]}]}', 400, "unsupported_content", "messages[0].content[0]"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "x"}],'
-         b' "frobnicate": 1}', 400, "unknown_parameter", "frobnicate"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "'
-         + b"x" * 30_000 + b'"}]}', 413, "request_too_large", "body"),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "x"}],'
+            b' "temperature": "hot"}',
+            400,
+            "invalid_type",
+            "temperature",
+        ),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "x"}],'
+            b' "temperature": 7}',
+            400,
+            "invalid_value",
+            "temperature",
+        ),
+        (
+            b'{"model": "default", "messages": [{"role": "wizard", "content": "x"}]}',
+            400,
+            "invalid_value",
+            "messages[0].role",
+        ),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": [{"type":'
+            b' "image_url"}]}]}',
+            400,
+            "unsupported_content",
+            "messages[0].content[0]",
+        ),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "x"}],'
+            b' "frobnicate": 1}',
+            400,
+            "unknown_parameter",
+            "frobnicate",
+        ),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "'
+            + b"x" * 30_000
+            + b'"}]}',
+            413,
+            "request_too_large",
+            "body",
+        ),
     ],
 )
 async def test_bad_requests_get_openai_errors(
@@ -205,9 +275,11 @@ async def test_bad_requests_get_openai_errors(
 ) -> None:
     base, _, key = gateway
     async with httpx.AsyncClient(base_url=base) as http:
-        resp = await http.post("/v1/chat/completions", content=body,
-                               headers={"Authorization": f"Bearer {key}",
-                                        "Content-Type": "application/json"})
+        resp = await http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert err["code"] == code and err["param"] == param and err["message"]
@@ -219,14 +291,19 @@ async def test_authentication(gateway: tuple[str, Gateway, str], store_url: str)
     revoked = await _key(store_url, revoke=True)
     async with httpx.AsyncClient(base_url=base) as http:
         payload = {"model": "default", "messages": [{"role": "user", "content": "x"}]}
-        for headers in ({}, {"Authorization": "Bearer ef_wrong"},
-                        {"Authorization": f"Bearer {revoked}"}, {"Authorization": "Basic x"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer ef_wrong"},
+            {"Authorization": f"Bearer {revoked}"},
+            {"Authorization": "Basic x"},
+        ):
             resp = await http.post("/v1/chat/completions", json=payload, headers=headers)
             assert resp.status_code == 401
             assert resp.json()["error"]["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         await _client(base, "ef_nope").chat.completions.create(
-            model="default", messages=[{"role": "user", "content": "x"}])
+            model="default", messages=[{"role": "user", "content": "x"}]
+        )
 
 
 async def test_health_readiness_and_unknown_paths(gateway: tuple[str, Gateway, str]) -> None:
@@ -253,8 +330,11 @@ async def test_trace_ids_on_every_response(gateway: tuple[str, Gateway, str]) ->
         resp = await http.post(
             "/v1/chat/completions",
             json={"model": "default", "messages": [{"role": "user", "content": "x"}]},
-            headers={"Authorization": f"Bearer {key}",
-                     "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+            headers={
+                "Authorization": f"Bearer {key}",
+                "traceparent": f"00-{trace}-00f067aa0ba902b7-01",
+            },
+        )
         assert resp.headers["x-trace-id"] == trace
         for path in ("/v1/models", "/healthz", "/nowhere"):
             got = await http.get(path, headers={"Authorization": f"Bearer {key}"})

@@ -40,19 +40,22 @@ async def gateway(
     db = await open_store(url)
     await migrate(db)
     await db.close()
-    project = parse_project({
-        "providers": {"pa": {"type": "openai", "base_url": a.base_url, "api_key": "k"},
-                      "pb": {"type": "openai", "base_url": b.base_url, "api_key": "k"}},
-        "models": {
-            "a": {"provider": "pa", "model": "up-a", "timeout": 1, "retry": {"attempts": 1}},
-            "b": {"provider": "pb", "model": "up-b", "timeout": 1, "retry": {"attempts": 1}},
-        },
-        "routes": {"default": {"chain": ["a", "b"]}},
-    })
+    project = parse_project(
+        {
+            "providers": {
+                "pa": {"type": "openai", "base_url": a.base_url, "api_key": "k"},
+                "pb": {"type": "openai", "base_url": b.base_url, "api_key": "k"},
+            },
+            "models": {
+                "a": {"provider": "pa", "model": "up-a", "timeout": 1, "retry": {"attempts": 1}},
+                "b": {"provider": "pb", "model": "up-b", "timeout": 1, "retry": {"attempts": 1}},
+            },
+            "routes": {"default": {"chain": ["a", "b"]}},
+        }
+    )
     settings = Settings(database_url=url, dev=True)
     with running_gateway(settings, project) as (base, gw):
         yield base, gw
-
 
 
 async def _last_row(gw: Gateway) -> tuple[object, ...]:
@@ -62,7 +65,8 @@ async def _last_row(gw: Gateway) -> tuple[object, ...]:
         await gw.recorder.flush()
         row = await gw.store.fetchone(
             "SELECT status, error_class, failover_path, deployment FROM model_calls"
-            " ORDER BY created_at DESC LIMIT 1")
+            " ORDER BY created_at DESC LIMIT 1"
+        )
         if row is not None:
             return row
     raise AssertionError("no model call recorded")
@@ -76,7 +80,8 @@ async def test_5xx_fails_over_and_the_path_is_recorded(
     a.script("500")
     client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="dev", max_retries=0)
     completion = await client.chat.completions.create(
-        model="default", messages=[{"role": "user", "content": "hi"}])
+        model="default", messages=[{"role": "user", "content": "hi"}]
+    )
     assert completion.model == "up-b"
     assert (a.requests, b.requests) == (1, 1)
     status, error_class, path, deployment = await _last_row(gw)
@@ -93,7 +98,8 @@ async def test_stream_fails_over_before_the_first_token(
     a.script("reset")
     client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="dev", max_retries=0)
     stream = await client.chat.completions.create(
-        model="default", stream=True, messages=[{"role": "user", "content": "hi"}])
+        model="default", stream=True, messages=[{"role": "user", "content": "hi"}]
+    )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text
     _, _, path, _ = await _last_row(gw)
@@ -109,8 +115,10 @@ async def test_all_rate_limited_returns_429_with_retry_after(
     a.script("429:2")
     b.script("429:3")
     async with httpx.AsyncClient(base_url=base) as http:
-        resp = await http.post("/v1/chat/completions", json={
-            "model": "default", "messages": [{"role": "user", "content": "hi"}]})
+        resp = await http.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "3"
     err = resp.json()["error"]
@@ -128,7 +136,9 @@ async def test_hang_then_bad_gateway(
     a.script("hang")
     b.script("malformed")
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        resp = await http.post("/v1/chat/completions", json={
-            "model": "default", "messages": [{"role": "user", "content": "hi"}]})
+        resp = await http.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert resp.status_code == 502
     assert resp.json()["error"]["error_class"] == "malformed_response"

@@ -35,16 +35,22 @@ WEATHER = ToolDefinition(
     description="Current weather for a city",
     parameters={
         "type": "object",
-        "properties": {"city": {"type": "string"},
-                       "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
         "required": ["city", "unit"],
     },
 )
 
 
 def _deployment_config(context_window: int = 2048) -> DeploymentConfig:
-    return DeploymentConfig(provider="local", model="SmolLM2-135M-Instruct-Q4_1",
-                            context_window=context_window, params=PARAMS)
+    return DeploymentConfig(
+        provider="local",
+        model="SmolLM2-135M-Instruct-Q4_1",
+        context_window=context_window,
+        params=PARAMS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +70,9 @@ def _ask(text: str) -> list[UserMessage]:
 
 
 async def test_plain_answer(model: LocalModel) -> None:
-    response = await model.request(_ask("What is the capital of France?"),
-                                   ModelSettings(max_tokens=32), Call())
+    response = await model.request(
+        _ask("What is the capital of France?"), ModelSettings(max_tokens=32), Call()
+    )
     assert response.message.content and response.message.content.strip()
     assert response.finish_reason in ("stop", "length")
     assert response.usage.input_tokens > 5
@@ -74,8 +81,12 @@ async def test_plain_answer(model: LocalModel) -> None:
 
 
 async def test_stream_yields_chunks_then_finish_and_usage(model: LocalModel) -> None:
-    chunks: list[StreamChunk] = [c async for c in model.request_stream(
-        _ask("Tell me about the sea."), ModelSettings(max_tokens=24), Call())]
+    chunks: list[StreamChunk] = [
+        c
+        async for c in model.request_stream(
+            _ask("Tell me about the sea."), ModelSettings(max_tokens=24), Call()
+        )
+    ]
     texts = [c.text for c in chunks if c.text]
     assert len(texts) >= 2
     assert all(c.finish_reason is None for c in chunks[:-1])
@@ -92,8 +103,9 @@ async def _tokens_in_context_once_idle(model: LocalModel) -> int:
 
 
 async def test_leaving_a_stream_stops_generation(model: LocalModel) -> None:
-    stream = model.request_stream(_ask("Write a very long story about a dragon."),
-                                  ModelSettings(max_tokens=1000), Call())
+    stream = model.request_stream(
+        _ask("Write a very long story about a dragon."), ModelSettings(max_tokens=1000), Call()
+    )
     async for chunk in stream:
         assert chunk.text
         break
@@ -106,8 +118,10 @@ async def test_leaving_a_stream_stops_generation(model: LocalModel) -> None:
 
 async def test_cancelled_request_stops_generation(model: LocalModel) -> None:
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(model.request(_ask("Write a very long story."),
-                                             ModelSettings(max_tokens=1000), Call()), 0.3)
+        await asyncio.wait_for(
+            model.request(_ask("Write a very long story."), ModelSettings(max_tokens=1000), Call()),
+            0.3,
+        )
     assert await _tokens_in_context_once_idle(model) < 300
     response = await model.request(_ask("Hi"), ModelSettings(max_tokens=8), Call())
     assert response.message.content is not None
@@ -117,7 +131,9 @@ async def test_cancelled_request_stops_generation(model: LocalModel) -> None:
 async def test_tool_call_has_schema_valid_arguments(model: LocalModel, choice: str) -> None:
     response = await model.request(
         _ask("What's the weather in Paris?"),
-        ModelSettings(max_tokens=64, tools=[WEATHER], tool_choice=choice), Call())
+        ModelSettings(max_tokens=64, tools=[WEATHER], tool_choice=choice),
+        Call(),
+    )
     assert response.finish_reason == "tool_calls"
     [call] = response.message.tool_calls
     assert call.name == "get_weather"
@@ -131,7 +147,9 @@ async def test_tool_call_has_schema_valid_arguments(model: LocalModel, choice: s
 async def test_auto_tool_choice_gives_a_call_or_text(model: LocalModel) -> None:
     response = await model.request(
         _ask("What's the weather in Paris?"),
-        ModelSettings(max_tokens=64, tools=[WEATHER], tool_choice="auto"), Call())
+        ModelSettings(max_tokens=64, tools=[WEATHER], tool_choice="auto"),
+        Call(),
+    )
     if response.message.tool_calls:
         assert response.finish_reason == "tool_calls"
         assert set(json.loads(response.message.tool_calls[0].arguments)) == {"city", "unit"}
@@ -142,15 +160,27 @@ async def test_auto_tool_choice_gives_a_call_or_text(model: LocalModel) -> None:
 async def test_tool_history_renders_and_stream_with_tools(model: LocalModel) -> None:
     history = [
         UserMessage(content="What's the weather in Paris?"),
-        AssistantMessage(tool_calls=[ToolCall(
-            id="call_1", name="get_weather", arguments='{"city": "Paris", "unit": "celsius"}')]),
+        AssistantMessage(
+            tool_calls=[
+                ToolCall(
+                    id="call_1",
+                    name="get_weather",
+                    arguments='{"city": "Paris", "unit": "celsius"}',
+                )
+            ]
+        ),
         ToolMessage(tool_call_id="call_1", content='{"temperature": 21, "sky": "sunny"}'),
     ]
     response = await model.request(history, ModelSettings(max_tokens=32), Call())
     assert response.message.content
-    chunks = [c async for c in model.request_stream(
-        history[:1], ModelSettings(max_tokens=64, tools=[WEATHER], tool_choice="required"),
-        Call())]
+    chunks = [
+        c
+        async for c in model.request_stream(
+            history[:1],
+            ModelSettings(max_tokens=64, tools=[WEATHER], tool_choice="required"),
+            Call(),
+        )
+    ]
     assert chunks[-1].finish_reason == "tool_calls"
     deltas = [d for c in chunks for d in c.tool_calls]
     assert deltas and deltas[0].name == "get_weather"
@@ -160,15 +190,20 @@ async def test_tool_history_renders_and_stream_with_tools(model: LocalModel) -> 
 async def test_structured_output_matches_the_schema(model: LocalModel) -> None:
     schema = {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                       "pets": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "pets": {"type": "array", "items": {"type": "string"}},
+        },
         "required": ["name", "age", "pets"],
     }
     response = await model.request(
         _ask("Invent a person: a name, an age and their pets."),
-        ModelSettings(max_tokens=64,
-                      response_format=ResponseFormat(type="json_schema", json_schema=schema)),
-        Call())
+        ModelSettings(
+            max_tokens=64, response_format=ResponseFormat(type="json_schema", json_schema=schema)
+        ),
+        Call(),
+    )
     assert response.finish_reason == "stop"
     obj = json.loads(response.message.content or "")
     assert set(obj) == {"name", "age", "pets"}
@@ -180,7 +215,9 @@ async def test_structured_output_matches_the_schema(model: LocalModel) -> None:
 async def test_json_object_output(model: LocalModel) -> None:
     response = await model.request(
         _ask("Describe a cat as JSON."),
-        ModelSettings(max_tokens=48, response_format=ResponseFormat(type="json_object")), Call())
+        ModelSettings(max_tokens=48, response_format=ResponseFormat(type="json_object")),
+        Call(),
+    )
     if response.finish_reason == "stop":
         assert isinstance(json.loads(response.message.content or ""), dict)
     else:
@@ -202,8 +239,9 @@ async def test_prompt_longer_than_the_context_window(provider: LocalProvider) ->
     assert time.perf_counter() - started < 30  # counted up front, nothing generated
 
 
-async def test_deployments_share_one_loaded_model(provider: LocalProvider,
-                                                  model: LocalModel) -> None:
+async def test_deployments_share_one_loaded_model(
+    provider: LocalProvider, model: LocalModel
+) -> None:
     other = provider.deployment("smollm2-copy", _deployment_config())
     await model.request(_ask("Hello"), ModelSettings(max_tokens=4), Call())
     await other.request(_ask("Hello"), ModelSettings(max_tokens=4), Call())
@@ -227,7 +265,9 @@ async def test_default_project_route_uses_the_local_model() -> None:
 
 def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model file not found"):
-        LocalProvider("local", ProviderConfig(type="local", options={
-            "model_path": str(tmp_path / "missing.gguf")}))
+        LocalProvider(
+            "local",
+            ProviderConfig(type="local", options={"model_path": str(tmp_path / "missing.gguf")}),
+        )
     bundled = default_model_path()
     assert bundled is not None and bundled.is_file()

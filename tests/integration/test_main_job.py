@@ -28,11 +28,18 @@ EXE = str(Path(sys.executable).parent / "elevenfactor")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("embedded")
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("ELEVENFACTOR_") and k not in ("DATABASE_URL", "PORT")}
-    proc = subprocess.Popen([EXE, "serve", "--dev", "--migrate", "--port", str(port)],
-                            cwd=home, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ELEVENFACTOR_") and k not in ("DATABASE_URL", "PORT")
+    }
+    proc = subprocess.Popen(
+        [EXE, "serve", "--dev", "--migrate", "--port", str(port)],
+        cwd=home,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -56,8 +63,10 @@ def test_default_route_answers_with_the_local_model(embedded: str) -> None:
     client = openai.OpenAI(base_url=embedded + "/v1", api_key="dev", max_retries=0)
     assert [m.id for m in client.models.list()] == ["default", "smollm2"]
     completion = client.chat.completions.create(
-        model="default", max_tokens=24,
-        messages=[{"role": "user", "content": "Say hello in French."}])
+        model="default",
+        max_tokens=24,
+        messages=[{"role": "user", "content": "Say hello in French."}],
+    )
     assert completion.model == "SmolLM2-135M-Instruct-Q4_1"
     assert (completion.choices[0].message.content or "").strip()
     assert completion.usage is not None and completion.usage.completion_tokens > 0
@@ -66,7 +75,10 @@ def test_default_route_answers_with_the_local_model(embedded: str) -> None:
 def test_default_route_streams(embedded: str) -> None:
     client = openai.OpenAI(base_url=embedded + "/v1", api_key="dev", max_retries=0)
     stream = client.chat.completions.create(
-        model="default", max_tokens=16, stream=True,
-        messages=[{"role": "user", "content": "Count to five."}])
+        model="default",
+        max_tokens=16,
+        stream=True,
+        messages=[{"role": "user", "content": "Count to five."}],
+    )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) > 2 and "".join(pieces).strip()

@@ -20,9 +20,22 @@ from aiohttp import web
 __all__ = ["AnthropicUpstream", "ErrorReply", "RawReply", "Reply"]
 
 API_KEY = "sk-ant-test-key"
-_TOP_LEVEL = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
-              "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking",
-              "service_tier"}
+_TOP_LEVEL = {
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+}
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -67,11 +80,13 @@ class _Invalid(Exception):
         self.status, self.kind = status, kind
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None
-           ) -> web.Response:
+def _error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"type": "error", "error": {"type": kind, "message": message}}
-    return web.json_response(body, status=status,
-                             headers={"request-id": "req_test", **(headers or {})})
+    return web.json_response(
+        body, status=status, headers={"request-id": "req_test", **(headers or {})}
+    )
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -123,7 +138,7 @@ def validate(headers: Any, body: Any, context_window: int) -> None:
         if role not in ("user", "assistant"):
             raise _Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         if role == previous:
-            raise _Invalid("messages: roles must alternate between \"user\" and \"assistant\"")
+            raise _Invalid('messages: roles must alternate between "user" and "assistant"')
         previous = role
         blocks = _blocks(msg.get("content"), f"messages.{i}")
         results = [b for b in blocks if b["type"] == "tool_result"]
@@ -145,13 +160,17 @@ def validate(headers: Any, body: Any, context_window: int) -> None:
         ids = {b.get("tool_use_id") for b in results}
         unknown = ids - pending
         if unknown:
-            raise _Invalid(f"messages.{i}.content: unexpected `tool_use_id` found in "
-                           f"`tool_result` blocks: {sorted(map(str, unknown))[0]}. Each "
-                           "`tool_result` block must have a corresponding `tool_use` block "
-                           "in the previous message.")
+            raise _Invalid(
+                f"messages.{i}.content: unexpected `tool_use_id` found in "
+                f"`tool_result` blocks: {sorted(map(str, unknown))[0]}. Each "
+                "`tool_result` block must have a corresponding `tool_use` block "
+                "in the previous message."
+            )
         if pending - ids:
-            raise _Invalid(f"messages.{i}: `tool_use` ids were found without `tool_result` "
-                           f"blocks immediately after: {sorted(pending - ids)[0]}")
+            raise _Invalid(
+                f"messages.{i}: `tool_use` ids were found without `tool_result` "
+                f"blocks immediately after: {sorted(pending - ids)[0]}"
+            )
         pending = set()
     tokens = estimate_tokens(body)
     if tokens > context_window:
@@ -238,8 +257,9 @@ class AnthropicUpstream:
         if isinstance(reply, ErrorReply):
             return _error(reply.status, reply.type, reply.message, reply.headers)
         if isinstance(reply, RawReply):
-            return web.Response(body=reply.body, status=reply.status,
-                                content_type=reply.content_type)
+            return web.Response(
+                body=reply.body, status=reply.status, content_type=reply.content_type
+            )
         message = self._message(body, reply)
         if body.get("stream"):
             return await self._stream(request, message, reply)
@@ -247,32 +267,50 @@ class AnthropicUpstream:
 
     def _echo(self, body: dict[str, Any]) -> Reply:
         last = body["messages"][-1]["content"]
-        texts = [last] if isinstance(last, str) else [
-            b["text"] for b in last if b["type"] == "text"]
+        texts = (
+            [last] if isinstance(last, str) else [b["text"] for b in last if b["type"] == "text"]
+        )
         return Reply([{"type": "text", "text": " ".join(texts) or "ok"}])
 
     def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         words = sum(len(json.dumps(b).split()) for b in reply.content)
         return {
-            "id": f"msg_{len(self.requests):04d}", "type": "message", "role": "assistant",
-            "model": self.model, "content": reply.content, "stop_reason": reply.stop_reason,
+            "id": f"msg_{len(self.requests):04d}",
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": reply.content,
+            "stop_reason": reply.stop_reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": estimate_tokens(body), "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": 0,
-                      "output_tokens": reply.output_tokens or words},
+            "usage": {
+                "input_tokens": estimate_tokens(body),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": reply.output_tokens or words,
+            },
         }
 
-    async def _stream(self, request: web.Request, message: dict[str, Any], reply: Reply
-                      ) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache", "request-id": "req_test"})
+    async def _stream(
+        self, request: web.Request, message: dict[str, Any], reply: Reply
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "request-id": "req_test",
+            }
+        )
         await resp.prepare(request)
 
         async def send(event: dict[str, Any]) -> None:
             await resp.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
 
-        start = {**message, "content": [], "stop_reason": None,
-                 "usage": {**message["usage"], "output_tokens": 1}}
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**message["usage"], "output_tokens": 1},
+        }
         await send({"type": "message_start", "message": start})
         await send({"type": "ping"})
         for index, block in enumerate(message["content"]):
@@ -286,15 +324,19 @@ class AnthropicUpstream:
             return resp
         if reply.truncate:
             return resp
-        await send({"type": "message_delta",
-                    "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                    "usage": {"output_tokens": message["usage"]["output_tokens"]}})
+        await send(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            }
+        )
         await send({"type": "message_stop"})
         return resp
 
 
 def _pieces(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _block_events(index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,9 +346,10 @@ def _block_events(index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
         start = {"type": "text", "text": ""}
     else:
         raw = json.dumps(block["input"]) if block["input"] else ""
-        deltas = [{"type": "input_json_delta", "partial_json": p}
-                  for p in ["", *_pieces(raw, 7)]]
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in ["", *_pieces(raw, 7)]]
         start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-    return [{"type": "content_block_start", "index": index, "content_block": start},
-            *({"type": "content_block_delta", "index": index, "delta": d} for d in deltas),
-            {"type": "content_block_stop", "index": index}]
+    return [
+        {"type": "content_block_start", "index": index, "content_block": start},
+        *({"type": "content_block_delta", "index": index, "delta": d} for d in deltas),
+        {"type": "content_block_stop", "index": index},
+    ]

@@ -69,13 +69,32 @@ __all__ = [
     "main",
 ]
 
-KINDS = frozenset({"ok", "429", "500", "503", "400", "hang", "reset", "malformed",
-                   "context_window", "content_filter", "slow_first_token"})
-_ALIASES = {"rate_limit": "429", "server_error": "500", "unavailable": "503",
-            "bad_request": "400"}
-_ARG = {"429": "retry_after", "503": "retry_after", "500": "retry_after",
-        "hang": "delay", "slow_first_token": "delay", "reset": "after_chunks",
-        "malformed": "malformed", "ok": "text"}
+KINDS = frozenset(
+    {
+        "ok",
+        "429",
+        "500",
+        "503",
+        "400",
+        "hang",
+        "reset",
+        "malformed",
+        "context_window",
+        "content_filter",
+        "slow_first_token",
+    }
+)
+_ALIASES = {"rate_limit": "429", "server_error": "500", "unavailable": "503", "bad_request": "400"}
+_ARG = {
+    "429": "retry_after",
+    "503": "retry_after",
+    "500": "retry_after",
+    "hang": "delay",
+    "slow_first_token": "delay",
+    "reset": "after_chunks",
+    "malformed": "malformed",
+    "ok": "text",
+}
 
 
 @dataclass(frozen=True)
@@ -125,8 +144,11 @@ class Fault:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form the control endpoint accepts."""
-        return {k: v for k, v in asdict(self).items()
-                if v is not None and not (k == "malformed" and v == "not_json")}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if v is not None and not (k == "malformed" and v == "not_json")
+        }
 
 
 @dataclass(frozen=True)
@@ -150,8 +172,9 @@ class _State:
 
 
 def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": param,
-                                 "code": code}}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    ).encode()
 
 
 def _retry_after_value(seconds: float) -> str:
@@ -247,9 +270,12 @@ class FaultUpstream:
 
     def count(self, kind: str | None = None, *, model: str | None = None) -> int:
         """Requests answered with fault ``kind`` and/or naming ``model``."""
-        return sum(1 for r in self._state.log
-                   if (kind is None or r.fault.kind == _ALIASES.get(kind, kind))
-                   and (model is None or r.model == model))
+        return sum(
+            1
+            for r in self._state.log
+            if (kind is None or r.fault.kind == _ALIASES.get(kind, kind))
+            and (model is None or r.model == model)
+        )
 
     def stats(self) -> dict[str, Any]:
         """Counters, as ``GET /_control/stats`` returns them."""
@@ -299,8 +325,9 @@ class FaultUpstream:
             self.port = free_port()
         self._stopping = asyncio.Event()
         self._arrived = asyncio.Condition()
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None,
-                                     shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=0.5)
         await site.start()
@@ -359,8 +386,15 @@ class FaultUpstream:
 
     async def _models(self, request: web.Request) -> web.Response:
         models = sorted({r.model for r in self._state.log} | {"fault-model"})
-        return web.json_response({"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": self.name} for m in models]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": self.name}
+                    for m in models
+                ],
+            }
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -369,14 +403,21 @@ class FaultUpstream:
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
         except ValueError:
-            return web.Response(status=400, content_type="application/json",
-                                body=_error_body("We could not parse the JSON body of your "
-                                                 "request.", "invalid_request_error", None))
+            return web.Response(
+                status=400,
+                content_type="application/json",
+                body=_error_body(
+                    "We could not parse the JSON body of your request.",
+                    "invalid_request_error",
+                    None,
+                ),
+            )
         model = str(payload.get("model") or "")
         stream = bool(payload.get("stream"))
         fault = self._next(model)
-        self._state.log.append(RecordedRequest(len(self._state.log), model, stream, fault,
-                                               payload, time.monotonic()))
+        self._state.log.append(
+            RecordedRequest(len(self._state.log), model, stream, fault, payload, time.monotonic())
+        )
         if self._arrived is not None:
             async with self._arrived:
                 self._arrived.notify_all()
@@ -390,20 +431,35 @@ class FaultUpstream:
                 await self._stopping.wait()
         return not self._stopping.is_set()
 
-    async def _answer(self, request: web.Request, fault: Fault, payload: dict[str, Any],
-                      model: str, stream: bool) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, fault: Fault, payload: dict[str, Any], model: str, stream: bool
+    ) -> web.StreamResponse:
         kind = fault.kind
         if kind in ("429", "500", "503"):
             return self._error_response(fault)
         if kind == "400":
-            return web.Response(status=400, content_type="application/json", body=_error_body(
-                "Invalid value for 'temperature': expected a number between 0 and 2.",
-                "invalid_request_error", "invalid_value", "temperature"))
+            return web.Response(
+                status=400,
+                content_type="application/json",
+                body=_error_body(
+                    "Invalid value for 'temperature': expected a number between 0 and 2.",
+                    "invalid_request_error",
+                    "invalid_value",
+                    "temperature",
+                ),
+            )
         if kind == "context_window":
-            return web.Response(status=400, content_type="application/json", body=_error_body(
-                "This model's maximum context length is 4096 tokens. However, your messages "
-                "resulted in 5123 tokens. Please reduce the length of the messages.",
-                "invalid_request_error", "context_length_exceeded", "messages"))
+            return web.Response(
+                status=400,
+                content_type="application/json",
+                body=_error_body(
+                    "This model's maximum context length is 4096 tokens. However, your messages "
+                    "resulted in 5123 tokens. Please reduce the length of the messages.",
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                    "messages",
+                ),
+            )
         if kind == "hang" and not await self._wait(fault.delay):
             _rst(request)
             return web.Response()
@@ -435,26 +491,41 @@ class FaultUpstream:
         if fault.retry_after_ms is not None:
             headers["retry-after-ms"] = str(fault.retry_after_ms)
         if fault.kind == "429":
-            body = _error_body("Rate limit reached for requests per min (RPM). Please try "
-                               "again later.", "requests", "rate_limit_exceeded")
+            body = _error_body(
+                "Rate limit reached for requests per min (RPM). Please try again later.",
+                "requests",
+                "rate_limit_exceeded",
+            )
         elif fault.kind == "503":
-            body = _error_body("The engine is currently overloaded, please try again later.",
-                               "server_error", None)
+            body = _error_body(
+                "The engine is currently overloaded, please try again later.", "server_error", None
+            )
         else:
-            body = _error_body("The server had an error while processing your request. "
-                               "Sorry about that!", "server_error", None)
-        return web.Response(status=int(fault.kind), headers=headers, body=body,
-                            content_type="application/json")
+            body = _error_body(
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                None,
+            )
+        return web.Response(
+            status=int(fault.kind), headers=headers, body=body, content_type="application/json"
+        )
 
     def _malformed(self, fault: Fault, stream: bool, model: str) -> web.Response:
         if fault.malformed == "wrong_shape":
-            data = json.dumps({"id": "chatcmpl-fault", "object": "chat.completion",
-                               "model": model, "result": "no choices here"})
+            data = json.dumps(
+                {
+                    "id": "chatcmpl-fault",
+                    "object": "chat.completion",
+                    "model": model,
+                    "result": "no choices here",
+                }
+            )
         else:
             data = "<html><body>502 Bad Gateway (not JSON)</body></html>"
         if stream:
-            return web.Response(body=f"data: {data}\n\ndata: [DONE]\n\n".encode(),
-                                content_type="text/event-stream")
+            return web.Response(
+                body=f"data: {data}\n\ndata: [DONE]\n\n".encode(), content_type="text/event-stream"
+            )
         return web.Response(body=data.encode(), content_type="application/json")
 
     def _text(self, fault: Fault) -> str:
@@ -463,7 +534,7 @@ class FaultUpstream:
     def _pieces(self, text: str) -> list[str]:
         n = max(1, self.chunks)
         size = max(1, math.ceil(len(text) / n))
-        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+        return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
     def _completion(self, fault: Fault, payload: dict[str, Any], model: str) -> dict[str, Any]:
         text = self._text(fault)
@@ -475,35 +546,49 @@ class FaultUpstream:
             "created": int(time.time()),
             "model": model,
             "system_fingerprint": None,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": None if filtered else text,
-                            "refusal": None},
-                "logprobs": None,
-                "finish_reason": "content_filter" if filtered else "stop",
-            }],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": None if filtered else text,
+                        "refusal": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": "content_filter" if filtered else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
         }
 
     async def _settle(self) -> None:
         """Let the peer read what was sent before an RST can make its kernel drop it."""
         await asyncio.sleep(0.05)
 
-    async def _stream(self, request: web.Request, fault: Fault, payload: dict[str, Any],
-                      model: str) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
+    async def _stream(
+        self, request: web.Request, fault: Fault, payload: dict[str, Any], model: str
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
         cid, created = f"chatcmpl-{self.name}-{self.requests}", int(time.time())
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             out: dict[str, Any] = {
-                "id": cid, "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}],
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
             }
             if include_usage:
                 out["usage"] = None
@@ -524,8 +609,7 @@ class FaultUpstream:
             return resp
         pieces = self._pieces(self._text(fault))
         for i, piece in enumerate(pieces):
-            if fault.kind == "reset" and fault.after_chunks is not None \
-                    and i >= fault.after_chunks:
+            if fault.kind == "reset" and fault.after_chunks is not None and i >= fault.after_chunks:
                 break
             if i and self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
@@ -538,10 +622,21 @@ class FaultUpstream:
         await send(chunk({}, "stop"))
         if include_usage:
             prompt = _words(payload)
-            await send({"id": cid, "object": "chat.completion.chunk", "created": created,
-                        "model": model, "system_fingerprint": None, "choices": [],
-                        "usage": {"prompt_tokens": prompt, "completion_tokens": len(pieces),
-                                  "total_tokens": prompt + len(pieces)}})
+            await send(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": None,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": len(pieces),
+                        "total_tokens": prompt + len(pieces),
+                    },
+                }
+            )
         await send("[DONE]")
         await resp.write_eof()
         return resp
@@ -553,8 +648,14 @@ class FaultUpstream:
 class FaultUpstreamProcess:
     """``python -m tests.support.fault_upstream`` in a child process, scripted over HTTP."""
 
-    def __init__(self, *, port: int | None = None, name: str = "upstream",
-                 default: str = "ok", host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        name: str = "upstream",
+        default: str = "ok",
+        host: str = "127.0.0.1",
+    ) -> None:
         if port is None:
             from tests.conftest import free_port
 
@@ -575,12 +676,28 @@ class FaultUpstreamProcess:
     def start(self, timeout: float = 15.0) -> FaultUpstreamProcess:
         """Spawn the child and wait until it accepts connections."""
         root = Path(__file__).resolve().parents[2]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.fault_upstream", "--host", self.host,
-             "--port", str(self.port), "--name", self.name, "--default", self.default],
-            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "tests.support.fault_upstream",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--name",
+                self.name,
+                "--default",
+                self.default,
+            ],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -618,20 +735,28 @@ class FaultUpstreamProcess:
         self.stop()
 
     async def _control(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.request(
-            method, self.url + path, json=body
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path, json=body) as resp,
+        ):
             data: dict[str, Any] = await resp.json()
             if resp.status != 200:
                 raise ValueError(data.get("error"))
             return data
 
-    async def script(self, *faults: Fault | str | Mapping[str, Any], model: str | None = None,
-                     default: Fault | str | Mapping[str, Any] | None = None,
-                     clear: bool = False) -> dict[str, Any]:
+    async def script(
+        self,
+        *faults: Fault | str | Mapping[str, Any],
+        model: str | None = None,
+        default: Fault | str | Mapping[str, Any] | None = None,
+        clear: bool = False,
+    ) -> dict[str, Any]:
         """Queue faults (and optionally set the default) in the child."""
-        body: dict[str, Any] = {"faults": [Fault.parse(f).to_dict() for f in faults],
-                                "model": model, "clear": clear}
+        body: dict[str, Any] = {
+            "faults": [Fault.parse(f).to_dict() for f in faults],
+            "model": model,
+            "clear": clear,
+        }
         if default is not None:
             body["default"] = Fault.parse(default).to_dict()
         return await self._control("POST", "/_control/script", body)
@@ -646,9 +771,14 @@ class FaultUpstreamProcess:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    upstream = FaultUpstream(name=args.name, host=args.host, port=args.port,
-                             default=args.default, chunks=args.chunks,
-                             chunk_delay=args.chunk_delay)
+    upstream = FaultUpstream(
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        default=args.default,
+        chunks=args.chunks,
+        chunk_delay=args.chunk_delay,
+    )
     upstream.script(*_split(args.script))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -668,8 +798,10 @@ def _split(text: str | None) -> Iterable[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tests.support.fault_upstream --port N [--default KIND] [--script a,b]``."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.fault_upstream",
-                                     description="A fault-injecting OpenAI-compatible upstream.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.fault_upstream",
+        description="A fault-injecting OpenAI-compatible upstream.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="upstream")

@@ -20,8 +20,15 @@ def running_gateway(settings: Settings, project: ProjectConfig) -> Iterator[tupl
     """Serve on a free port; yield the base URL (``http://127.0.0.1:N``) and the gateway."""
     port = free_port()
     app = create_app(settings.model_copy(update={"port": port}), project)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                            lifespan="on", loop="asyncio")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",
+    )
     server = uvicorn.Server(config)
     errors: list[BaseException] = []
 

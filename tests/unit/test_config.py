@@ -11,8 +11,10 @@ from elevenfactor.errors import ConfigError
 
 BASE = {
     "providers": {"o": {"type": "openai", "base_url": "http://127.0.0.1:1/v1"}},
-    "models": {"a": {"provider": "o", "model": "m-a", "context_window": 1000},
-               "b": {"provider": "o", "model": "m-b", "context_window": 9000}},
+    "models": {
+        "a": {"provider": "o", "model": "m-a", "context_window": 1000},
+        "b": {"provider": "o", "model": "m-b", "context_window": 9000},
+    },
     "routes": {"default": {"chain": ["a", "b"]}},
 }
 
@@ -24,9 +26,17 @@ def test_default_project_is_the_local_model() -> None:
 
 
 def test_env_substitution_with_defaults_and_escapes() -> None:
-    data = {**BASE, "providers": {"o": {"type": "openai", "base_url": "${URL}",
-                                        "api_key": "${KEY:-fallback}",
-                                        "headers": {"x": "$${literal}"}}}}
+    data = {
+        **BASE,
+        "providers": {
+            "o": {
+                "type": "openai",
+                "base_url": "${URL}",
+                "api_key": "${KEY:-fallback}",
+                "headers": {"x": "$${literal}"},
+            }
+        },
+    }
     project = parse_project(data, env={"URL": "http://h/v1"})
     prov = project.providers["o"]
     assert prov.base_url == "http://h/v1"
@@ -48,14 +58,26 @@ def test_undefined_variable_names_file_and_key() -> None:
     [
         ({"models": {"a": {"provider": "nope", "model": "x"}}}, "models.a.provider", "o"),
         ({"routes": {"default": {"chain": ["a", "zzz"]}}}, "routes.default.chain[1]", "zzz"),
-        ({"routes": {"default": {"chain": ["a"], "weights": [{"model": "b"}]}}},
-         "routes.default", "exactly one"),
-        ({"models": {"a": {"provider": "o", "model": "x", "timeout": 0}}},
-         "models.a.timeout", "greater than 0"),
-        ({"models": {"a": {"provider": "o", "model": "x", "colour": "red"}}},
-         "models.a.colour", "unknown key"),
-        ({"routes": {"default": {"chain": ["a"], "failover": {"on": ["meteor"]}}}},
-         "routes.default.failover.on.0", "rate_limit"),
+        (
+            {"routes": {"default": {"chain": ["a"], "weights": [{"model": "b"}]}}},
+            "routes.default",
+            "exactly one",
+        ),
+        (
+            {"models": {"a": {"provider": "o", "model": "x", "timeout": 0}}},
+            "models.a.timeout",
+            "greater than 0",
+        ),
+        (
+            {"models": {"a": {"provider": "o", "model": "x", "colour": "red"}}},
+            "models.a.colour",
+            "unknown key",
+        ),
+        (
+            {"routes": {"default": {"chain": ["a"], "failover": {"on": ["meteor"]}}}},
+            "routes.default.failover.on.0",
+            "rate_limit",
+        ),
         ({"default_route": "elsewhere"}, "default_route", "elsewhere"),
     ],
 )

@@ -56,11 +56,17 @@ MESSAGES = [UserMessage(content="hi")]
 SETTINGS = ModelSettings()
 
 
-def dep(model: Model, *, timeout: float = 5.0, first_token_timeout: float | None = None
-        ) -> Deployment:
+def dep(
+    model: Model, *, timeout: float = 5.0, first_token_timeout: float | None = None
+) -> Deployment:
     """A Deployment around ``model`` so attempts get recorded on the Call."""
-    return Deployment(model, provider="test", model_id=f"id-{model.name}", timeout=timeout,
-                      first_token_timeout=first_token_timeout)
+    return Deployment(
+        model,
+        provider="test",
+        model_id=f"id-{model.name}",
+        timeout=timeout,
+        first_token_timeout=first_token_timeout,
+    )
 
 
 async def ask(model: Model, call: Call | None = None) -> str:
@@ -79,8 +85,9 @@ class StreamScript:
     """A model whose streams follow a script. Each stream is a list of chunks, exceptions to
     raise at that point, and numbers (seconds to sleep)."""
 
-    def __init__(self, *streams: list[Any], name: str = "streamer",
-                 context_window: int | None = None) -> None:
+    def __init__(
+        self, *streams: list[Any], name: str = "streamer", context_window: int | None = None
+    ) -> None:
         self.streams = deque(streams)
         self._name = name
         self._context_window = context_window
@@ -95,12 +102,14 @@ class StreamScript:
     def context_window(self) -> int | None:
         return self._context_window
 
-    async def request(self, messages: Sequence[Message], settings: ModelSettings,
-                      call: Call) -> Response:
+    async def request(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> Response:
         raise AssertionError("only streams are scripted")
 
-    async def request_stream(self, messages: Sequence[Message], settings: ModelSettings,
-                             call: Call) -> AsyncIterator[StreamChunk]:
+    async def request_stream(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> AsyncIterator[StreamChunk]:
         items = self.streams.popleft()
         self.opened += 1
         try:
@@ -143,8 +152,9 @@ class _Top(random.Random):
 
 
 def test_retry_delay_caps_double_up_to_backoff_max() -> None:
-    retry = Retry(ScriptedModel([]), RetryConfig(attempts=7, backoff_base=0.5, backoff_max=3.0),
-                  rng=_Top())
+    retry = Retry(
+        ScriptedModel([]), RetryConfig(attempts=7, backoff_base=0.5, backoff_max=3.0), rng=_Top()
+    )
     err = UpstreamServerError("boom")
     assert [retry.delay(n, err) for n in range(1, 7)] == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
     assert retry.delay(7, err) is None  # the seventh attempt was the last
@@ -163,8 +173,7 @@ def test_retry_delay_is_full_jitter_within_bounds() -> None:
 
 
 def test_retry_delay_honours_retry_after_up_to_the_cap() -> None:
-    retry = Retry(ScriptedModel([]), RetryConfig(attempts=3, max_retry_after=10),
-                  rng=_Top())
+    retry = Retry(ScriptedModel([]), RetryConfig(attempts=3, max_retry_after=10), rng=_Top())
     assert retry.delay(1, RateLimited("429", retry_after=2.5)) == 2.5  # exact, no jitter
     assert retry.delay(1, RateLimited("429", retry_after=10)) == 10
     assert retry.delay(1, RateLimited("429", retry_after=10.01)) is None  # fail over instead
@@ -172,10 +181,15 @@ def test_retry_delay_honours_retry_after_up_to_the_cap() -> None:
     assert retry.delay(3, RateLimited("429", retry_after=1)) is None  # out of attempts
 
 
-@pytest.mark.parametrize("error", [
-    UpstreamBadRequest("400"), ContextWindowExceeded("ctx"), ContentFiltered("filtered"),
-    CircuitOpen("open", retry_after=1),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamBadRequest("400"),
+        ContextWindowExceeded("ctx"),
+        ContentFiltered("filtered"),
+        CircuitOpen("open", retry_after=1),
+    ],
+)
 def test_retry_delay_gives_up_on_classes_not_configured(error: ModelError) -> None:
     retry = Retry(ScriptedModel([]), RetryConfig(attempts=5))
     assert retry.delay(1, error) is None
@@ -188,8 +202,9 @@ def test_retry_on_is_configurable() -> None:
 
 
 async def test_retry_request_retries_then_answers() -> None:
-    inner = ScriptedModel([UpstreamServerError("500"), RateLimited("429", retry_after=0),
-                           "done"], name="m")
+    inner = ScriptedModel(
+        [UpstreamServerError("500"), RateLimited("429", retry_after=0), "done"], name="m"
+    )
     call = Call()
     retry = Retry(dep(inner), RetryConfig(attempts=3, backoff_base=0))
     assert await ask(retry, call) == "done"
@@ -289,8 +304,9 @@ async def test_breaker_half_open_admits_a_single_trial() -> None:
         await release.wait()
         return Response(message=AssistantMessage(content="trial ok"))
 
-    breaker = CircuitBreaker(FunctionModel(slow, name="m"), BreakerConfig(failures=1, cooldown=1),
-                             clock=clock)
+    breaker = CircuitBreaker(
+        FunctionModel(slow, name="m"), BreakerConfig(failures=1, cooldown=1), clock=clock
+    )
     breaker.opened_at, breaker.consecutive_failures = clock.now, 1
     clock.now += 1
     trial = asyncio.create_task(ask(breaker))
@@ -309,8 +325,9 @@ async def test_breaker_cancelled_trial_frees_the_slot() -> None:
         await asyncio.Event().wait()
         raise AssertionError
 
-    breaker = CircuitBreaker(FunctionModel(never), BreakerConfig(failures=1, cooldown=1),
-                             clock=clock)
+    breaker = CircuitBreaker(
+        FunctionModel(never), BreakerConfig(failures=1, cooldown=1), clock=clock
+    )
     breaker.opened_at = clock.now - 1
     trial = asyncio.create_task(ask(breaker))
     await asyncio.sleep(0)
@@ -322,9 +339,14 @@ async def test_breaker_cancelled_trial_frees_the_slot() -> None:
     assert await ask(breaker) == "next trial"
 
 
-@pytest.mark.parametrize("error", [
-    UpstreamBadRequest("400"), ContextWindowExceeded("ctx"), ContentFiltered("filtered"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamBadRequest("400"),
+        ContextWindowExceeded("ctx"),
+        ContentFiltered("filtered"),
+    ],
+)
 async def test_breaker_ignores_errors_about_the_request(error: ModelError) -> None:
     clock = Clock()
     inner = ScriptedModel([*fail(2), error, *fail(2), error])
@@ -388,40 +410,46 @@ async def test_failover_raises_errors_it_is_not_configured_for() -> None:
     b = ScriptedModel(["never"], name="b")
     call = Call()
     with pytest.raises(UpstreamBadRequest):
-        await ask(Failover("r", [dep(ScriptedModel([UpstreamBadRequest("400")], name="a")),
-                                 dep(b)]), call)
+        await ask(
+            Failover("r", [dep(ScriptedModel([UpstreamBadRequest("400")], name="a")), dep(b)]), call
+        )
     assert call.path == ["a:bad_request"] and b.calls == []
 
     only_rate_limits = FailoverConfig(on=["rate_limit"])
     with pytest.raises(UpstreamServerError):
-        await ask(Failover("r", [ScriptedModel([UpstreamServerError("500")]), b],
-                           only_rate_limits))
+        await ask(Failover("r", [ScriptedModel([UpstreamServerError("500")]), b], only_rate_limits))
     assert b.calls == []
 
 
 async def test_failover_raises_the_last_error_when_all_fail() -> None:
-    chain = Failover("r", [ScriptedModel([RateLimited("first")]),
-                           ScriptedModel([UpstreamConnectionError("last")])])
+    chain = Failover(
+        "r",
+        [ScriptedModel([RateLimited("first")]), ScriptedModel([UpstreamConnectionError("last")])],
+    )
     with pytest.raises(UpstreamConnectionError, match="last"):
         await ask(chain)
 
 
 def _windows(*sizes: int | None) -> list[ScriptedModel]:
-    first = ScriptedModel([ContextWindowExceeded("too long")], name="m0",
-                          context_window=sizes[0])
-    rest = [ScriptedModel([f"from m{i}"], name=f"m{i}", context_window=size)
-            for i, size in enumerate(sizes[1:], start=1)]
+    first = ScriptedModel([ContextWindowExceeded("too long")], name="m0", context_window=sizes[0])
+    rest = [
+        ScriptedModel([f"from m{i}"], name=f"m{i}", context_window=size)
+        for i, size in enumerate(sizes[1:], start=1)
+    ]
     return [first, *rest]
 
 
-@pytest.mark.parametrize(("sizes", "policy", "answer"), [
-    ((4096, 4096, 8192), "larger", "from m2"),       # same size skipped
-    ((4096, 2048, 4096, 16384, 8192), "larger", "from m3"),
-    ((4096, 4096, None), "larger", "from m2"),       # unknown window: worth a try
-    ((4096, 4096, 8192), "next", "from m1"),
-    ((4096, 8192), "fail", None),
-    ((8192, 4096), "larger", None),                  # nothing larger: the error stands
-])
+@pytest.mark.parametrize(
+    ("sizes", "policy", "answer"),
+    [
+        ((4096, 4096, 8192), "larger", "from m2"),  # same size skipped
+        ((4096, 2048, 4096, 16384, 8192), "larger", "from m3"),
+        ((4096, 4096, None), "larger", "from m2"),  # unknown window: worth a try
+        ((4096, 4096, 8192), "next", "from m1"),
+        ((4096, 8192), "fail", None),
+        ((8192, 4096), "larger", None),  # nothing larger: the error stands
+    ],
+)
 async def test_failover_on_context_window(
     sizes: tuple[int | None, ...], policy: Literal["larger", "next", "fail"], answer: str | None
 ) -> None:
@@ -458,8 +486,9 @@ def test_failover_needs_candidates() -> None:
 
 def test_weighted_order_follows_the_weights() -> None:
     models = [ScriptedModel([], name=n) for n in ("light", "medium", "heavy")]
-    weighted = Weighted("w", list(zip(models, [1.0, 2.0, 7.0], strict=True)),
-                        rng=random.Random(42).random)
+    weighted = Weighted(
+        "w", list(zip(models, [1.0, 2.0, 7.0], strict=True)), rng=random.Random(42).random
+    )
     n = 20000
     firsts: Counter[str] = Counter()
     seconds_after_heavy: Counter[str] = Counter()
@@ -487,8 +516,7 @@ def test_weighted_order_uses_the_given_rng() -> None:
 async def test_weighted_fails_over_to_the_other_targets() -> None:
     bad = ScriptedModel([UpstreamServerError("down")], name="bad")
     good = ScriptedModel(["fine"], name="good")
-    weighted = Weighted("w", [(dep(bad), 100.0), (dep(good), 0.001)],
-                        rng=random.Random(0).random)
+    weighted = Weighted("w", [(dep(bad), 100.0), (dep(good), 0.001)], rng=random.Random(0).random)
     call = Call()
     assert await ask(weighted, call) == "fine"
     assert call.path == ["bad:server_error", "good:ok"]
@@ -558,14 +586,23 @@ async def test_deployment_records_a_consumer_that_stops_early() -> None:
 
 
 def test_registry_wraps_deployments_per_config() -> None:
-    reg = ModelRegistry.from_project(parse_project({
-        "providers": {"t": {"type": "test"}},
-        "models": {
-            "full": {"provider": "t", "model": "x"},
-            "bare": {"provider": "t", "model": "x", "retry": {"attempts": 1}, "breaker": None},
-        },
-        "routes": {"default": {"chain": ["full", "bare"]}},
-    }))
+    reg = ModelRegistry.from_project(
+        parse_project(
+            {
+                "providers": {"t": {"type": "test"}},
+                "models": {
+                    "full": {"provider": "t", "model": "x"},
+                    "bare": {
+                        "provider": "t",
+                        "model": "x",
+                        "retry": {"attempts": 1},
+                        "breaker": None,
+                    },
+                },
+                "routes": {"default": {"chain": ["full", "bare"]}},
+            }
+        )
+    )
     full = reg.deployments["full"]
     assert isinstance(full, Retry) and isinstance(full.inner, CircuitBreaker)
     assert isinstance(full.inner.inner, Deployment)
@@ -574,13 +611,15 @@ def test_registry_wraps_deployments_per_config() -> None:
 
 
 def test_registry_rejects_a_route_cycle() -> None:
-    project = parse_project({
-        "providers": {"t": {"type": "test"}},
-        "models": {"m": {"provider": "t", "model": "x"}},
-        "routes": {
-            "default": {"weights": [{"model": "other"}, {"model": "m"}]},
-            "other": {"weights": [{"model": "default"}]},
-        },
-    })
+    project = parse_project(
+        {
+            "providers": {"t": {"type": "test"}},
+            "models": {"m": {"provider": "t", "model": "x"}},
+            "routes": {
+                "default": {"weights": [{"model": "other"}, {"model": "m"}]},
+                "other": {"weights": [{"model": "default"}]},
+            },
+        }
+    )
     with pytest.raises(ConfigError, match="route cycle"):
         ModelRegistry.from_project(project)

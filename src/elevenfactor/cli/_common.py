@@ -84,7 +84,10 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 
 config_option = click.option(
-    "--config", "config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
     help="Project file (default: $ELEVENFACTOR_CONFIG_FILE or ./elevenfactor.yaml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")

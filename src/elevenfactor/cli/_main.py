@@ -102,10 +102,15 @@ def migrate(config: Path | None) -> None:
 @config_option
 @click.option("--host", default=None, help="Interface to bind (env ELEVENFACTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port (env PORT, default 8000).")
-@click.option("--dev", is_flag=True, default=None,
-              help="Accept unauthenticated requests from loopback (env ELEVENFACTOR_DEV).")
-@click.option("--migrate", "auto_migrate", is_flag=True,
-              help="Apply pending migrations before starting.")
+@click.option(
+    "--dev",
+    is_flag=True,
+    default=None,
+    help="Accept unauthenticated requests from loopback (env ELEVENFACTOR_DEV).",
+)
+@click.option(
+    "--migrate", "auto_migrate", is_flag=True, help="Apply pending migrations before starting."
+)
 @handle_errors
 def serve(
     config: Path | None, host: str | None, port: int | None, dev: bool | None, auto_migrate: bool
@@ -151,8 +156,9 @@ def keys_create(name: str, config: Path | None, as_json: bool) -> None:
         print_json({"id": key.id, "name": key.name, "prefix": key.prefix, "key": secret})
         return
     click.echo(secret)
-    click.echo(f"created key {key.prefix} ({key.name}); store it now, it is not shown again",
-               err=True)
+    click.echo(
+        f"created key {key.prefix} ({key.name}); store it now, it is not shown again", err=True
+    )
 
 
 def _when(ts: float | None) -> str | None:
@@ -170,13 +176,33 @@ def keys_list(config: Path | None, as_json: bool) -> None:
     settings = settings_from(config)
     found = run(with_store(settings, list_keys))
     if as_json:
-        print_json([{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
-                     "revoked_at": k.revoked_at} for k in found])
+        print_json(
+            [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "created_at": k.created_at,
+                    "revoked_at": k.revoked_at,
+                }
+                for k in found
+            ]
+        )
         return
-    print_table("API keys", ["prefix", "name", "created", "status", "id"],
-                [(k.prefix, k.name, _when(k.created_at),
-                  "active" if k.active else f"revoked {_when(k.revoked_at)}", k.id)
-                 for k in found])
+    print_table(
+        "API keys",
+        ["prefix", "name", "created", "status", "id"],
+        [
+            (
+                k.prefix,
+                k.name,
+                _when(k.created_at),
+                "active" if k.active else f"revoked {_when(k.revoked_at)}",
+                k.id,
+            )
+            for k in found
+        ],
+    )
 
 
 @keys.command("revoke")

@@ -51,10 +51,21 @@ ErrorClass = Literal[
 
 
 _RETRY_ON: tuple[ErrorClass, ...] = (
-    "rate_limit", "server_error", "timeout", "connection", "malformed_response")
+    "rate_limit",
+    "server_error",
+    "timeout",
+    "connection",
+    "malformed_response",
+)
 _FAILOVER_ON: tuple[ErrorClass, ...] = (
-    "rate_limit", "server_error", "timeout", "connection", "circuit_open", "content_filter",
-    "malformed_response")
+    "rate_limit",
+    "server_error",
+    "timeout",
+    "connection",
+    "circuit_open",
+    "content_filter",
+    "malformed_response",
+)
 
 
 class _Strict(BaseModel):
@@ -70,9 +81,7 @@ class RetryConfig(_Strict):
     max_retry_after: float = Field(
         default=30.0, ge=0, description="A longer Retry-After fails over instead of waiting."
     )
-    on: list[ErrorClass] = Field(
-        default_factory=lambda: list(_RETRY_ON)
-    )
+    on: list[ErrorClass] = Field(default_factory=lambda: list(_RETRY_ON))
 
 
 class BreakerConfig(_Strict):
@@ -176,8 +185,9 @@ class ProjectConfig(_Strict):
                     raise _RefError(f"routes.{name}.chain[{i}]", member, sorted(self.models))
             for i, target in enumerate(route.weights or []):
                 if target.model not in targets:
-                    raise _RefError(f"routes.{name}.weights[{i}].model", target.model,
-                                    sorted(targets))
+                    raise _RefError(
+                        f"routes.{name}.weights[{i}].model", target.model, sorted(targets)
+                    )
             for i, rule in enumerate(route.rules):
                 if rule.use not in targets or rule.use == name:
                     raise _RefError(f"routes.{name}.rules[{i}].use", rule.use, sorted(targets))
@@ -198,8 +208,10 @@ _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def _substitute(value: Any, path: str, source: str, env: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), source, env)
-                for k, v in value.items()}
+        return {
+            k: _substitute(v, f"{path}.{k}" if path else str(k), source, env)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_substitute(v, f"{path}[{i}]", source, env) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
@@ -238,8 +250,9 @@ def parse_project(
         err = exc.errors()[0]
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, _RefError):
-            raise ConfigError(str(ctx_err), source=source, key=ctx_err.key,
-                              expected=ctx_err.expected) from None
+            raise ConfigError(
+                str(ctx_err), source=source, key=ctx_err.key, expected=ctx_err.expected
+            ) from None
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         expected = None
@@ -256,8 +269,11 @@ def load_project(path: Path | None, env: Mapping[str, str] | None = None) -> Pro
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("file not found", source=source,
-                          hint="set ELEVENFACTOR_CONFIG_FILE or create elevenfactor.yaml") from None
+        raise ConfigError(
+            "file not found",
+            source=source,
+            hint="set ELEVENFACTOR_CONFIG_FILE or create elevenfactor.yaml",
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -270,5 +286,6 @@ def load_project(path: Path | None, env: Mapping[str, str] | None = None) -> Pro
 def default_project() -> ProjectConfig:
     """The embedded default (``defaults/elevenfactor.yaml``): the bundled local model."""
     text = resources.files("elevenfactor.config").joinpath("defaults/elevenfactor.yaml")
-    return parse_project(yaml.safe_load(text.read_text(encoding="utf-8")),
-                         source="built-in default project", env={})
+    return parse_project(
+        yaml.safe_load(text.read_text(encoding="utf-8")), source="built-in default project", env={}
+    )

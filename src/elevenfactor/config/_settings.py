@@ -101,8 +101,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        env_name = key.upper() if key.upper() in {"DATABASE_URL", "REDIS_URL", "PORT"} else (
-            f"ELEVENFACTOR_{key.upper()}"
+        env_name = (
+            key.upper()
+            if key.upper() in {"DATABASE_URL", "REDIS_URL", "PORT"}
+            else (f"ELEVENFACTOR_{key.upper()}")
         )
         raise ConfigError(
             f"invalid value {err.get('input')!r}",

@@ -68,8 +68,12 @@ async def revoke_key(store: Store, ident: str) -> ApiKey:
         (ident, ident),
     )
     if row is None:
-        raise RequestError(f"no API key with id or prefix {ident!r}", code="key_not_found",
-                           status=404, hint="`elevenfactor keys list` shows them")
+        raise RequestError(
+            f"no API key with id or prefix {ident!r}",
+            code="key_not_found",
+            status=404,
+            hint="`elevenfactor keys list` shows them",
+        )
     key = ApiKey(*row)
     if key.revoked_at is None:
         now = time.time()

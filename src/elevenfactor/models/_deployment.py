@@ -51,13 +51,21 @@ class Deployment:
 
     def _record(self, call: Call, outcome: str, start: float) -> None:
         call.attempts.append(
-            Attempt(self.name, self.provider, self.model_id, outcome,
-                    (time.perf_counter() - start) * 1000)
+            Attempt(
+                self.name,
+                self.provider,
+                self.model_id,
+                outcome,
+                (time.perf_counter() - start) * 1000,
+            )
         )
 
     def _timeout_error(self, what: str, seconds: float) -> ModelTimeout:
-        return ModelTimeout(f"{self.name}: no {what} within {seconds:g}s", deployment=self.name,
-                            hint="raise the deployment's timeout or fail over to another")
+        return ModelTimeout(
+            f"{self.name}: no {what} within {seconds:g}s",
+            deployment=self.name,
+            hint="raise the deployment's timeout or fail over to another",
+        )
 
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call

@@ -125,8 +125,6 @@ class Weighted(Failover):
 
     def order(self) -> list[Model]:
         """A weighted random order (Efraimidis-Spirakis keys), fresh for each request."""
-        keyed = [
-            (self._random() ** (1.0 / w), i) for i, w in enumerate(self.weights)
-        ]
+        keyed = [(self._random() ** (1.0 / w), i) for i, w in enumerate(self.weights)]
         keyed.sort(reverse=True)
         return [self.candidates[i] for _, i in keyed]

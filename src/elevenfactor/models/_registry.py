@@ -27,9 +27,13 @@ class Resolved:
 
 def wrap_deployment(raw: Model, provider: str, config: DeploymentConfig) -> Model:
     """The standard stack for one deployment: Retry(CircuitBreaker(Deployment(raw)))."""
-    model: Model = Deployment(raw, provider=provider, model_id=config.model,
-                              timeout=config.timeout,
-                              first_token_timeout=config.first_token_timeout)
+    model: Model = Deployment(
+        raw,
+        provider=provider,
+        model_id=config.model,
+        timeout=config.timeout,
+        first_token_timeout=config.first_token_timeout,
+    )
     if config.breaker is not None:
         model = CircuitBreaker(model, config.breaker)
     if config.retry.attempts > 1:
@@ -68,8 +72,11 @@ class ModelRegistry:
         if name in self.routes:
             return self.routes[name]
         if name in seen:
-            raise ConfigError(f"route cycle through {name!r}", key=f"routes.{name}",
-                              expected="weights that do not lead back to the route itself")
+            raise ConfigError(
+                f"route cycle through {name!r}",
+                key=f"routes.{name}",
+                expected="weights that do not lead back to the route itself",
+            )
         seen.add(name)
         conf: RouteConfig = self.project.routes[name]
         model: Model
@@ -77,8 +84,9 @@ class ModelRegistry:
             model = Failover(name, [self.deployments[m] for m in conf.chain], conf.failover)
         else:
             assert conf.weights is not None
-            model = Weighted(name, [(self._target(t.model, seen), t.weight) for t in conf.weights],
-                             conf.failover)
+            model = Weighted(
+                name, [(self._target(t.model, seen), t.weight) for t in conf.weights], conf.failover
+            )
         self.routes[name] = model
         return model
 
@@ -102,7 +110,8 @@ class ModelRegistry:
             if rule.use in seen:
                 raise ConfigError(
                     f"tag rules loop: {' -> '.join([*seen, rule.use])}",
-                    key=f"routes.{name}.rules", expected="rules that end at a model or route",
+                    key=f"routes.{name}.rules",
+                    expected="rules that end at a model or route",
                 )
             name = rule.use
         if name in self.routes:

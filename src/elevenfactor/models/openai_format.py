@@ -40,8 +40,11 @@ def message_to_openai(message: Message) -> dict[str, Any]:
         out: dict[str, Any] = {"role": "assistant", "content": message.content}
         if message.tool_calls:
             out["tool_calls"] = [
-                {"id": tc.id, "type": "function",
-                 "function": {"name": tc.name, "arguments": tc.arguments}}
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": tc.arguments},
+                }
                 for tc in message.tool_calls
             ]
         return out
@@ -55,16 +58,31 @@ def message_to_openai(message: Message) -> dict[str, Any]:
 def settings_to_openai(settings: ModelSettings) -> dict[str, Any]:
     """Request parameters in OpenAI's shape (``None`` values left out)."""
     out: dict[str, Any] = {}
-    for key in ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
-                "frequency_penalty", "parallel_tool_calls", "user"):
+    for key in (
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "parallel_tool_calls",
+        "user",
+    ):
         value = getattr(settings, key)
         if value is not None:
             out[key] = value
     if settings.tools:
         out["tools"] = [
-            {"type": "function", "function": {
-                "name": t.name, "description": t.description, "parameters": t.parameters,
-                **({"strict": t.strict} if t.strict is not None else {})}}
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                    **({"strict": t.strict} if t.strict is not None else {}),
+                },
+            }
             for t in settings.tools
         ]
     if settings.tool_choice is not None:
@@ -88,8 +106,10 @@ def settings_to_openai(settings: ModelSettings) -> dict[str, Any]:
 def _usage(obj: Any) -> Usage:
     if not isinstance(obj, dict):
         return Usage()
-    return Usage(input_tokens=int(obj.get("prompt_tokens") or 0),
-                 output_tokens=int(obj.get("completion_tokens") or 0))
+    return Usage(
+        input_tokens=int(obj.get("prompt_tokens") or 0),
+        output_tokens=int(obj.get("completion_tokens") or 0),
+    )
 
 
 def _finish(value: Any) -> Any:
@@ -103,8 +123,11 @@ def response_from_openai(obj: dict[str, Any]) -> Response:
     choice = obj["choices"][0]
     msg = choice["message"]
     calls = [
-        ToolCall(id=tc.get("id") or f"call_{i}", name=tc["function"]["name"],
-                 arguments=tc["function"].get("arguments") or "{}")
+        ToolCall(
+            id=tc.get("id") or f"call_{i}",
+            name=tc["function"]["name"],
+            arguments=tc["function"].get("arguments") or "{}",
+        )
         for i, tc in enumerate(msg.get("tool_calls") or [])
     ]
     return Response(
@@ -124,9 +147,12 @@ def chunk_from_openai(obj: dict[str, Any]) -> StreamChunk:
     choice = choices[0]
     delta = choice.get("delta") or {}
     calls = [
-        ToolCallDelta(index=int(tc.get("index", i)), id=tc.get("id"),
-                      name=(tc.get("function") or {}).get("name"),
-                      arguments=(tc.get("function") or {}).get("arguments") or "")
+        ToolCallDelta(
+            index=int(tc.get("index", i)),
+            id=tc.get("id"),
+            name=(tc.get("function") or {}).get("name"),
+            arguments=(tc.get("function") or {}).get("arguments") or "",
+        )
         for i, tc in enumerate(delta.get("tool_calls") or [])
     ]
     finish = choice.get("finish_reason")
@@ -146,8 +172,11 @@ def response_to_openai(
     message: dict[str, Any] = {"role": "assistant", "content": response.message.content}
     if response.message.tool_calls:
         message["tool_calls"] = [
-            {"id": tc.id, "type": "function",
-             "function": {"name": tc.name, "arguments": tc.arguments}}
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.name, "arguments": tc.arguments},
+            }
             for tc in response.message.tool_calls
         ]
     usage = response.usage
@@ -156,10 +185,19 @@ def response_to_openai(
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": response.finish_reason}],
-        "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                  "total_tokens": usage.total_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": response.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+        },
     }
 
 
@@ -174,8 +212,11 @@ def chunk_to_openai(
         delta["content"] = chunk.text
     if chunk.tool_calls:
         delta["tool_calls"] = [
-            {"index": tc.index, **({"id": tc.id, "type": "function"} if tc.id else {}),
-             "function": {**({"name": tc.name} if tc.name else {}), "arguments": tc.arguments}}
+            {
+                "index": tc.index,
+                **({"id": tc.id, "type": "function"} if tc.id else {}),
+                "function": {**({"name": tc.name} if tc.name else {}), "arguments": tc.arguments},
+            }
             for tc in chunk.tool_calls
         ]
     return {
@@ -183,8 +224,9 @@ def chunk_to_openai(
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                     "finish_reason": chunk.finish_reason}],
+        "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": chunk.finish_reason}
+        ],
     }
 
 

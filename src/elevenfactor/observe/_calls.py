@@ -60,7 +60,9 @@ class CallRecord:
         """Fill provider, deployment, model and path from a finished ``Call``."""
         final = call.final
         return cls(
-            trace_id=call.trace_id, route=call.route, cache_hit=call.cache_hit,
+            trace_id=call.trace_id,
+            route=call.route,
+            cache_hit=call.cache_hit,
             provider=final.provider if final else None,
             deployment=final.deployment if final else None,
             model=final.model if final else None,
@@ -72,11 +74,19 @@ class CallRecord:
     def log_fields(self) -> dict[str, Any]:
         """The fields of the JSON log line."""
         return {
-            "trace_id": self.trace_id, "route": self.route, "provider": self.provider,
-            "deployment": self.deployment, "model": self.model, "stream": self.stream,
-            "status": self.status, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
-            "latency_ms": round(self.latency_ms, 3), "cost": self.cost,
-            "cache_hit": self.cache_hit, "failover_path": self.failover_path,
+            "trace_id": self.trace_id,
+            "route": self.route,
+            "provider": self.provider,
+            "deployment": self.deployment,
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "latency_ms": round(self.latency_ms, 3),
+            "cost": self.cost,
+            "cache_hit": self.cache_hit,
+            "failover_path": self.failover_path,
             "error_class": self.error_class,
         }
 
@@ -85,7 +95,11 @@ class CallRecorder:
     """Logs each call at once and writes it to the store in batches."""
 
     def __init__(
-        self, store: Store, *, record_payloads: bool = True, interval: float = 0.05,
+        self,
+        store: Store,
+        *,
+        record_payloads: bool = True,
+        interval: float = 0.05,
         batch: int = 512,
     ) -> None:
         self.store = store
@@ -137,18 +151,37 @@ class CallRecorder:
             if self.record_payloads and r.response is not None:
                 resp_hash = blob_hash(r.response)
                 blobs[resp_hash] = r.response
-            rows.append((
-                r.id, r.trace_id, r.created_at, r.api_key_id, r.route, r.provider, r.deployment,
-                r.model, int(r.stream), r.status, r.error_class, r.tokens_in, r.tokens_out,
-                r.latency_ms, r.cost, int(r.cache_hit), orjson.dumps(r.failover_path).decode(),
-                req_hash, resp_hash,
-            ))
+            rows.append(
+                (
+                    r.id,
+                    r.trace_id,
+                    r.created_at,
+                    r.api_key_id,
+                    r.route,
+                    r.provider,
+                    r.deployment,
+                    r.model,
+                    int(r.stream),
+                    r.status,
+                    r.error_class,
+                    r.tokens_in,
+                    r.tokens_out,
+                    r.latency_ms,
+                    r.cost,
+                    int(r.cache_hit),
+                    orjson.dumps(r.failover_path).decode(),
+                    req_hash,
+                    resp_hash,
+                )
+            )
         try:
             now = time.time()
-            await self.store.write_batch([
-                (BLOB_INSERT, [(h, len(c), c, now) for h, c in blobs.items()]),
-                (_INSERT, rows),
-            ])
+            await self.store.write_batch(
+                [
+                    (BLOB_INSERT, [(h, len(c), c, now) for h, c in blobs.items()]),
+                    (_INSERT, rows),
+                ]
+            )
         except BaseException:
             self._pending[:0] = records
             raise

@@ -12,7 +12,10 @@ import orjson
 __all__ = ["JsonFormatter", "configure_logging", "log_event"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "color_message"}
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -24,9 +24,16 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger("elevenfactor.server")
 
-_DRAINING = orjson.dumps({"error": {
-    "message": "the server is shutting down; retry on another instance",
-    "type": "server_error", "param": None, "code": "shutting_down"}})
+_DRAINING = orjson.dumps(
+    {
+        "error": {
+            "message": "the server is shutting down; retry on another instance",
+            "type": "server_error",
+            "param": None,
+            "code": "shutting_down",
+        }
+    }
+)
 
 
 def _json(obj: object, status: int = 200) -> Response:
@@ -38,8 +45,10 @@ async def models(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     assert gw.registry is not None
     created = int(gw.started_at)
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "elevenfactor"}
-            for name in gw.registry.names()]
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "elevenfactor"}
+        for name in gw.registry.names()
+    ]
     return _json({"object": "list", "data": data})
 
 
@@ -60,8 +69,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods get an error object, not HTML."""
     status = getattr(exc, "status_code", 404)
     code = "method_not_allowed" if status == 405 else "not_found"
-    return error_response(RequestError(f"{request.method} {request.url.path} is not served",
-                                       code=code, status=status))
+    return error_response(
+        RequestError(f"{request.method} {request.url.path} is not served", code=code, status=status)
+    )
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -87,9 +97,17 @@ class DrainGuard:
         trace_header = (b"x-trace-id", trace_id.encode())
         gw = self.gateway
         if gw.draining and scope["path"] not in ("/healthz", "/readyz"):
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"connection", b"close"), trace_header]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"connection", b"close"),
+                        trace_header,
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": _DRAINING})
             return
 

@@ -72,9 +72,13 @@ async def _authenticate(request: Request, gw: Gateway) -> str | None:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    too_big = RequestError(f"the request body is larger than {limit} bytes",
-                           code="request_too_large", status=413, param="body",
-                           hint="raise ELEVENFACTOR_MAX_BODY_BYTES")
+    too_big = RequestError(
+        f"the request body is larger than {limit} bytes",
+        code="request_too_large",
+        status=413,
+        param="body",
+        hint="raise ELEVENFACTOR_MAX_BODY_BYTES",
+    )
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks: list[bytes] = []
@@ -91,8 +95,14 @@ def _cost(gw: Gateway, deployment: str | None, usage: Usage) -> float | None:
     dep = gw.project.models.get(deployment or "")
     if dep is None or dep.price is None:
         return None
-    return round((usage.input_tokens * dep.price.input_per_mtok
-                  + usage.output_tokens * dep.price.output_per_mtok) / 1_000_000, 10)
+    return round(
+        (
+            usage.input_tokens * dep.price.input_per_mtok
+            + usage.output_tokens * dep.price.output_per_mtok
+        )
+        / 1_000_000,
+        10,
+    )
 
 
 def _sse(obj: object) -> bytes:
@@ -114,8 +124,9 @@ async def chat_completions(request: Request) -> Response:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise RequestError(f"the body is not valid JSON: {exc}", code="invalid_json",
-                               param="body") from None
+            raise RequestError(
+                f"the body is not valid JSON: {exc}", code="invalid_json", param="body"
+            ) from None
         tags_header = request.headers.get("x-elevenfactor-tags", "")
         tags = [t.strip() for t in tags_header.split(",") if t.strip()]
         parsed = parse_chat_request(body, tags)
@@ -130,32 +141,63 @@ async def chat_completions(request: Request) -> Response:
         if parsed is not None and isinstance(exc, ModelError):
             _record_error(gw, call, parsed, exc, key_id, raw)
         return error_response(exc, headers)
-    out = orjson.dumps(response_to_openai(
-        response, completion_id=f"chatcmpl-{trace_id[:24]}", created=int(time.time()),
-        model=response.model or parsed.model))
+    out = orjson.dumps(
+        response_to_openai(
+            response,
+            completion_id=f"chatcmpl-{trace_id[:24]}",
+            created=int(time.time()),
+            model=response.model or parsed.model,
+        )
+    )
     final = call.final
     assert gw.recorder is not None
-    gw.recorder.record(CallRecord.from_call(
-        call, stream=False, status="ok", tokens_in=response.usage.input_tokens,
-        tokens_out=response.usage.output_tokens,
-        cost=_cost(gw, final.deployment if final else None, response.usage),
-        api_key_id=key_id, request=raw, response=out))
+    gw.recorder.record(
+        CallRecord.from_call(
+            call,
+            stream=False,
+            status="ok",
+            tokens_in=response.usage.input_tokens,
+            tokens_out=response.usage.output_tokens,
+            cost=_cost(gw, final.deployment if final else None, response.usage),
+            api_key_id=key_id,
+            request=raw,
+            response=out,
+        )
+    )
     return Response(out, media_type="application/json", headers=headers)
 
 
 def _record_error(
-    gw: Gateway, call: Call, parsed: ChatRequest, exc: ModelError, key_id: str | None,
+    gw: Gateway,
+    call: Call,
+    parsed: ChatRequest,
+    exc: ModelError,
+    key_id: str | None,
     raw: bytes,
 ) -> None:
     assert gw.recorder is not None
-    gw.recorder.record(CallRecord.from_call(
-        call, stream=parsed.stream, status="error", error_class=exc.error_class, tokens_in=0,
-        tokens_out=0, api_key_id=key_id, request=raw))
+    gw.recorder.record(
+        CallRecord.from_call(
+            call,
+            stream=parsed.stream,
+            status="error",
+            error_class=exc.error_class,
+            tokens_in=0,
+            tokens_out=0,
+            api_key_id=key_id,
+            request=raw,
+        )
+    )
 
 
 async def _stream(
-    gw: Gateway, parsed: ChatRequest, model: object, call: Call, headers: dict[str, str],
-    key_id: str | None, raw: bytes,
+    gw: Gateway,
+    parsed: ChatRequest,
+    model: object,
+    call: Call,
+    headers: dict[str, str],
+    key_id: str | None,
+    raw: bytes,
 ) -> Response:
     """Fetch the first chunk before answering, so an early failure gets a real status code."""
     from elevenfactor.models import Model
@@ -181,16 +223,32 @@ async def _stream(
                     usage = chunk.usage
                 text.append(chunk.text)
                 if chunk.text or chunk.tool_calls or chunk.finish_reason or is_first:
-                    yield _sse(chunk_to_openai(chunk, completion_id=completion_id,
-                                               created=created, model=name, first=is_first))
+                    yield _sse(
+                        chunk_to_openai(
+                            chunk,
+                            completion_id=completion_id,
+                            created=created,
+                            model=name,
+                            first=is_first,
+                        )
+                    )
                 is_first = False
                 chunk = await anext(stream, None)
             if parsed.include_usage:
-                yield _sse({"id": completion_id, "object": "chat.completion.chunk",
-                            "created": created, "model": name, "choices": [],
-                            "usage": {"prompt_tokens": usage.input_tokens,
-                                      "completion_tokens": usage.output_tokens,
-                                      "total_tokens": usage.total_tokens}})
+                yield _sse(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": name,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": usage.input_tokens,
+                            "completion_tokens": usage.output_tokens,
+                            "total_tokens": usage.total_tokens,
+                        },
+                    }
+                )
             yield b"data: [DONE]\n\n"
         except ModelError as exc:
             status, error_class = "error", exc.error_class
@@ -202,11 +260,21 @@ async def _stream(
             await stream.aclose()  # type: ignore[attr-defined]
             final = call.final
             assert gw.recorder is not None
-            gw.recorder.record(CallRecord.from_call(
-                call, stream=True, status=status, error_class=error_class,
-                tokens_in=usage.input_tokens, tokens_out=usage.output_tokens,
-                cost=_cost(gw, final.deployment if final else None, usage),
-                api_key_id=key_id, request=raw, response="".join(text).encode()))
+            gw.recorder.record(
+                CallRecord.from_call(
+                    call,
+                    stream=True,
+                    status=status,
+                    error_class=error_class,
+                    tokens_in=usage.input_tokens,
+                    tokens_out=usage.output_tokens,
+                    cost=_cost(gw, final.deployment if final else None, usage),
+                    api_key_id=key_id,
+                    request=raw,
+                    response="".join(text).encode(),
+                )
+            )
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache"})
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+    )

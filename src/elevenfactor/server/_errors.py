@@ -36,14 +36,18 @@ def error_body(exc: ElevenFactorError) -> dict[str, Any]:
     return {"error": err}
 
 
-def error_response(
-    exc: ElevenFactorError, headers: dict[str, str] | None = None
-) -> Response:
+def error_response(exc: ElevenFactorError, headers: dict[str, str] | None = None) -> Response:
     """An HTTP response for ``exc`` with its status and stable code."""
     hdrs = dict(headers or {})
-    if isinstance(exc, ModelError) and exc.retry_after is not None and exc.http_status in (
-        429, 503
+    if (
+        isinstance(exc, ModelError)
+        and exc.retry_after is not None
+        and exc.http_status in (429, 503)
     ):
         hdrs["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return Response(orjson.dumps(error_body(exc)), status_code=exc.http_status,
-                    media_type="application/json", headers=hdrs)
+    return Response(
+        orjson.dumps(error_body(exc)),
+        status_code=exc.http_status,
+        media_type="application/json",
+        headers=hdrs,
+    )

@@ -70,7 +70,10 @@ def serve(settings: Settings, project: ProjectConfig) -> None:
     server.gateway = app.state.gateway
     server.drain_seconds = settings.drain_seconds
     if settings.dev:
-        log_event(logger, "dev_mode",
-                  warning="dev mode: unauthenticated requests from loopback are accepted")
+        log_event(
+            logger,
+            "dev_mode",
+            warning="dev mode: unauthenticated requests from loopback are accepted",
+        )
     log_event(logger, "serving", host=settings.host, port=settings.port)
     server.run()

@@ -44,8 +44,13 @@ class Gateway:
         self.recorder.start()
         self.keys = KeyVerifier(self.store)
         self._ready = True
-        log_event(logger, "gateway_ready", routes=list(self.registry.routes),
-                  models=list(self.registry.deployments), dev=self.settings.dev)
+        log_event(
+            logger,
+            "gateway_ready",
+            routes=list(self.registry.routes),
+            models=list(self.registry.deployments),
+            dev=self.settings.dev,
+        )
 
     @property
     def ready(self) -> bool:

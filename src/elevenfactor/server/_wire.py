@@ -26,15 +26,48 @@ from elevenfactor.models import (
 __all__ = ["ChatRequest", "parse_chat_request"]
 
 #: Accepted and ignored: they change nothing we serve, and clients send them routinely.
-_IGNORED = {"n", "logprobs", "top_logprobs", "logit_bias", "service_tier", "store", "metadata",
-            "modalities", "prediction", "reasoning_effort", "audio", "web_search_options",
-            "safety_identifier", "prompt_cache_key", "verbosity"}
-_SCALARS = {"temperature": (int, float), "top_p": (int, float), "seed": (int,),
-            "presence_penalty": (int, float), "frequency_penalty": (int, float),
-            "max_tokens": (int,), "max_completion_tokens": (int,), "user": (str,),
-            "parallel_tool_calls": (bool,)}
-_KNOWN = {"model", "messages", "stream", "stream_options", "tools", "tool_choice",
-          "response_format", "stop", "functions", "function_call", *_SCALARS, *_IGNORED}
+_IGNORED = {
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "service_tier",
+    "store",
+    "metadata",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "audio",
+    "web_search_options",
+    "safety_identifier",
+    "prompt_cache_key",
+    "verbosity",
+}
+_SCALARS = {
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "seed": (int,),
+    "presence_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "user": (str,),
+    "parallel_tool_calls": (bool,),
+}
+_KNOWN = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "stop",
+    "functions",
+    "function_call",
+    *_SCALARS,
+    *_IGNORED,
+}
 
 
 @dataclass(slots=True)
@@ -58,12 +91,17 @@ def _text(content: Any, param: str) -> str:
     if isinstance(content, list):
         parts = []
         for i, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
-                part.get("text"), str
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
             ):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise _fail(f"unsupported content part type {kind!r}; only 'text' parts are "
-                            "supported", f"{param}[{i}]", "unsupported_content")
+                raise _fail(
+                    f"unsupported content part type {kind!r}; only 'text' parts are supported",
+                    f"{param}[{i}]",
+                    "unsupported_content",
+                )
             parts.append(part["text"])
         return "".join(parts)
     raise _fail("expected a string or a list of text parts", param, "invalid_type")
@@ -79,27 +117,42 @@ def _message(raw: Any, i: int) -> Message:
         return SystemMessage(content=_text(content, f"{param}.content"))
     if role == "user":
         name = raw.get("name")
-        return UserMessage(content=_text(content, f"{param}.content"),
-                           name=name if isinstance(name, str) else None)
+        return UserMessage(
+            content=_text(content, f"{param}.content"), name=name if isinstance(name, str) else None
+        )
     if role == "assistant":
         calls = []
         for j, tc in enumerate(raw.get("tool_calls") or []):
             fn = tc.get("function") if isinstance(tc, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _fail("expected {id, type: function, function: {name, arguments}}",
-                            f"{param}.tool_calls[{j}]", "invalid_type")
-            calls.append(ToolCall(id=str(tc.get("id") or f"call_{j}"), name=fn["name"],
-                                  arguments=str(fn.get("arguments") or "{}")))
+                raise _fail(
+                    "expected {id, type: function, function: {name, arguments}}",
+                    f"{param}.tool_calls[{j}]",
+                    "invalid_type",
+                )
+            calls.append(
+                ToolCall(
+                    id=str(tc.get("id") or f"call_{j}"),
+                    name=fn["name"],
+                    arguments=str(fn.get("arguments") or "{}"),
+                )
+            )
         text = None if content is None else _text(content, f"{param}.content")
         return AssistantMessage(content=text, tool_calls=calls)
     if role == "tool":
         call_id = raw.get("tool_call_id")
         if not isinstance(call_id, str):
-            raise _fail("a tool message needs 'tool_call_id'", f"{param}.tool_call_id",
-                        "missing_required_parameter")
+            raise _fail(
+                "a tool message needs 'tool_call_id'",
+                f"{param}.tool_call_id",
+                "missing_required_parameter",
+            )
         return ToolMessage(content=_text(content, f"{param}.content"), tool_call_id=call_id)
-    raise _fail(f"unknown role {role!r}; expected system, developer, user, assistant or tool",
-                f"{param}.role", "invalid_value")
+    raise _fail(
+        f"unknown role {role!r}; expected system, developer, user, assistant or tool",
+        f"{param}.role",
+        "invalid_value",
+    )
 
 
 def _tools(raw: Any) -> list[ToolDefinition]:
@@ -109,13 +162,20 @@ def _tools(raw: Any) -> list[ToolDefinition]:
     for i, t in enumerate(raw):
         fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise _fail("expected {type: function, function: {name, parameters}}",
-                        f"tools[{i}]", "invalid_type")
+            raise _fail(
+                "expected {type: function, function: {name, parameters}}",
+                f"tools[{i}]",
+                "invalid_type",
+            )
         try:
-            out.append(ToolDefinition(
-                name=fn["name"], description=fn.get("description") or "",
-                parameters=fn.get("parameters") or {"type": "object", "properties": {}},
-                strict=fn.get("strict")))
+            out.append(
+                ToolDefinition(
+                    name=fn["name"],
+                    description=fn.get("description") or "",
+                    parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+                    strict=fn.get("strict"),
+                )
+            )
         except ValidationError as exc:
             raise _fail(exc.errors()[0]["msg"], f"tools[{i}].function", "invalid_type") from None
     return out
@@ -126,8 +186,11 @@ def _tool_choice(raw: Any) -> str | None:
         return raw  # type: ignore[no-any-return]
     if isinstance(raw, dict) and isinstance((raw.get("function") or {}).get("name"), str):
         return str(raw["function"]["name"])
-    raise _fail("expected 'auto', 'none', 'required' or {type: function, function: {name}}",
-                "tool_choice", "invalid_value")
+    raise _fail(
+        "expected 'auto', 'none', 'required' or {type: function, function: {name}}",
+        "tool_choice",
+        "invalid_value",
+    )
 
 
 def _response_format(raw: Any) -> ResponseFormat | None:
@@ -139,12 +202,22 @@ def _response_format(raw: Any) -> ResponseFormat | None:
     if kind == "json_schema":
         spec = raw.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
-            raise _fail("expected json_schema: {name, schema}", "response_format.json_schema",
-                        "invalid_type")
-        return ResponseFormat(type="json_schema", name=spec.get("name"),
-                              json_schema=spec.get("schema") or {}, strict=spec.get("strict"))
-    raise _fail("expected type 'text', 'json_object' or 'json_schema'", "response_format.type",
-                "invalid_value")
+            raise _fail(
+                "expected json_schema: {name, schema}",
+                "response_format.json_schema",
+                "invalid_type",
+            )
+        return ResponseFormat(
+            type="json_schema",
+            name=spec.get("name"),
+            json_schema=spec.get("schema") or {},
+            strict=spec.get("strict"),
+        )
+    raise _fail(
+        "expected type 'text', 'json_object' or 'json_schema'",
+        "response_format.type",
+        "invalid_value",
+    )
 
 
 def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
@@ -153,19 +226,24 @@ def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
         raise _fail("the request body must be a JSON object", "body", "invalid_type")
     unknown = sorted(set(body) - _KNOWN)
     if unknown:
-        raise _fail(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0],
-                    "unknown_parameter")
+        raise _fail(
+            f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter"
+        )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _fail("you must provide a model parameter", "model", "missing_required_parameter")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise _fail("expected a non-empty list of messages", "messages",
-                    "missing_required_parameter" if raw_messages is None else "invalid_type")
+        raise _fail(
+            "expected a non-empty list of messages",
+            "messages",
+            "missing_required_parameter" if raw_messages is None else "invalid_type",
+        )
     for key, types in _SCALARS.items():
         value = body.get(key)
-        if value is not None and (not isinstance(value, types) or (
-                bool not in types and isinstance(value, bool))):
+        if value is not None and (
+            not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        ):
             names = " or ".join(t.__name__ for t in types)
             raise _fail(f"expected {names}, got {type(value).__name__}", key, "invalid_type")
     stop = body.get("stop")
@@ -183,14 +261,18 @@ def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
     try:
         settings = ModelSettings(
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-            temperature=body.get("temperature"), top_p=body.get("top_p"), stop=stop,
-            seed=body.get("seed"), presence_penalty=body.get("presence_penalty"),
+            temperature=body.get("temperature"),
+            top_p=body.get("top_p"),
+            stop=stop,
+            seed=body.get("seed"),
+            presence_penalty=body.get("presence_penalty"),
             frequency_penalty=body.get("frequency_penalty"),
             tools=_tools(body["tools"]) if body.get("tools") is not None else [],
             tool_choice=_tool_choice(body.get("tool_choice")),
             parallel_tool_calls=body.get("parallel_tool_calls"),
             response_format=_response_format(body.get("response_format")),
-            user=body.get("user"), tags=tags,
+            user=body.get("user"),
+            tags=tags,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -10,8 +10,10 @@ from elevenfactor.store._base import Executor
 
 __all__ = ["BLOB_INSERT", "blob_hash", "get_blob", "put_blob", "put_blobs"]
 
-BLOB_INSERT = ("INSERT INTO blobs (hash, size, content, created_at) VALUES (?, ?, ?, ?) "
-           "ON CONFLICT (hash) DO NOTHING")
+BLOB_INSERT = (
+    "INSERT INTO blobs (hash, size, content, created_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (hash) DO NOTHING"
+)
 
 
 def blob_hash(content: bytes) -> str:

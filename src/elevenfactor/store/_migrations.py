@@ -112,14 +112,17 @@ async def migrate(store: Store) -> list[str]:
         async with store.transaction() as tx:
             if store.dialect == "postgresql":
                 await tx.execute("SELECT pg_advisory_xact_lock(11111)")
-            row = await tx.fetchone("SELECT 1 FROM schema_migrations WHERE name = ?",
-                                    (migration.name,))
+            row = await tx.fetchone(
+                "SELECT 1 FROM schema_migrations WHERE name = ?", (migration.name,)
+            )
             if row is not None:
                 continue
             for statement in migration.sql(store.dialect):
                 await tx.execute(statement)
-            await tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                             (migration.name, time.time()))
+            await tx.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                (migration.name, time.time()),
+            )
         ran.append(migration.name)
     return ran
 

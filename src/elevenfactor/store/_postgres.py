@@ -66,17 +66,20 @@ class PostgresStore:
         self.url = url
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         if conninfo.startswith("postgres://"):
-            conninfo = "postgresql://" + conninfo[len("postgres://"):]
-        self.pool = AsyncConnectionPool(conninfo, min_size=min_size, max_size=max_size,
-                                        open=False, kwargs={"autocommit": True})
+            conninfo = "postgresql://" + conninfo[len("postgres://") :]
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
 
     async def open(self) -> None:
         """Open the pool and check the server answers."""
         try:
             await self.pool.open(wait=True, timeout=10)
         except Exception as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {mask_url(self.url)}: {exc}",
-                             hint="check DATABASE_URL and that the server is running") from exc
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {mask_url(self.url)}: {exc}",
+                hint="check DATABASE_URL and that the server is running",
+            ) from exc
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement in autocommit mode."""

@@ -48,15 +48,18 @@ class SQLiteStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {path!r}: {exc}",
-                             hint="check DATABASE_URL and that the directory is writable") from exc
+            raise StoreError(
+                f"cannot open SQLite database {path!r}: {exc}",
+                hint="check DATABASE_URL and that the directory is writable",
+            ) from exc
         self.conn = conn
         self._tx = _Tx(conn)
         self._lock = asyncio.Lock()
@@ -142,4 +145,3 @@ def sqlite_path(url: str) -> str:
     if rest.startswith("/"):
         rest = rest[1:]
     return rest or ":memory:"
-

@@ -29,8 +29,14 @@ from elevenfactor.errors import (
 
 __all__ = ["HttpClient", "parse_retry_after", "sse_data"]
 
-_CONTEXT_MARKERS = ("context length", "context_length", "maximum context", "prompt is too long",
-                    "too many tokens", "context window")
+_CONTEXT_MARKERS = (
+    "context length",
+    "context_length",
+    "maximum context",
+    "prompt is too long",
+    "too many tokens",
+    "context window",
+)
 _FILTER_MARKERS = ("content_filter", "content_policy", "content management policy")
 
 
@@ -55,22 +61,26 @@ def parse_retry_after(headers: Any) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def classify_status(
-    status: int, body: bytes, headers: Any, deployment: str
-) -> ModelError:
+def classify_status(status: int, body: bytes, headers: Any, deployment: str) -> ModelError:
     """Map an upstream error response to the error class that drives retry and failover."""
     text = body[:2000].decode("utf-8", "replace")
     lowered = text.lower()
     message = f"{deployment}: upstream answered HTTP {status}: {text[:300]}"
     if status == 429:
-        return RateLimited(message, deployment=deployment, status=status,
-                           retry_after=parse_retry_after(headers))
+        return RateLimited(
+            message, deployment=deployment, status=status, retry_after=parse_retry_after(headers)
+        )
     if status >= 500:
-        return UpstreamServerError(message, deployment=deployment, status=status,
-                                   retry_after=parse_retry_after(headers))
+        return UpstreamServerError(
+            message, deployment=deployment, status=status, retry_after=parse_retry_after(headers)
+        )
     if status in (401, 403):
-        return UpstreamAuthError(message, deployment=deployment, status=status,
-                                 hint="check the provider's api_key in elevenfactor.yaml")
+        return UpstreamAuthError(
+            message,
+            deployment=deployment,
+            status=status,
+            hint="check the provider's api_key in elevenfactor.yaml",
+        )
     if any(m in lowered for m in _CONTEXT_MARKERS):
         return ContextWindowExceeded(message, deployment=deployment, status=status)
     if any(m in lowered for m in _FILTER_MARKERS):
@@ -105,7 +115,8 @@ class HttpClient:
         """POST JSON and return the parsed JSON body, or raise the classified error."""
         try:
             async with self._get().post(
-                self.base_url + path, data=orjson.dumps(payload),
+                self.base_url + path,
+                data=orjson.dumps(payload),
                 headers={"Content-Type": "application/json"},
             ) as resp:
                 body = await resp.read()
@@ -128,7 +139,8 @@ class HttpClient:
         """POST JSON and yield the SSE ``data:`` payloads of the response."""
         try:
             async with self._get().post(
-                self.base_url + path, data=orjson.dumps(payload),
+                self.base_url + path,
+                data=orjson.dumps(payload),
                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             ) as resp:
                 if resp.status >= 400:

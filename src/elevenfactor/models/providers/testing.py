@@ -43,12 +43,18 @@ def response_to_chunks(response: Response, *, pieces: int = 4) -> list[StreamChu
     text = response.message.content or ""
     if text:
         size = max(1, -(-len(text) // pieces))
-        chunks.extend(StreamChunk(text=text[i:i + size]) for i in range(0, len(text), size))
+        chunks.extend(StreamChunk(text=text[i : i + size]) for i in range(0, len(text), size))
     for i, tc in enumerate(response.message.tool_calls):
-        chunks.append(StreamChunk(tool_calls=[ToolCallDelta(index=i, id=tc.id, name=tc.name,
-                                                            arguments=tc.arguments)]))
-    chunks.append(StreamChunk(finish_reason=response.finish_reason, usage=response.usage,
-                              model=response.model or None))
+        chunks.append(
+            StreamChunk(
+                tool_calls=[ToolCallDelta(index=i, id=tc.id, name=tc.name, arguments=tc.arguments)]
+            )
+        )
+    chunks.append(
+        StreamChunk(
+            finish_reason=response.finish_reason, usage=response.usage, model=response.model or None
+        )
+    )
     return chunks
 
 
@@ -58,8 +64,14 @@ class FunctionModel:
     ``chunk_delay`` paces streamed chunks (seconds between them), to test slow streams.
     """
 
-    def __init__(self, handler: Handler, *, name: str = "function",
-                 context_window: int | None = None, chunk_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        name: str = "function",
+        context_window: int | None = None,
+        chunk_delay: float = 0.0,
+    ) -> None:
         self.handler = handler
         self.chunk_delay = chunk_delay
         self._name = name
@@ -99,8 +111,13 @@ class FunctionModel:
 class ScriptedModel(FunctionModel):
     """Answers from a queue; a queued exception is raised instead. Fails loudly when empty."""
 
-    def __init__(self, script: Iterable[Response | str | BaseException], *,
-                 name: str = "scripted", context_window: int | None = None) -> None:
+    def __init__(
+        self,
+        script: Iterable[Response | str | BaseException],
+        *,
+        name: str = "scripted",
+        context_window: int | None = None,
+    ) -> None:
         self.script: deque[Response | str | BaseException] = deque(script)
         super().__init__(self._next, name=name, context_window=context_window)
 
@@ -111,8 +128,11 @@ class ScriptedModel(FunctionModel):
         if isinstance(item, BaseException):
             raise item
         if isinstance(item, str):
-            return Response(message=AssistantMessage(content=item), model=self.name,
-                            usage=Usage(input_tokens=1, output_tokens=_count(item)))
+            return Response(
+                message=AssistantMessage(content=item),
+                model=self.name,
+                usage=Usage(input_tokens=1, output_tokens=_count(item)),
+            )
         return item
 
 
@@ -132,16 +152,23 @@ def _example(schema: dict[str, Any]) -> Any:
         props = schema.get("properties", {})
         required = schema.get("required", list(props))
         return {k: _example(props[k]) for k in required if k in props}
-    return {"string": "x", "integer": 0, "number": 0, "boolean": False, "array": [],
-            "null": None}.get(str(kind), "x")
+    return {
+        "string": "x",
+        "integer": 0,
+        "number": 0,
+        "boolean": False,
+        "array": [],
+        "null": None,
+    }.get(str(kind), "x")
 
 
 def echo(messages: Sequence[Message], settings: ModelSettings) -> Response:
     """The ``test`` provider's behaviour: tool call, schema-shaped JSON, or an echo."""
     last = next((m for m in reversed(messages) if isinstance(m, UserMessage)), None)
     text = last.content if last else ""
-    usage = Usage(input_tokens=sum(_count(getattr(m, "content", "") or "") for m in messages),
-                  output_tokens=0)
+    usage = Usage(
+        input_tokens=sum(_count(getattr(m, "content", "") or "") for m in messages), output_tokens=0
+    )
     already_called = any(m.role == "tool" for m in messages)
     if settings.tools and settings.tool_choice != "none" and not already_called:
         tool = settings.tools[0]
@@ -149,9 +176,13 @@ def echo(messages: Sequence[Message], settings: ModelSettings) -> Response:
             tool = next((t for t in settings.tools if t.name == settings.tool_choice), tool)
         args = json.dumps(_example(tool.parameters))
         usage.output_tokens = _count(args)
-        return Response(message=AssistantMessage(tool_calls=[ToolCall(
-            id="call_test_0", name=tool.name, arguments=args)]), usage=usage,
-            finish_reason="tool_calls")
+        return Response(
+            message=AssistantMessage(
+                tool_calls=[ToolCall(id="call_test_0", name=tool.name, arguments=args)]
+            ),
+            usage=usage,
+            finish_reason="tool_calls",
+        )
     rf = settings.response_format
     if rf is not None and rf.type == "json_schema":
         content = json.dumps(_example(rf.json_schema or {}))
@@ -173,8 +204,9 @@ class TestProvider:
     def deployment(self, name: str, config: DeploymentConfig) -> FunctionModel:
         """An echo deployment; provider option ``chunk_delay`` paces streams."""
         delay = float(self.config.options.get("chunk_delay", 0.0))
-        return FunctionModel(echo, name=name, context_window=config.context_window,
-                             chunk_delay=delay)
+        return FunctionModel(
+            echo, name=name, context_window=config.context_window, chunk_delay=delay
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""
