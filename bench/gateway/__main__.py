@@ -1,0 +1,237 @@
+"""``python -m bench.gateway``: elevenfactor vs LiteLLM vs direct, against one mock upstream.
+
+Every phase runs in interleaved rounds (the order of targets rotates each round) and reports
+medians over rounds; "added" figures subtract the direct figure of the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from bench.gateway import measure
+from bench.gateway.measure import Plan
+from bench.gateway.peers import PEERS_VENV, PeerUnavailable, ensure_litellm
+from bench.gateway.procs import tail
+from bench.gateway.report import evaluate, print_report, summarize_results, write_json
+from bench.gateway.targets import (
+    REPO,
+    Target,
+    start_elevenfactor,
+    start_litellm,
+    start_upstream,
+)
+from bench.gateway.wrk import ensure_wrk
+
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="one short round (smoke run, < 1 min)")
+    ap.add_argument("--skip-litellm", action="store_true", help="leave the LiteLLM peer out")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per phase (default 3)")
+    ap.add_argument("--memory-requests", type=int, help="requests for the RSS check (100,000)")
+    ap.add_argument("--memory-time-cap", type=float,
+                    help="seconds at most per target for the RSS check (default 1500)")
+    ap.add_argument("--keep-workdir", action="store_true",
+                    help="keep the temporary directory with logs and the SQLite store")
+    return ap.parse_args(argv)
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    plan = Plan.quick() if args.quick else Plan()
+    overrides = {k: v for k, v in {"rounds": args.rounds, "memory_requests": args.memory_requests,
+                                   "memory_time_cap": args.memory_time_cap}.items()
+                 if v is not None}
+    return dataclasses.replace(plan, **overrides)
+
+
+class Bench:
+    """Runs the phases over the live targets and collects raw results."""
+
+    def __init__(self, plan: Plan, workdir: Path, progress: Progress) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.progress = progress
+        self.targets: list[Target] = []
+        self.results: dict[str, Any] = {
+            "plan": plan.as_dict(), "targets": {}, "startup_rss": {}, "memory": {},
+            "rounds": {"latency": [], "throughput": [], "streams": []}, "failures": [],
+        }
+
+    def add(self, name: str, start: Callable[[], Target]) -> None:
+        """Start a target, or record why it is unavailable."""
+        try:
+            target = start()
+        except (PeerUnavailable, RuntimeError, OSError) as exc:
+            self.results["targets"][name] = {"status": "unavailable", "reason": str(exc),
+                                             "version": "?"}
+            self.progress.console.print(f"[yellow]{name} unavailable:[/] {exc}")
+            return
+        self.targets.append(target)
+        self.results["targets"][name] = {
+            "status": "ok", "version": target.version, "port": target.port,
+            "startup_s": round(target.startup_s, 2), "notes": target.notes,
+            "log": str(target.log) if target.log else None}
+        self.results["startup_rss"][name] = measure.rss_sample(target, 0, time.monotonic())
+
+    def _live(self) -> list[Target]:
+        live = []
+        for t in self.targets:
+            if t.alive():
+                live.append(t)
+            elif self.results["targets"][t.name]["status"] == "ok":
+                self.results["targets"][t.name] |= {
+                    "status": "died", "reason": f"exited with {t.proc.returncode}: {tail(t.log)}"}
+        return live
+
+    def phase(self, key: str, label: str, fn: Callable[[Target], dict[str, Any]],
+              overall: TaskID) -> None:
+        """Interleaved rounds of one measurement over every live target."""
+        n = len(self.targets)
+        task = self.progress.add_task(label, total=self.plan.rounds * n)
+        for rnd in range(self.plan.rounds):
+            order = self.targets[rnd % n:] + self.targets[: rnd % n]
+            row: dict[str, Any] = {}
+            for target in order:
+                self.progress.update(task, description=f"{label}: round {rnd + 1}, {target.name}")
+                if target in self._live():
+                    try:
+                        row[target.name] = fn(target)
+                    except (RuntimeError, OSError, ValueError) as exc:
+                        self.results["failures"].append(
+                            {"phase": key, "round": rnd, "target": target.name, "error": str(exc)})
+                        self.progress.console.print(f"[red]{key} {target.name}:[/] {exc}")
+                self.progress.advance(task)
+                self.progress.advance(overall)
+            self.results["rounds"][key].append(row)
+        self.progress.update(task, description=f"{label}: done")
+
+    def memory(self, overall: TaskID) -> None:
+        """The RSS check, for each gateway (not for the mock)."""
+        for target in self._live():
+            if target.name == "direct":
+                continue
+            task = self.progress.add_task(f"RSS over {self.plan.memory_requests:,} requests: "
+                                          f"{target.name}", total=self.plan.memory_requests)
+            rps = [r[target.name]["rps"] for r in self.results["rounds"]["throughput"]
+                   if target.name in r] or [100.0]
+
+            def seen(sample: dict[str, Any], task: TaskID = task) -> None:
+                self.progress.update(task, completed=sample["requests"])
+
+            self.results["memory"][target.name] = measure.memory(
+                target, self.plan, self.workdir, max(rps), seen)
+            self.progress.update(task, completed=self.plan.memory_requests)
+            self.progress.advance(overall)
+
+    def stop(self) -> None:
+        """Stop every target."""
+        for target in self.targets:
+            target.stop()
+
+
+def _meta(plan: Plan, stamp: str, workdir: Path) -> dict[str, Any]:
+    return {
+        "stamp": stamp, "command": " ".join(["python -m bench.gateway", *sys.argv[1:]]),
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "cpus": os.cpu_count(), "workdir": str(workdir),
+        "method": (
+            "mock upstream in its own process; latency: sequential POSTs on one keep-alive "
+            f"connection (http.client) from a client process, {plan.latency_n} per round after "
+            f"{plan.latency_warmup} warm-up; throughput: wrk -t1 -c{plan.wrk_connections} "
+            f"-d{plan.wrk_seconds}s; streams: {plan.streams} concurrent streams kept going "
+            f"back to back (aiohttp client process), upstream sends {plan.chunks} chunks "
+            f"{plan.chunk_delay_ms:g} ms apart, TTFT of streams started after ramp-up; RSS: "
+            "VmRSS from /proc after all other phases (warm), then while wrk sends requests"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run everything, print the tables, write the JSON; 0 unless the run itself broke."""
+    args = _args(argv)
+    plan = _plan(args)
+    # Stop the servers (own process groups) on SIGTERM too, not only on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    console = Console()
+    if not console.is_terminal:  # piped or redirected: do not wrap the tables at 80 columns
+        console = Console(width=160)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    ensure_wrk()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bench = Bench(plan, workdir, progress)
+        bench.results["meta"] = _meta(plan, stamp, workdir)
+        try:
+            setup = progress.add_task("starting targets", total=3)
+            upstream = start_upstream(workdir, plan.chunks, plan.chunk_delay_ms)
+            bench.add("direct", lambda: upstream)
+            progress.update(setup, advance=1, description="starting elevenfactor")
+            bench.add("elevenfactor", lambda: start_elevenfactor(workdir, upstream.port))
+            progress.advance(setup)
+            if args.skip_litellm:
+                bench.results["targets"]["litellm"] = {"status": "skipped", "version": "",
+                                                       "reason": "skipped (--skip-litellm)"}
+            else:
+                first = not (PEERS_VENV / "bin" / "litellm").exists()
+                progress.update(setup, description="installing litellm[proxy] into "
+                                "bench/.peers-venv (first run only)" if first else
+                                "starting the LiteLLM proxy")
+                bench.add("litellm", lambda: start_litellm(workdir, upstream.port,
+                                                           ensure_litellm()))
+            progress.update(setup, advance=1, description="targets started")
+            n = len(bench.targets)
+            overall = progress.add_task("[bold]overall", total=3 * plan.rounds * n + n - 1)
+            bench.phase("latency", "1 request at a time",
+                        lambda t: measure.latency(t, plan), overall)
+            bench.phase("throughput", f"wrk, {plan.wrk_connections} in flight",
+                        lambda t: measure.throughput(t, plan, workdir), overall)
+            bench.phase("streams", f"{plan.streams} concurrent streams",
+                        lambda t: measure.streams(t, plan), overall)
+            bench.memory(overall)
+        finally:
+            bench.stop()
+    results = bench.results
+    results["summary"] = {name: summarize_results(results, name)
+                          for name, info in results["targets"].items()
+                          if info.get("status") in ("ok", "died")}
+    results["goals"] = {name: evaluate(s) for name, s in results["summary"].items()
+                        if name != "direct"}
+    console.print()
+    print_report(console, results)
+    path = write_json(results, RESULTS_DIR, stamp)
+    console.print(f"\nresults: {path.relative_to(REPO)}")
+    if args.keep_workdir:
+        console.print(f"workdir kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The three targets: the mock upstream itself (direct), elevenfactor, and the LiteLLM proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.gateway.peers import LiteLLMInstall
+from bench.gateway.procs import free_port, process_tree, rss_kib, stop, wait_http
+
+__all__ = ["MODEL", "REPO", "Target", "start_elevenfactor", "start_litellm", "start_upstream"]
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "bench"  # the name clients ask for: a route in elevenfactor, a model_name in LiteLLM
+_PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Target:
+    """A running server the clients talk to."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+    log: Path | None = None
+    startup_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The chat completions endpoint."""
+        return f"http://127.0.0.1:{self.port}{_PATH}"
+
+    def rss(self) -> dict[int, int]:
+        """VmRSS in KiB of the server process and each descendant (workers), by pid."""
+        out = {}
+        for pid in process_tree(self.proc.pid):
+            kib = rss_kib(pid)
+            if kib is not None:
+                out[pid] = kib
+        return out
+
+    def alive(self) -> bool:
+        """The server process is still running."""
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the server (and its process group)."""
+        stop(self.proc)
+
+
+def _popen(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def start_upstream(workdir: Path, chunks: int, chunk_delay_ms: float) -> Target:
+    """The mock upstream, in its own process."""
+    port = free_port()
+    log = workdir / "upstream.log"
+    proc = _popen([sys.executable, "-m", "bench.gateway.upstream", "--port", str(port),
+                   "--chunks", str(chunks), "--chunk-delay-ms", str(chunk_delay_ms)],
+                  log, dict(os.environ), REPO)
+    target = Target("direct", port, proc, "(mock)", log=log,
+                    notes=[f"mock upstream: asyncio + httptools + uvloop, {chunks} stream chunks"
+                           f" {chunk_delay_ms:g} ms apart"])
+    try:
+        target.startup_s = wait_http(port, "/healthz", proc, 30, log)
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+_EF_PROJECT = """\
+version: 1
+providers:
+  mock:
+    type: openai
+    base_url: http://127.0.0.1:{port}/v1
+    api_key: sk-mock-upstream
+models:
+  mock-gpt:
+    provider: mock
+    model: mock-gpt
+    retry:
+      attempts: 1
+    # breaker: defaults (5 failures, 30 s cooldown)
+routes:
+  {model}:
+    chain: [mock-gpt]
+default_route: {model}
+"""
+
+
+def _clean_env() -> dict[str, str]:
+    drop = ("DATABASE_URL", "REDIS_URL", "PORT")
+    return {k: v for k, v in os.environ.items()
+            if k not in drop and not k.startswith("ELEVENFACTOR_")}
+
+
+def start_elevenfactor(workdir: Path, upstream_port: int) -> Target:
+    """``elevenfactor serve`` with a migrated SQLite store, JSON logs to a file, and auth on."""
+    from elevenfactor._version import __version__
+
+    home = workdir / "elevenfactor"
+    home.mkdir(parents=True, exist_ok=True)
+    project = home / "elevenfactor.yaml"
+    project.write_text(_EF_PROJECT.format(port=upstream_port, model=MODEL))
+    port = free_port()
+    env = _clean_env() | {
+        "ELEVENFACTOR_DATA_DIR": str(home / "data"),
+        "ELEVENFACTOR_CONFIG_FILE": str(project),
+        "ELEVENFACTOR_LOG_LEVEL": "info",
+        "PORT": str(port),
+    }
+    exe = Path(sys.executable).with_name("elevenfactor")
+    cli = [str(exe)] if exe.exists() else [
+        sys.executable, "-c", "from elevenfactor.cli import main; main()"]
+    done = subprocess.run([*cli, "migrate"], env=env, cwd=home, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"elevenfactor migrate failed: {done.stderr.decode()}")
+    done = subprocess.run([*cli, "keys", "create", "bench", "--json"], env=env, cwd=home,
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"elevenfactor keys create failed: {done.stderr.decode()}")
+    key = json.loads(done.stdout)["key"]
+    log = home / "serve.log"
+    proc = _popen([*cli, "serve"], log, env, home)
+    target = Target("elevenfactor", port, proc, __version__,
+                    headers={"Authorization": f"Bearer {key}"}, log=log,
+                    notes=["SQLite store (migrated), JSON logs to a file, API key auth,"
+                           " retry attempts 1, breaker defaults"])
+    try:
+        target.startup_s = wait_http(port, "/readyz", proc, 60, log)
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+_LITELLM_CONFIG = """\
+model_list:
+  - model_name: {model}
+    litellm_params:
+      model: openai/mock-gpt
+      api_base: http://127.0.0.1:{port}/v1
+      api_key: sk-mock-upstream
+litellm_settings:
+  num_retries: 0
+  request_timeout: 60
+general_settings:
+  master_key: {master_key}
+"""
+
+
+def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) -> Target:
+    """The LiteLLM proxy, 1 worker, master-key auth, default logging to a file, no database."""
+    home = workdir / "litellm"
+    home.mkdir(parents=True, exist_ok=True)
+    master_key = "sk-bench-" + secrets.token_hex(16)
+    config = home / "config.yaml"
+    config.write_text(_LITELLM_CONFIG.format(model=MODEL, port=upstream_port,
+                                             master_key=master_key))
+    port = free_port()
+    env = _clean_env() | {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "VIRTUAL_ENV": str(install.venv),
+        "PATH": f"{install.venv / 'bin'}:{os.environ.get('PATH', '')}",
+    }
+    env.pop("PYTHONPATH", None)
+    log = home / "proxy.log"
+    proc = _popen([str(install.executable), "--config", str(config), "--host", "127.0.0.1",
+                   "--port", str(port), "--num_workers", "1", "--telemetry", "False"],
+                  log, env, home)
+    target = Target("litellm", port, proc, install.version,
+                    headers={"Authorization": f"Bearer {master_key}"}, log=log,
+                    notes=["1 worker, master-key auth, default logging to a file, num_retries 0;"
+                           " no database (its key/spend store needs PostgreSQL + Prisma)"])
+    try:
+        target.startup_s = wait_http(port, "/health/liveliness", proc, 180, log)
+    except BaseException:
+        target.stop()
+        raise
+    return target
