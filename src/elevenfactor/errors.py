@@ -8,6 +8,16 @@ ElevenFactorError                 code                 http
 ├── RequestError                  invalid_request      400  (and subclasses for the API)
 │   ├── ModelNotFound             model_not_found      404
 │   └── AuthenticationFailed      invalid_api_key      401
+├── RunError                      run_error            500
+│   ├── JournalDivergence         journal_divergence   500
+│   ├── LeaseLost                 lease_lost           409
+│   ├── RunCancelled              run_cancelled        409
+│   ├── DeadlineExceeded          deadline_exceeded    504
+│   ├── StepFailed                step_failed          500
+│   ├── RunNotFound               run_not_found        404
+│   ├── ProgramNotFound           program_not_found    404
+│   ├── ApprovalNotFound          approval_not_found   404
+│   └── ApprovalConflict          approval_decided     409
 └── ModelError                    (by error class)     502
     ├── RateLimited               rate_limit           429
     ├── UpstreamServerError       server_error         502
@@ -29,19 +39,29 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "ApprovalConflict",
+    "ApprovalNotFound",
     "AuthenticationFailed",
     "CircuitOpen",
     "ConfigError",
     "ContentFiltered",
     "ContextWindowExceeded",
+    "DeadlineExceeded",
     "ElevenFactorError",
+    "JournalDivergence",
+    "LeaseLost",
     "MalformedResponse",
     "MigrationRequired",
     "ModelError",
     "ModelNotFound",
     "ModelTimeout",
+    "ProgramNotFound",
     "RateLimited",
     "RequestError",
+    "RunCancelled",
+    "RunError",
+    "RunNotFound",
+    "StepFailed",
     "StoreError",
     "UpstreamAuthError",
     "UpstreamBadRequest",
@@ -257,3 +277,80 @@ class CircuitOpen(ModelError):
     code = "circuit_open"
     http_status = 503
     error_class = "circuit_open"
+
+
+class RunError(ElevenFactorError):
+    """A durable run could not proceed."""
+
+    code = "run_error"
+
+
+class JournalDivergence(RunError):
+    """The program asked for a different step than its journal recorded at that position."""
+
+    code = "journal_divergence"
+
+
+class LeaseLost(RunError):
+    """Another worker took this run over (its lease expired); this worker must stop."""
+
+    code = "lease_lost"
+    http_status = 409
+
+
+class RunCancelled(RunError):
+    """The run was cancelled."""
+
+    code = "run_cancelled"
+    http_status = 409
+
+
+class DeadlineExceeded(RunError):
+    """The run or step passed its deadline."""
+
+    code = "deadline_exceeded"
+    http_status = 504
+
+
+class StepFailed(RunError):
+    """A journaled step failed; raised identically when the step is replayed.
+
+    ``error_type`` and ``error_code`` name the original exception, so a program can branch on
+    them and behave the same on replay.
+    """
+
+    code = "step_failed"
+
+    def __init__(self, message: str, *, step: str, error_type: str, error_code: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.error_type = error_type
+        self.error_code = error_code
+
+
+class RunNotFound(RunError):
+    """No run with that id."""
+
+    code = "run_not_found"
+    http_status = 404
+
+
+class ProgramNotFound(RunError):
+    """No agent or workflow registered under that name."""
+
+    code = "program_not_found"
+    http_status = 404
+
+
+class ApprovalNotFound(RunError):
+    """No approval with that id."""
+
+    code = "approval_not_found"
+    http_status = 404
+
+
+class ApprovalConflict(RunError):
+    """The approval was already decided (or expired)."""
+
+    code = "approval_decided"
+    http_status = 409

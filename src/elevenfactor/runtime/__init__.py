@@ -1,0 +1,41 @@
+"""Factors 5 and 6: durable runs over the hash-chained journal, workers, timers, approvals."""
+
+from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
+from elevenfactor.runtime._journal import Event, VerifyReport, load_events, verify_run
+from elevenfactor.runtime._programs import Program, Programs
+from elevenfactor.runtime._runs import (
+    Lease,
+    RunInfo,
+    cancel_run,
+    claim_run,
+    get_run,
+    list_runs,
+    run_input,
+    run_result,
+    submit_run,
+)
+from elevenfactor.runtime._worker import Worker, WorkerOptions
+
+__all__ = [
+    "Event",
+    "Lease",
+    "Park",
+    "Program",
+    "Programs",
+    "RunContext",
+    "RunInfo",
+    "StepRetry",
+    "VerifyReport",
+    "Worker",
+    "WorkerOptions",
+    "cancel_run",
+    "claim_run",
+    "get_run",
+    "list_runs",
+    "load_events",
+    "run_input",
+    "run_result",
+    "step_key",
+    "submit_run",
+    "verify_run",
+]

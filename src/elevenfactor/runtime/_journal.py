@@ -1,0 +1,209 @@
+"""The journal: an ordered, hash-chained list of step events per run.
+
+Each event's hash covers its content and the previous event's hash; the first event links to the
+run's genesis hash, which covers the run id, program, input and creation time. Payloads are kept
+in the content-addressed blob table; the journal holds their hashes. An append is fenced: it only
+lands while the writer holds the run's current lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from elevenfactor.errors import LeaseLost
+from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash
+
+__all__ = [
+    "Event",
+    "VerifyReport",
+    "append_event",
+    "event_hash",
+    "genesis_hash",
+    "load_events",
+    "verify_run",
+]
+
+_APPEND = (
+    "INSERT INTO journal (run_id, seq, kind, name, status, output_hash, error, fence, created_at,"
+    " prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running')"
+)
+_COLUMNS = "run_id, seq, kind, name, status, output_hash, error, fence, created_at, prev_hash, hash"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One journal entry."""
+
+    run_id: str
+    seq: int
+    kind: str
+    name: str
+    status: str
+    output_hash: str | None
+    error: str | None
+    fence: int
+    created_at: float
+    prev_hash: str
+    hash: str
+
+    def expected_hash(self) -> str:
+        """The hash this event should have given its content and ``prev_hash``."""
+        return event_hash(
+            self.prev_hash,
+            self.run_id,
+            self.seq,
+            self.kind,
+            self.name,
+            self.status,
+            self.output_hash,
+            self.error,
+            self.fence,
+            self.created_at,
+        )
+
+
+def _sha(parts: list[object]) -> str:
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+
+def genesis_hash(run_id: str, program: str, input_hash: str, created_at: float) -> str:
+    """The chain's anchor: covers the run's identity and input."""
+    return _sha(["genesis", run_id, program, input_hash, created_at])
+
+
+def event_hash(
+    prev_hash: str,
+    run_id: str,
+    seq: int,
+    kind: str,
+    name: str,
+    status: str,
+    output_hash: str | None,
+    error: str | None,
+    fence: int,
+    created_at: float,
+) -> str:
+    """SHA-256 over the previous hash and the event's content, as canonical JSON."""
+    return _sha([prev_hash, run_id, seq, kind, name, status, output_hash, error, fence, created_at])
+
+
+async def append_event(
+    db: Executor,
+    *,
+    run_id: str,
+    seq: int,
+    kind: str,
+    name: str,
+    status: str,
+    output: bytes | None,
+    error: str | None,
+    fence: int,
+    prev_hash: str,
+) -> Event:
+    """Write the event (and its payload blob) if the run's fence is still ``fence``.
+
+    Raises ``LeaseLost`` when another worker holds the run now.
+    """
+    now = time.time()
+    out_hash = blob_hash(output) if output is not None else None
+    digest = event_hash(prev_hash, run_id, seq, kind, name, status, out_hash, error, fence, now)
+    if output is not None:
+        await db.execute(BLOB_INSERT, (out_hash, len(output), output, now))
+    written = await db.execute(
+        _APPEND,
+        (
+            run_id,
+            seq,
+            kind,
+            name,
+            status,
+            out_hash,
+            error,
+            fence,
+            now,
+            prev_hash,
+            digest,
+            run_id,
+            fence,
+        ),
+    )
+    if written != 1:
+        raise LeaseLost(
+            f"run {run_id}: lease lost before step {seq} ({kind} {name!r}) was "
+            "recorded; another worker owns the run now"
+        )
+    return Event(run_id, seq, kind, name, status, out_hash, error, fence, now, prev_hash, digest)
+
+
+async def load_events(db: Executor, run_id: str) -> list[Event]:
+    """Every event of a run, in order."""
+    rows = await db.fetchall(
+        f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? ORDER BY seq", (run_id,)
+    )
+    return [Event(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of checking one run's chain."""
+
+    run_id: str
+    events: int
+    ok: bool
+    broken_seq: int | None = None
+    reason: str | None = None
+
+
+async def verify_run(store: Store, run_id: str) -> VerifyReport:
+    """Recompute the chain of ``run_id``; report the first broken link, if any."""
+    row = await store.fetchone(
+        "SELECT program, input_hash, created_at, genesis_hash, head_hash FROM runs WHERE id = ?",
+        (run_id,),
+    )
+    if row is None:
+        return VerifyReport(run_id, 0, False, None, "the run row is missing")
+    program, input_hash, created_at, stored_genesis, head = row
+    expected_prev = genesis_hash(run_id, program, input_hash, created_at)
+    if stored_genesis != expected_prev:
+        return VerifyReport(
+            run_id,
+            0,
+            False,
+            None,
+            "the run's identity or input was changed (genesis hash mismatch)",
+        )
+    events = await load_events(store, run_id)
+    for i, ev in enumerate(events):
+        if ev.seq != i:
+            return VerifyReport(
+                run_id,
+                len(events),
+                False,
+                i,
+                f"event {i} is missing (found seq {ev.seq} in its place)",
+            )
+        if ev.prev_hash != expected_prev:
+            return VerifyReport(
+                run_id, len(events), False, ev.seq, "prev_hash does not match the previous event"
+            )
+        if ev.expected_hash() != ev.hash:
+            return VerifyReport(
+                run_id, len(events), False, ev.seq, "content does not match its hash (edited)"
+            )
+        expected_prev = ev.hash
+    if head is not None and head != expected_prev:
+        known = next((e.seq for e in events if e.hash == head), None)
+        where = f"after event {known}" if known is not None else "somewhere"
+        return VerifyReport(
+            run_id,
+            len(events),
+            False,
+            len(events),
+            f"events were removed {where}: the run's head hash is not the last event's",
+        )
+    return VerifyReport(run_id, len(events), True)

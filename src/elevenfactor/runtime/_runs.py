@@ -1,0 +1,271 @@
+"""Run rows: submitting, reading, leasing (with fencing tokens), parking, finishing, cancelling.
+
+Statuses: ``queued`` (runnable once ``wake_at`` passes), ``running`` (leased by a worker),
+``waiting`` (parked on an approval; holds no worker), ``succeeded``, ``failed``, ``cancelled``.
+A lease is taken by bumping ``fence``; every journal append checks it, so a worker whose lease
+expired cannot write once another worker has taken over.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from elevenfactor.errors import RequestError, RunNotFound
+from elevenfactor.runtime._codec import encode
+from elevenfactor.runtime._journal import genesis_hash
+from elevenfactor.store import BLOB_INSERT, Store, blob_hash, get_blob
+
+__all__ = [
+    "FINAL",
+    "Lease",
+    "RunInfo",
+    "cancel_run",
+    "claim_run",
+    "get_run",
+    "list_runs",
+    "submit_run",
+]
+
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+_RUN_COLUMNS = (
+    "id, program, queue, priority, status, input_hash, result_hash, error, parent_id,"
+    " created_at, updated_at, wake_at, deadline_at, attempt, max_attempts, fence,"
+    " lease_owner, lease_expires_at, cancel_requested"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as stored."""
+
+    id: str
+    program: str
+    queue: str
+    priority: int
+    status: str
+    input_hash: str
+    result_hash: str | None
+    error: str | None
+    parent_id: str | None
+    created_at: float
+    updated_at: float
+    wake_at: float | None
+    deadline_at: float | None
+    attempt: int
+    max_attempts: int
+    fence: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    cancel_requested: int
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded, failed or cancelled."""
+        return self.status in FINAL
+
+    def error_dict(self) -> dict[str, Any] | None:
+        """The stored error as ``{code, message}``."""
+        return orjson.loads(self.error) if self.error else None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's hold on a run: valid while ``fence`` is the run's current fence."""
+
+    run_id: str
+    program: str
+    fence: int
+    attempt: int
+    input_hash: str
+    genesis_hash: str
+    deadline_at: float | None
+    expires_at: float
+
+
+async def submit_run(
+    store: Store,
+    program: str,
+    input: Any,
+    *,
+    queue: str = "default",
+    priority: int = 0,
+    run_id: str | None = None,
+    max_attempts: int = 1,
+    retry_backoff: float = 1.0,
+    deadline: float | None = None,
+    parent_id: str | None = None,
+    session_id: str | None = None,
+    start_at: float | None = None,
+) -> str:
+    """Queue a run of ``program``; return its id.
+
+    ``run_id`` makes submission idempotent: submitting the same id again returns it unchanged.
+    ``deadline`` is in seconds from now.
+    """
+    if max_attempts < 1:
+        raise RequestError("max_attempts must be at least 1", param="max_attempts")
+    rid = run_id or uuid.uuid4().hex
+    data = encode(input)
+    digest = blob_hash(data)
+    now = time.time()
+    deadline_at = now + deadline if deadline is not None else None
+    async with store.transaction() as tx:
+        await tx.execute(BLOB_INSERT, (digest, len(data), data, now))
+        inserted = await tx.execute(
+            "INSERT INTO runs (id, program, queue, priority, status, input_hash, parent_id,"
+            " session_id, created_at, updated_at, wake_at, deadline_at, attempt, max_attempts,"
+            " retry_backoff, fence, cancel_requested, genesis_hash)"
+            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 0, 0, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (
+                rid,
+                program,
+                queue,
+                priority,
+                digest,
+                parent_id,
+                session_id,
+                now,
+                now,
+                start_at,
+                deadline_at,
+                max_attempts,
+                retry_backoff,
+                genesis_hash(rid, program, digest, now),
+            ),
+        )
+    if inserted != 1:
+        existing = await get_run(store, rid)
+        if existing.program != program or existing.input_hash != digest:
+            raise RequestError(
+                f"run {rid} already exists with a different program or input",
+                code="run_conflict",
+                status=409,
+                param="run_id",
+            )
+    return rid
+
+
+async def get_run(store: Store, run_id: str) -> RunInfo:
+    """The run with ``run_id``, or raise ``RunNotFound``."""
+    row = await store.fetchone(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}", hint="`elevenfactor runs list`")
+    return RunInfo(*row)
+
+
+async def run_input(store: Store, run: RunInfo | Lease) -> Any:
+    """The decoded input of a run."""
+    data = await get_blob(store, run.input_hash)
+    return orjson.loads(data) if data is not None else None
+
+
+async def run_result(store: Store, run: RunInfo) -> Any:
+    """The decoded result of a succeeded run, else None."""
+    if run.result_hash is None:
+        return None
+    data = await get_blob(store, run.result_hash)
+    return orjson.loads(data) if data is not None else None
+
+
+async def list_runs(
+    store: Store,
+    *,
+    status: str | None = None,
+    program: str | None = None,
+    limit: int = 50,
+) -> list[RunInfo]:
+    """Newest runs first, optionally filtered."""
+    where, params = [], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if program:
+        where.append("program = ?")
+        params.append(program)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = await store.fetchall(
+        f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC LIMIT ?",
+        (*params, limit),
+    )
+    return [RunInfo(*r) for r in rows]
+
+
+async def claim_run(
+    store: Store,
+    owner: str,
+    queues: list[str],
+    lease_seconds: float,
+    limits: dict[str, int] | None = None,
+) -> Lease | None:
+    """Lease the most urgent runnable run in ``queues``: queued and due, or running with an
+    expired lease (its worker died). ``limits`` caps running runs per queue across all workers.
+
+    PostgreSQL skips rows other workers are claiming (``FOR UPDATE SKIP LOCKED``); SQLite
+    serialises claims with ``BEGIN IMMEDIATE``.
+    """
+    now = time.time()
+    marks = ", ".join("?" for _ in queues)
+    lock = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgresql" else ""
+    async with store.transaction() as tx:
+        allowed = list(queues)
+        if limits:
+            if store.dialect == "postgresql":
+                await tx.execute("SELECT pg_advisory_xact_lock(22222)")
+            rows = await tx.fetchall(
+                f"SELECT queue, COUNT(*) FROM runs WHERE status = 'running' AND queue IN ({marks})"
+                " AND lease_expires_at >= ? GROUP BY queue",
+                (*queues, now),
+            )
+            busy = {q: int(n) for q, n in rows}
+            allowed = [q for q in queues if q not in limits or busy.get(q, 0) < limits[q]]
+            if not allowed:
+                return None
+            marks = ", ".join("?" for _ in allowed)
+        row = await tx.fetchone(
+            f"SELECT id FROM runs WHERE queue IN ({marks}) AND ("
+            " (status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))"
+            " OR (status = 'waiting' AND wake_at <= ?)"
+            " OR (status = 'running' AND lease_expires_at < ?))"
+            f" ORDER BY priority DESC, created_at LIMIT 1{lock}",
+            (*allowed, now, now, now),
+        )
+        if row is None:
+            return None
+        expires = now + lease_seconds
+        claimed = await tx.fetchone(
+            "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
+            " fence = fence + 1, updated_at = ?, wake_at = NULL WHERE id = ?"
+            " RETURNING id, program, fence, attempt, input_hash, genesis_hash, deadline_at",
+            (owner, expires, now, row[0]),
+        )
+    assert claimed is not None
+    rid, program, fence, attempt, input_hash, genesis, deadline_at = claimed
+    return Lease(rid, program, int(fence), int(attempt), input_hash, genesis, deadline_at, expires)
+
+
+async def cancel_run(store: Store, run_id: str, reason: str = "cancelled") -> RunInfo:
+    """Cancel a run: at once if it is not running, else at its worker's next heartbeat."""
+    now = time.time()
+    error = orjson.dumps({"code": "run_cancelled", "message": reason}).decode()
+    async with store.transaction() as tx:
+        await tx.execute(
+            "UPDATE runs SET status = 'cancelled', error = ?, updated_at = ?,"
+            " cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'waiting')",
+            (error, now, run_id),
+        )
+        await tx.execute(
+            "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
+            " AND status = 'running'",
+            (now, run_id),
+        )
+        await tx.execute(
+            "UPDATE approvals SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
+            (run_id,),
+        )
+    return await get_run(store, run_id)

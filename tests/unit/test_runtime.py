@@ -1,0 +1,304 @@
+"""Durable execution over the journal, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from elevenfactor.errors import StepFailed
+from elevenfactor.runtime import (
+    Programs,
+    RunContext,
+    StepRetry,
+    Worker,
+    WorkerOptions,
+    cancel_run,
+    claim_run,
+    get_run,
+    load_events,
+    run_result,
+    step_key,
+    submit_run,
+    verify_run,
+)
+from elevenfactor.store import Store
+
+effects: Counter[str] = Counter()
+
+
+def effect(name: str) -> str:
+    effects[name] += 1
+    return f"{name}-done"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    effects.clear()
+
+
+def three_steps(
+    programs: Programs, gate: asyncio.Event | None = None, reached: asyncio.Event | None = None
+) -> None:
+    @programs.workflow("three")
+    async def three(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+        a = await ctx.step("a", effect, "a")
+        b = await ctx.step("b", effect, "b")
+        if reached is not None:
+            reached.set()
+        if gate is not None:
+            await gate.wait()
+        c = await ctx.step("c", effect, "c")
+        return {"steps": [a, b, c], "n": data["n"]}
+
+
+async def _expire_lease(store: Store, run_id: str) -> None:
+    await store.execute(
+        "UPDATE runs SET lease_expires_at = ? WHERE id = ?", (time.time() - 1, run_id)
+    )
+
+
+async def test_run_succeeds_with_a_verified_journal(store: Store) -> None:
+    programs = Programs()
+    three_steps(programs)
+    rid = await submit_run(store, "three", {"n": 7})
+    await Worker(store, programs).run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "succeeded"
+    assert await run_result(store, run) == {"steps": ["a-done", "b-done", "c-done"], "n": 7}
+    events = await load_events(store, rid)
+    assert [(e.seq, e.kind, e.name, e.status) for e in events] == [
+        (0, "step", "a", "done"),
+        (1, "step", "b", "done"),
+        (2, "step", "c", "done"),
+    ]
+    report = await verify_run(store, rid)
+    assert report.ok and report.events == 3
+
+
+async def test_a_killed_execution_resumes_without_repeating_steps(store: Store) -> None:
+    programs = Programs()
+    gate, reached = asyncio.Event(), asyncio.Event()
+    three_steps(programs, gate, reached)
+    rid = await submit_run(store, "three", {"n": 1})
+    first = Worker(store, programs, WorkerOptions(lease_seconds=30), worker_id="w1")
+    lease = await claim_run(store, "w1", ["default"], 30)
+    assert lease is not None
+    task = asyncio.create_task(first.execute(lease))
+    await reached.wait()
+    task.cancel()  # the process dies: nothing settles, the lease stays
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await get_run(store, rid)).status == "running"
+    assert not await Worker(store, programs, worker_id="w2").run_once()  # lease still valid
+    await _expire_lease(store, rid)
+    gate.set()
+    second = Worker(store, programs, worker_id="w2")
+    assert await second.run_once()
+    run = await get_run(store, rid)
+    assert run.status == "succeeded" and run.fence == 2
+    assert effects == Counter({"a": 1, "b": 1, "c": 1})
+    assert (await verify_run(store, rid)).ok
+
+
+async def test_a_stale_worker_cannot_write_after_takeover(store: Store) -> None:
+    programs = Programs()
+    three_steps(programs)
+    rid = await submit_run(store, "three", {"n": 1})
+    old = await claim_run(store, "old", ["default"], 30)
+    assert old is not None
+    await _expire_lease(store, rid)
+    new = await claim_run(store, "new", ["default"], 30)
+    assert new is not None and new.fence == old.fence + 1
+    stale = await RunContext.open(store, old)
+    from elevenfactor.errors import LeaseLost
+
+    with pytest.raises(LeaseLost):
+        await stale.step("a", effect, "a")
+    assert await load_events(store, rid) == []
+
+
+async def test_divergence_names_both_steps(store: Store) -> None:
+    programs = Programs()
+    version = {"v": 1}
+
+    @programs.workflow("changing")
+    async def changing(ctx: RunContext, _: Any) -> None:
+        await ctx.step("fetch", effect, "fetch")
+        if version["v"] == 2:
+            await ctx.step("renamed", effect, "x")
+        await ctx.sleep(0.05)
+
+    rid = await submit_run(store, "changing", None)
+    worker = Worker(store, programs)
+    await worker.run_once()  # parks on the timer after "fetch", "now"
+    version["v"] = 2
+    await asyncio.sleep(0.06)
+    await worker.run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "failed"
+    err = run.error_dict()
+    assert err is not None and err["code"] == "journal_divergence"
+    assert "'renamed'" in err["message"] and "clock 'now'" in err["message"]
+
+
+async def test_durable_sleep_parks_and_wakes(store: Store) -> None:
+    programs = Programs()
+    starts: list[float] = []
+
+    @programs.workflow("sleeper")
+    async def sleeper(ctx: RunContext, _: Any) -> float:
+        start = await ctx.now()
+        starts.append(start)
+        await ctx.sleep(0.2)
+        return await ctx.now() - start
+
+    rid = await submit_run(store, "sleeper", None)
+    worker = Worker(store, programs)
+    assert await worker.run_once()
+    run = await get_run(store, rid)
+    assert run.status == "queued" and run.wake_at is not None and run.lease_owner is None
+    assert not await worker.run_once()  # not due yet
+    deadline = time.monotonic() + 5
+    while not await worker.run_once():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    run = await get_run(store, rid)
+    assert run.status == "succeeded"
+    slept = await run_result(store, run)
+    assert slept >= 0.2
+    assert len(set(starts)) == 1  # the clock step replayed the same start time
+
+
+async def test_failed_steps_replay_identically_and_runs_retry(store: Store) -> None:
+    programs = Programs()
+    calls = Counter[str]()
+
+    def flaky() -> None:
+        calls["flaky"] += 1
+        raise ValueError("nope")
+
+    @programs.workflow("retrying")
+    async def retrying(ctx: RunContext, _: Any) -> str:
+        await ctx.step("a", effect, "a")
+        try:
+            await ctx.step("flaky", flaky, retry=StepRetry(attempts=2, backoff=0.001))
+        except StepFailed as exc:
+            assert exc.error_type == "ValueError"
+        calls["program"] += 1
+        if calls["program"] < 2:
+            raise RuntimeError("program crashed after the failed step")
+        return "ok"
+
+    rid = await submit_run(store, "retrying", None, max_attempts=2, retry_backoff=0.01)
+    worker = Worker(store, programs)
+    deadline = time.monotonic() + 5
+    while (await get_run(store, rid)).status != "succeeded":
+        assert time.monotonic() < deadline, await get_run(store, rid)
+        if not await worker.run_once():
+            await asyncio.sleep(0.01)
+    assert calls == Counter({"flaky": 2, "program": 2})  # step retried twice, not re-run later
+    assert effects["a"] == 1
+    run = await get_run(store, rid)
+    assert run.attempt == 1
+
+
+async def test_runs_exhaust_their_attempts(store: Store) -> None:
+    programs = Programs()
+
+    @programs.workflow("broken")
+    async def broken(ctx: RunContext, _: Any) -> None:
+        raise KeyError("missing thing")
+
+    rid = await submit_run(store, "broken", None)
+    await Worker(store, programs).run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "failed" and run.attempt == 1
+    assert run.error_dict() == {"code": "program_error", "message": "KeyError: 'missing thing'"}
+
+
+async def test_cancel_queued_and_running(store: Store) -> None:
+    programs = Programs()
+    started = asyncio.Event()
+
+    @programs.workflow("forever")
+    async def forever(ctx: RunContext, _: Any) -> None:
+        await ctx.step("a", effect, "a")
+        started.set()
+        await asyncio.sleep(60)
+
+    queued = await submit_run(store, "forever", None, queue="other")
+    assert (await cancel_run(store, queued)).status == "cancelled"
+    rid = await submit_run(store, "forever", None)
+    worker = Worker(store, programs, WorkerOptions(lease_seconds=0.3))
+    task = asyncio.create_task(worker.run_once())
+    await started.wait()
+    await cancel_run(store, rid, "user asked")
+    await asyncio.wait_for(task, 5)
+    run = await get_run(store, rid)
+    assert run.status == "cancelled" and run.error_dict()["code"] == "run_cancelled"  # type: ignore[index]
+
+
+async def test_deadline(store: Store) -> None:
+    programs = Programs()
+
+    @programs.workflow("slow")
+    async def slow(ctx: RunContext, _: Any) -> None:
+        await asyncio.sleep(10)
+
+    rid = await submit_run(store, "slow", None, deadline=0.2)
+    await Worker(store, programs).run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "failed" and run.error_dict()["code"] == "deadline_exceeded"  # type: ignore[index]
+
+
+async def test_priority_and_idempotent_submission(store: Store) -> None:
+    programs = Programs()
+    order: list[str] = []
+
+    @programs.workflow("mark")
+    async def mark(ctx: RunContext, name: str) -> None:
+        order.append(name)
+
+    await submit_run(store, "mark", "low", priority=0)
+    await submit_run(store, "mark", "high", priority=5, run_id="fixed")
+    assert await submit_run(store, "mark", "high", priority=5, run_id="fixed") == "fixed"
+    await Worker(store, programs).run_until_idle()
+    assert order == ["high", "low"]
+
+
+async def test_step_key_is_stable(store: Store) -> None:
+    programs = Programs()
+    keys: list[str | None] = []
+
+    @programs.workflow("keyed")
+    async def keyed(ctx: RunContext, _: Any) -> None:
+        await ctx.step("a", lambda: keys.append(step_key()))
+
+    rid = await submit_run(store, "keyed", None)
+    await Worker(store, programs).run_until_idle()
+    assert keys == [f"{rid}:0"]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("UPDATE journal SET name = 'evil' WHERE seq = 1", "edited"),
+        ("DELETE FROM journal WHERE seq = 1", "missing"),
+        ("DELETE FROM journal WHERE seq = 2", "removed"),
+        ("UPDATE journal SET seq = seq + 10 WHERE seq = 0", "missing"),
+        ("UPDATE runs SET input_hash = 'sha256:other'", "genesis"),
+    ],
+)
+async def test_audit_finds_the_first_broken_link(store: Store, tamper: str, reason: str) -> None:
+    programs = Programs()
+    three_steps(programs)
+    rid = await submit_run(store, "three", {"n": 1})
+    await Worker(store, programs).run_until_idle()
+    assert (await verify_run(store, rid)).ok
+    await store.execute(tamper)
+    report = await verify_run(store, rid)
+    assert not report.ok and reason in (report.reason or "")
