@@ -214,3 +214,13 @@ def keys_revoke(key_id: str, config: Path | None) -> None:
     settings = settings_from(config)
     key = run(with_store(settings, lambda s: revoke_key(s, key_id)))
     click.echo(f"revoked {key.prefix} ({key.name})")
+
+
+def _register() -> None:
+    from elevenfactor.cli._runtime import audit, run_cmd, runs, worker
+
+    for command in (worker, run_cmd, runs, audit):
+        main.add_command(command)
+
+
+_register()

@@ -27,6 +27,7 @@ __all__ = [
     "PriceConfig",
     "ProjectConfig",
     "ProviderConfig",
+    "QueueConfig",
     "RetryConfig",
     "RouteConfig",
     "RouteRule",
@@ -162,6 +163,12 @@ class RouteConfig(_Strict):
         return self
 
 
+class QueueConfig(_Strict):
+    """A run queue: how many of its runs may run at once across all workers."""
+
+    concurrency: int | None = Field(default=None, ge=1)
+
+
 class ProjectConfig(_Strict):
     """The whole project file."""
 
@@ -170,6 +177,12 @@ class ProjectConfig(_Strict):
     models: dict[str, DeploymentConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     default_route: str = "default"
+    programs: list[str] = Field(
+        default_factory=list,
+        description="Durable programs to load, as 'package.module:attribute' references to a "
+        "Programs registry or an async function.",
+    )
+    queues: dict[str, QueueConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:

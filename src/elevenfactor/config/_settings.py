@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="Seconds to answer 503 (readiness off) before closing."
     )
     record_payloads: bool = Field(default=True, description="Store request/response bodies.")
+    in_process_worker: bool | None = Field(
+        default=None,
+        description="Run a worker inside `serve`; default: yes on SQLite, no on PostgreSQL.",
+    )
+    worker_concurrency: int = Field(default=8, ge=1, description="Runs a worker executes at once.")
+    worker_queues: str = Field(default="default", description="Comma-separated queues to serve.")
+    lease_seconds: float = Field(default=15.0, gt=0.5, description="Run lease; heartbeats at 1/3.")
 
     @field_validator("log_level")
     @classmethod
@@ -72,6 +79,12 @@ class Settings(BaseSettings):
             return self.config_file
         candidate = Path("elevenfactor.yaml")
         return candidate if candidate.exists() else None
+
+    def serves_worker(self) -> bool:
+        """Whether ``serve`` runs an in-process worker."""
+        if self.in_process_worker is not None:
+            return self.in_process_worker
+        return self.resolved_database_url().startswith("sqlite")
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict, with credentials in URLs masked."""

@@ -2,6 +2,7 @@
 
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
 from elevenfactor.runtime._journal import Event, VerifyReport, load_events, verify_run
+from elevenfactor.runtime._loader import load_programs
 from elevenfactor.runtime._programs import Program, Programs
 from elevenfactor.runtime._runs import (
     Lease,
@@ -14,6 +15,7 @@ from elevenfactor.runtime._runs import (
     run_result,
     submit_run,
 )
+from elevenfactor.runtime._service import build_worker, project_programs
 from elevenfactor.runtime._worker import Worker, WorkerOptions
 
 __all__ = [
@@ -28,11 +30,14 @@ __all__ = [
     "VerifyReport",
     "Worker",
     "WorkerOptions",
+    "build_worker",
     "cancel_run",
     "claim_run",
     "get_run",
     "list_runs",
     "load_events",
+    "load_programs",
+    "project_programs",
     "run_input",
     "run_result",
     "step_key",

@@ -1,0 +1,318 @@
+"""``worker``, ``run``, ``runs`` and ``audit``: thin wrappers over the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from elevenfactor.cli._common import (
+    config_option,
+    console,
+    handle_errors,
+    json_option,
+    print_json,
+    print_table,
+    project_from,
+    run,
+    settings_from,
+    with_store,
+)
+from elevenfactor.errors import RequestError
+from elevenfactor.runtime import (
+    RunInfo,
+    build_worker,
+    cancel_run,
+    get_run,
+    list_runs,
+    load_events,
+    run_result,
+    submit_run,
+    verify_run,
+)
+from elevenfactor.store import Store, get_blob, require_migrated
+
+__all__ = ["audit", "run_cmd", "runs", "worker"]
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _run_dict(r: RunInfo) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "program": r.program,
+        "status": r.status,
+        "queue": r.queue,
+        "priority": r.priority,
+        "attempt": r.attempt,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "error": r.error_dict(),
+        "parent_id": r.parent_id,
+    }
+
+
+@click.command()
+@config_option
+@click.option("--queue", "queues", multiple=True, help="Queue to serve (repeatable).")
+@click.option("--concurrency", type=int, default=None, help="Runs executed at once.")
+@handle_errors
+def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None) -> None:
+    """Execute durable runs until SIGTERM/SIGINT (then finish in-flight runs' current steps)."""
+    from elevenfactor.observe import configure_logging
+
+    settings = settings_from(config)
+    project = project_from(settings)
+    configure_logging(settings.log_level)
+
+    async def main(store: Store) -> None:
+        await require_migrated(store)
+        w = build_worker(
+            store, settings, project, queues=list(queues) or None, concurrency=concurrency
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        await w.serve()
+
+    run(with_store(settings, main))
+
+
+@click.command("run")
+@click.argument("program")
+@click.option("--input", "input_json", default="null", help="The run's input, as JSON.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--id", "run_id", default=None, help="Run id (idempotent submission).")
+@click.option(
+    "--execute",
+    is_flag=True,
+    help="Execute in this process until the run settles (no separate worker).",
+)
+@click.option("--wait", is_flag=True, help="Wait for a worker to finish the run.")
+@config_option
+@json_option
+@handle_errors
+def run_cmd(
+    program: str,
+    input_json: str,
+    queue: str,
+    priority: int,
+    run_id: str | None,
+    execute: bool,
+    wait: bool,
+    config: Path | None,
+    as_json: bool,
+) -> None:
+    """Submit a run of PROGRAM (an agent or workflow) and print its id or its result."""
+    try:
+        payload = orjson.loads(input_json)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"--input is not valid JSON: {exc}", param="input") from None
+    settings = settings_from(config)
+    project = project_from(settings)
+
+    async def main(store: Store) -> RunInfo:
+        await require_migrated(store)
+        w = build_worker(store, settings, project, queues=[queue]) if execute else None
+        if w is not None:
+            w.programs.get(program)  # fail before submitting an unknown program
+        rid = await submit_run(
+            store, program, payload, queue=queue, priority=priority, run_id=run_id
+        )
+        info = await get_run(store, rid)
+        with console.status(f"run {rid}: {info.status}") as status:
+            while (execute or wait) and not info.finished:
+                if w is None or not await w.run_once():
+                    await asyncio.sleep(0.1)
+                info = await get_run(store, rid)
+                status.update(f"run {rid}: {info.status}")
+        return info
+
+    info = run(with_store(settings, main))
+    result = run(with_store(settings, lambda s: run_result(s, info)))
+    if as_json:
+        print_json({**_run_dict(info), "result": result})
+    elif info.finished:
+        click.echo(f"run {info.id}: {info.status}")
+        click.echo(
+            orjson.dumps(
+                result if info.status == "succeeded" else info.error_dict(),
+                option=orjson.OPT_INDENT_2,
+            ).decode()
+        )
+    else:
+        click.echo(info.id)
+    if info.status in ("failed", "cancelled"):
+        sys.exit(1)
+
+
+@click.group()
+def runs() -> None:
+    """Inspect and cancel durable runs."""
+
+
+@runs.command("list")
+@click.option("--status", default=None, help="Only runs in this status.")
+@click.option("--program", default=None, help="Only runs of this program.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@config_option
+@json_option
+@handle_errors
+def runs_list(
+    status: str | None, program: str | None, limit: int, config: Path | None, as_json: bool
+) -> None:
+    """List runs, newest first."""
+    settings = settings_from(config)
+    found = run(
+        with_store(settings, lambda s: list_runs(s, status=status, program=program, limit=limit))
+    )
+    if as_json:
+        print_json([_run_dict(r) for r in found])
+        return
+    print_table(
+        "runs",
+        ["id", "program", "status", "queue", "attempt", "created", "updated"],
+        [
+            (
+                r.id,
+                r.program,
+                r.status,
+                r.queue,
+                r.attempt,
+                _when(r.created_at),
+                _when(r.updated_at),
+            )
+            for r in found
+        ],
+    )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@config_option
+@json_option
+@handle_errors
+def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
+    """Show a run: status, result or error, and its journal."""
+    settings = settings_from(config)
+
+    async def main(store: Store) -> dict[str, Any]:
+        info = await get_run(store, run_id)
+        events = await load_events(store, run_id)
+        steps = []
+        for ev in events:
+            out = await get_blob(store, ev.output_hash) if ev.output_hash else None
+            steps.append(
+                {
+                    "seq": ev.seq,
+                    "kind": ev.kind,
+                    "name": ev.name,
+                    "status": ev.status,
+                    "at": ev.created_at,
+                    "output": orjson.loads(out) if out else None,
+                    "error": orjson.loads(ev.error) if ev.error else None,
+                }
+            )
+        return {**_run_dict(info), "result": await run_result(store, info), "steps": steps}
+
+    shown = run(with_store(settings, main))
+    if as_json:
+        print_json(shown)
+        return
+    click.echo(f"run {shown['id']} ({shown['program']}): {shown['status']}")
+    print_table(
+        "journal",
+        ["seq", "kind", "name", "status", "at", "output / error"],
+        [
+            (
+                s["seq"],
+                s["kind"],
+                s["name"],
+                s["status"],
+                _when(s["at"]),
+                orjson.dumps(s["error"] or s["output"]).decode()[:80],
+            )
+            for s in shown["steps"]
+        ],
+    )
+    if shown["status"] == "succeeded":
+        click.echo("result: " + orjson.dumps(shown["result"]).decode())
+    elif shown["error"]:
+        click.echo(f"error[{shown['error']['code']}]: {shown['error']['message']}")
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", default="cancelled from the CLI")
+@config_option
+@handle_errors
+def runs_cancel(run_id: str, reason: str, config: Path | None) -> None:
+    """Cancel a run (at once if not running; at its next heartbeat if running)."""
+    settings = settings_from(config)
+    info = run(with_store(settings, lambda s: cancel_run(s, run_id, reason)))
+    click.echo(
+        f"run {info.id}: {info.status}"
+        + (" (cancel requested)" if info.status == "running" else "")
+    )
+
+
+@click.group()
+def audit() -> None:
+    """Verify the tamper-evident journal."""
+
+
+@audit.command("verify")
+@click.argument("run_ids", nargs=-1)
+@config_option
+@json_option
+@handle_errors
+def audit_verify(run_ids: tuple[str, ...], config: Path | None, as_json: bool) -> None:
+    """Recompute the hash chain of RUN_IDS (default: every run); report the first broken link."""
+    settings = settings_from(config)
+
+    async def main(store: Store) -> list[Any]:
+        ids = list(run_ids) or [
+            r[0] for r in await store.fetchall("SELECT id FROM runs ORDER BY created_at")
+        ]
+        reports = []
+        with click.progressbar(ids, label="verifying", file=sys.stderr, show_pos=True) as bar:
+            for rid in bar:
+                reports.append(await verify_run(store, rid))
+        return reports
+
+    reports = run(with_store(settings, main))
+    broken = [r for r in reports if not r.ok]
+    if as_json:
+        print_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "ok": r.ok,
+                    "events": r.events,
+                    "broken_seq": r.broken_seq,
+                    "reason": r.reason,
+                }
+                for r in reports
+            ]
+        )
+    else:
+        click.echo(
+            f"{len(reports)} runs, {sum(r.events for r in reports)} events checked; "
+            f"{len(broken)} broken"
+        )
+        for r in broken:
+            where = f"event {r.broken_seq}" if r.broken_seq is not None else "run row"
+            click.echo(f"BROKEN run {r.run_id} at {where}: {r.reason}")
+    if broken:
+        sys.exit(1)
