@@ -70,10 +70,10 @@ async def test_run_succeeds_with_a_verified_journal(store: Store) -> None:
     assert run.status == "succeeded"
     assert await run_result(store, run) == {"steps": ["a-done", "b-done", "c-done"], "n": 7}
     events = await load_events(store, rid)
-    assert [(e.seq, e.kind, e.name, e.status) for e in events] == [
-        (0, "step", "a", "done"),
-        (1, "step", "b", "done"),
-        (2, "step", "c", "done"),
+    assert [(e.n, e.step_id, e.kind, e.name, e.status) for e in events] == [
+        (0, "0", "step", "a", "done"),
+        (1, "1", "step", "b", "done"),
+        (2, "2", "step", "c", "done"),
     ]
     report = await verify_run(store, rid)
     assert report.ok and report.events == 3
@@ -286,10 +286,11 @@ async def test_step_key_is_stable(store: Store) -> None:
 @pytest.mark.parametrize(
     ("tamper", "reason"),
     [
-        ("UPDATE journal SET name = 'evil' WHERE seq = 1", "edited"),
-        ("DELETE FROM journal WHERE seq = 1", "missing"),
-        ("DELETE FROM journal WHERE seq = 2", "removed"),
-        ("UPDATE journal SET seq = seq + 10 WHERE seq = 0", "missing"),
+        ("UPDATE journal SET name = 'evil' WHERE n = 1", "edited"),
+        ("DELETE FROM journal WHERE n = 1", "missing"),
+        ("DELETE FROM journal WHERE n = 2", "removed"),
+        ("UPDATE journal SET n = n + 10 WHERE n = 0", "missing"),
+        ("UPDATE journal SET step_id = 'x' WHERE n = 0", "edited"),
         ("UPDATE runs SET input_hash = 'sha256:other'", "genesis"),
     ],
 )
@@ -302,3 +303,42 @@ async def test_audit_finds_the_first_broken_link(store: Store, tamper: str, reas
     await store.execute(tamper)
     report = await verify_run(store, rid)
     assert not report.ok and reason in (report.reason or "")
+
+
+async def test_parallel_branches_replay_by_position(store: Store) -> None:
+    programs = Programs()
+    gate, reached = asyncio.Event(), asyncio.Event()
+
+    async def branch(ctx: RunContext, item: int) -> int:
+        first = await ctx.step("double", lambda: effect(f"d{item}") and item * 2)
+        if item == 0:
+            reached.set()
+            await gate.wait()
+        return first + await ctx.step("inc", lambda: effect(f"i{item}") and 1)
+
+    @programs.workflow("fan")
+    async def fan(ctx: RunContext, items: list[int]) -> list[int]:
+        out = await ctx.map(branch, items, limit=2)
+        await ctx.step("after", effect, "after")
+        return out
+
+    rid = await submit_run(store, "fan", [0, 1, 2, 3])
+    lease = await claim_run(store, "w1", ["default"], 30)
+    assert lease is not None
+    task = asyncio.create_task(Worker(store, programs).execute(lease))
+    await reached.wait()
+    while effects["i1"] == 0:
+        await asyncio.sleep(0.01)  # noqa: ASYNC110 - branch 1 finishes on its own
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _expire_lease(store, rid)
+    gate.set()
+    await Worker(store, programs).run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "succeeded"
+    assert await run_result(store, run) == [1, 3, 5, 7]
+    assert all(v == 1 for v in effects.values()), effects
+    ids = {e.step_id for e in await load_events(store, rid)}
+    assert {"0.0.0", "0.0.1", "0.3.1", "1"} <= ids
+    assert (await verify_run(store, rid)).ok

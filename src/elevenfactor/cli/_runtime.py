@@ -215,7 +215,7 @@ def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
             out = await get_blob(store, ev.output_hash) if ev.output_hash else None
             steps.append(
                 {
-                    "seq": ev.seq,
+                    "step": ev.step_id,
                     "kind": ev.kind,
                     "name": ev.name,
                     "status": ev.status,
@@ -233,10 +233,10 @@ def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
     click.echo(f"run {shown['id']} ({shown['program']}): {shown['status']}")
     print_table(
         "journal",
-        ["seq", "kind", "name", "status", "at", "output / error"],
+        ["step", "kind", "name", "status", "at", "output / error"],
         [
             (
-                s["seq"],
+                s["step"],
                 s["kind"],
                 s["name"],
                 s["status"],
@@ -300,7 +300,7 @@ def audit_verify(run_ids: tuple[str, ...], config: Path | None, as_json: bool) -
                     "run_id": r.run_id,
                     "ok": r.ok,
                     "events": r.events,
-                    "broken_seq": r.broken_seq,
+                    "broken_at": r.broken_at,
                     "reason": r.reason,
                 }
                 for r in reports
@@ -312,7 +312,7 @@ def audit_verify(run_ids: tuple[str, ...], config: Path | None, as_json: bool) -
             f"{len(broken)} broken"
         )
         for r in broken:
-            where = f"event {r.broken_seq}" if r.broken_seq is not None else "run row"
+            where = f"event {r.broken_at}" if r.broken_at is not None else "run row"
             click.echo(f"BROKEN run {r.run_id} at {where}: {r.reason}")
     if broken:
         sys.exit(1)

@@ -1,9 +1,10 @@
 """``RunContext``: the one door through which a durable program touches the world.
 
-Every effect is a step at a position in the run's journal. When the program re-executes (after a
-crash, a park, a retry) a step already in the journal returns its recorded result instead of
-running again; a step that differs from the journal's at that position raises
-``JournalDivergence``.
+Every effect is a step with a logical position (``step_id``) in the run's journal. When the
+program re-executes (after a crash, a park, a retry) a step already in the journal returns its
+recorded result instead of running again; a step that differs from the journal's at that
+position raises ``JournalDivergence``. Positions are assigned when a step is issued, and parallel
+branches get their own namespace ("3.0.0", "3.1.0"), so concurrency cannot reorder them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import inspect
 import random as _random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -35,24 +36,35 @@ from elevenfactor.store import Store
 __all__ = ["Park", "RunContext", "StepRetry", "step_key"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 _STEP_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("step_key", default=None)
 
 
 def step_key() -> str | None:
-    """Inside a step: a key unique to this step of this run (``<run id>:<seq>``), the same on
-    every re-execution. Side-effecting tools use it to make their effect idempotent."""
+    """Inside a step: a key unique to this step of this run (``<run id>:<step id>``), the same
+    on every re-execution. Side-effecting tools use it to make their effect idempotent."""
     return _STEP_KEY.get()
 
 
-class Park(BaseException):
-    """Raised inside a program to stop executing and free the worker until ``wake_at`` (or an
-    outside event, when ``waiting``). A BaseException so ``except Exception`` cannot swallow it."""
+class Park(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Stop executing and free the worker until ``wake_at``, or until an outside event when
+    ``waiting``. ``wake_when`` holds SQL conditions (with parameters); if any holds as the run
+    parks, it is queued at once, so an event that arrived meanwhile is not missed. A BaseException so
+    ``except Exception`` in a program cannot swallow it."""
 
-    def __init__(self, *, wake_at: float | None, waiting: bool, reason: str) -> None:
+    def __init__(
+        self,
+        *,
+        wake_at: float | None,
+        waiting: bool,
+        reason: str,
+        wake_when: Sequence[tuple[str, tuple[Any, ...]]] = (),
+    ) -> None:
         super().__init__(reason)
         self.wake_at = wake_at
         self.waiting = waiting
         self.reason = reason
+        self.wake_when = list(wake_when)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,24 +86,35 @@ def _error_json(exc: BaseException) -> str:
     return orjson.dumps({"type": type(exc).__name__, "message": str(exc), "code": code}).decode()
 
 
-class RunContext:
-    """Passed to every durable program: ``step``, ``now``, ``random``, ``sleep``, and (through the
-    approval and sub-run helpers) waits on the outside world."""
+@dataclass
+class _Shared:
+    """State shared by a run's context and its branch views."""
 
-    def __init__(
-        self, store: Store, lease: Lease, events: list[Event], payloads: dict[str, bytes]
-    ) -> None:
-        self.store = store
-        self.lease = lease
-        self.run_id = lease.run_id
-        self.events = events
-        self._payloads = payloads
-        self._pos = 0
-        self.head_hash = events[-1].hash if events else lease.genesis_hash
-        self.lease_expires = lease.expires_at
-        self.cancel_reason: str | None = None
-        self.lease_lost = False
-        self.executed = 0  # steps executed (not replayed) in this execution
+    store: Store
+    lease: Lease
+    by_step: dict[str, Event]
+    payloads: dict[str, bytes]
+    written: int
+    head_hash: str
+    lease_expires: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cancel_reason: str | None = None
+    lease_lost: bool = False
+    executed: int = 0
+    hooks: dict[str, Any] = field(default_factory=dict)
+
+
+class RunContext:
+    """Passed to every durable program: ``step``, ``now``, ``random``, ``sleep``, ``parallel``;
+    approvals and sub-runs build on ``reserve`` and ``record``."""
+
+    def __init__(self, shared: _Shared, prefix: str = "") -> None:
+        self._s = shared
+        self._prefix = prefix
+        self._counter = 0
+        self.store = shared.store
+        self.lease = shared.lease
+        self.run_id = shared.lease.run_id
 
     @classmethod
     async def open(cls, store: Store, lease: Lease) -> RunContext:
@@ -102,85 +125,141 @@ class RunContext:
             " WHERE j.run_id = ?",
             (lease.run_id,),
         )
-        return cls(store, lease, events, {h: bytes(c) for h, c in rows if c is not None})
+        shared = _Shared(
+            store=store,
+            lease=lease,
+            by_step={e.step_id: e for e in events},
+            payloads={h: bytes(c) for h, c in rows if c is not None},
+            written=len(events),
+            head_hash=events[-1].hash if events else lease.genesis_hash,
+            lease_expires=lease.expires_at,
+        )
+        return cls(shared)
+
+    # -- shared state, exposed for the worker -----------------------------------------------
 
     @property
-    def position(self) -> int:
-        """The sequence number the next step will have."""
-        return self._pos
+    def head_hash(self) -> str:
+        """Hash of the last event written."""
+        return self._s.head_hash
 
     @property
-    def replaying(self) -> bool:
-        """True while the program is still re-reading recorded steps."""
-        return self._pos < len(self.events)
+    def events_written(self) -> int:
+        """Events in the journal now."""
+        return self._s.written
 
-    def _recorded(self, kind: str, name: str) -> Event | None:
-        if self._pos >= len(self.events):
-            return None
-        ev = self.events[self._pos]
-        if ev.kind != kind or ev.name != name:
+    @property
+    def executed(self) -> int:
+        """Steps executed (not replayed) by this execution."""
+        return self._s.executed
+
+    @property
+    def hooks(self) -> dict[str, Any]:
+        """Callbacks the worker provides (e.g. ``approval_pending``)."""
+        return self._s.hooks
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Set when the run is being cancelled."""
+        return self._s.cancel_reason
+
+    @cancel_reason.setter
+    def cancel_reason(self, value: str | None) -> None:
+        self._s.cancel_reason = value
+
+    @property
+    def lease_lost(self) -> bool:
+        """Set when a heartbeat found another worker owns the run."""
+        return self._s.lease_lost
+
+    @lease_lost.setter
+    def lease_lost(self, value: bool) -> None:
+        self._s.lease_lost = value
+
+    @property
+    def lease_expires(self) -> float:
+        """When this worker's lease lapses unless renewed."""
+        return self._s.lease_expires
+
+    @lease_expires.setter
+    def lease_expires(self, value: float) -> None:
+        self._s.lease_expires = value
+
+    # -- the step door ------------------------------------------------------------------------
+
+    def reserve(self, kind: str, name: str) -> tuple[str, Event | None]:
+        """Take the next position; return its id and the recorded event there, if any."""
+        step_id = f"{self._prefix}{self._counter}"
+        self._counter += 1
+        ev = self._s.by_step.get(step_id)
+        if ev is not None and (ev.kind != kind or ev.name != name):
             raise JournalDivergence(
-                f"run {self.run_id}: step {self._pos} is {kind} {name!r} now, but the journal "
+                f"run {self.run_id}: step {step_id} is {kind} {name!r} now, but the journal "
                 f"recorded {ev.kind} {ev.name!r}",
                 hint="a program must issue the same steps in the same order on every execution; "
                 "deploy changes that reorder steps only for new runs",
             )
-        return ev
+        return step_id, ev
 
     def check_live(self) -> None:
         """Raise if the lease has lapsed or the run was cancelled: no new effects after that."""
-        if self.cancel_reason is not None:
-            raise RunCancelled(f"run {self.run_id} was cancelled: {self.cancel_reason}")
-        if time.time() >= self.lease_expires:
+        if self._s.cancel_reason is not None:
+            raise RunCancelled(f"run {self.run_id} was cancelled: {self._s.cancel_reason}")
+        if time.time() >= self._s.lease_expires:
             raise LeaseLost(f"run {self.run_id}: lease expired before the next step")
 
-    def _payload(self, ev: Event) -> bytes:
-        assert ev.output_hash is not None
-        data = self._payloads.get(ev.output_hash)
-        if data is None:
-            raise JournalDivergence(
-                f"run {self.run_id}: payload of step {ev.seq} is missing",
-                hint="retention dropped it; the run cannot resume",
-            )
-        return data
-
-    def _replayed(self, ev: Event, result_type: type[Any] | None) -> Any:
-        self._pos += 1
+    def replayed(self, ev: Event, result_type: type[Any] | None = None) -> Any:
+        """The recorded outcome of ``ev``: its decoded output, or ``StepFailed`` raised again."""
         if ev.status == "failed":
             err = orjson.loads(ev.error or "{}")
             raise StepFailed(
-                f"step {ev.seq} ({ev.kind} {ev.name!r}) failed: {err.get('message')}",
+                f"step {ev.step_id} ({ev.kind} {ev.name!r}) failed: {err.get('message')}",
                 step=ev.name,
                 error_type=err.get("type", "Exception"),
                 error_code=err.get("code"),
             )
         if ev.output_hash is None:
             return None
-        return decode(self._payload(ev), result_type)
+        data = self._s.payloads.get(ev.output_hash)
+        if data is None:
+            raise JournalDivergence(
+                f"run {self.run_id}: payload of step {ev.step_id} is missing",
+                hint="retention dropped it; the run cannot resume",
+            )
+        return decode(data, result_type)
 
     async def record(
-        self, kind: str, name: str, status: str, output: bytes | None, error: str | None = None
+        self,
+        step_id: str,
+        kind: str,
+        name: str,
+        status: str,
+        output: bytes | None,
+        error: str | None = None,
     ) -> Event:
-        """Append the event at the current position (fenced) and advance."""
-        async with self.store.transaction() as tx:
-            ev = await append_event(
-                tx,
-                run_id=self.run_id,
-                seq=self._pos,
-                kind=kind,
-                name=name,
-                status=status,
-                output=output,
-                error=error,
-                fence=self.lease.fence,
-                prev_hash=self.head_hash,
-            )
-        self.events.append(ev)
+        """Append the event for ``step_id`` (fenced) to the chain."""
+        s = self._s
+        async with s.lock:
+            async with s.store.transaction() as tx:
+                ev = await append_event(
+                    tx,
+                    run_id=self.run_id,
+                    n=s.written,
+                    step_id=step_id,
+                    kind=kind,
+                    name=name,
+                    status=status,
+                    output=output,
+                    error=error,
+                    fence=s.lease.fence,
+                    prev_hash=s.head_hash,
+                )
+            s.written += 1
+            s.head_hash = ev.hash
+        s.by_step[step_id] = ev
         if output is not None and ev.output_hash is not None:
-            self._payloads[ev.output_hash] = output
-        self.head_hash = ev.hash
-        self._pos += 1
-        self.executed += 1
+            s.payloads[ev.output_hash] = output
+        s.executed += 1
         return ev
 
     async def step(
@@ -197,11 +276,11 @@ class RunContext:
 
         A failure is journaled too and raised as ``StepFailed`` (identically on replay).
         """
-        ev = self._recorded(kind, name)
+        step_id, ev = self.reserve(kind, name)
         if ev is not None:
-            return self._replayed(ev, result_type)  # type: ignore[no-any-return]
+            return self.replayed(ev, result_type)  # type: ignore[no-any-return]
         self.check_live()
-        token = _STEP_KEY.set(f"{self.run_id}:{self._pos}")
+        token = _STEP_KEY.set(f"{self.run_id}:{step_id}")
         attempt = 1
         try:
             while True:
@@ -211,10 +290,11 @@ class RunContext:
                         value = await value
                     break
                 except Exception as exc:
-                    if retry is None or attempt >= retry.attempts or not isinstance(exc, retry.on):
-                        await self.record(kind, name, "failed", None, _error_json(exc))
+                    retryable = retry is not None and isinstance(exc, retry.on)
+                    if retry is None or not retryable or attempt >= retry.attempts:
+                        await self.record(step_id, kind, name, "failed", None, _error_json(exc))
                         raise StepFailed(
-                            f"step {self._pos - 1} ({kind} {name!r}) failed: {exc}",
+                            f"step {step_id} ({kind} {name!r}) failed: {exc}",
                             step=name,
                             error_type=type(exc).__name__,
                             error_code=exc.code if isinstance(exc, ElevenFactorError) else None,
@@ -225,7 +305,7 @@ class RunContext:
         finally:
             _STEP_KEY.reset(token)
         output = encode(value)
-        await self.record(kind, name, "done", output)
+        await self.record(step_id, kind, name, "done", output)
         if result_type is None and isinstance(value, (str, int, float, bool, type(None))):
             return value
         return decode(output, result_type)  # type: ignore[no-any-return]
@@ -243,18 +323,85 @@ class RunContext:
         return await self.step("uuid", lambda: uuid.uuid4().hex, kind="random")
 
     async def sleep_until(self, wake_at: float, name: str = "sleep") -> None:
-        """A durable timer: the run parks (holding no worker) until ``wake_at``, across restarts."""
-        ev = self._recorded("sleep", name)
+        """A durable timer: the run parks (holding no worker) until ``wake_at``, across
+        restarts."""
+        step_id, ev = self.reserve("sleep", name)
         if ev is not None:
-            self._replayed(ev, None)
+            self.replayed(ev)
             return
         self.check_live()
         if time.time() >= wake_at:
-            await self.record("sleep", name, "done", encode(wake_at))
+            await self.record(step_id, "sleep", name, "done", encode(wake_at))
             return
         raise Park(wake_at=wake_at, waiting=False, reason=f"sleeping until {wake_at:.3f}")
 
     async def sleep(self, seconds: float, name: str = "sleep") -> None:
-        """Sleep ``seconds`` from now (the start time is journaled, so restarts don't extend it)."""
+        """Sleep ``seconds`` from now (the start is journaled, so restarts don't extend it)."""
         start = await self.now()
         await self.sleep_until(start + seconds, name)
+
+    # -- structure ----------------------------------------------------------------------------
+
+    def branch(self, step_id: str, index: int) -> RunContext:
+        """A view whose steps live under ``<step_id>.<index>.``."""
+        return RunContext(self._s, f"{step_id}.{index}.")
+
+    async def parallel(
+        self,
+        branches: Sequence[Callable[[RunContext], Awaitable[R]]],
+        *,
+        limit: int | None = None,
+        name: str = "parallel",
+    ) -> list[R]:
+        """Run ``branches`` concurrently (at most ``limit`` at once), each on its own branch
+        context; return their results in order (fan-out, fan-in).
+
+        If a branch raises, the others finish their current work and the first error (in
+        branch order) is raised; if a branch parks, the run parks after the others settle.
+        """
+        step_id, _ = self.reserve("parallel", name)
+        sem = asyncio.Semaphore(limit) if limit else None
+
+        async def one(i: int, fn: Callable[[RunContext], Awaitable[R]]) -> R:
+            ctx = self.branch(step_id, i)
+            if sem is None:
+                return await fn(ctx)
+            async with sem:
+                return await fn(ctx)
+
+        tasks = [asyncio.ensure_future(one(i, fn)) for i, fn in enumerate(branches)]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+            raise
+        parks = [e for t in tasks if isinstance(e := t.exception(), Park)]
+        if parks:
+            wake = [p.wake_at for p in parks if p.wake_at is not None]
+            raise Park(
+                wake_at=min(wake) if wake else None,
+                waiting=any(p.waiting for p in parks),
+                reason=f"{len(parks)} parallel branches parked",
+                wake_when=[c for p in parks for c in p.wake_when],
+            )
+        for t in tasks:
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+        return [t.result() for t in tasks]
+
+    async def map(
+        self,
+        fn: Callable[[RunContext, T], Awaitable[R]],
+        items: Sequence[T],
+        *,
+        limit: int | None = None,
+        name: str = "map",
+    ) -> list[R]:
+        """``fn(branch_ctx, item)`` for each item, concurrently up to ``limit``."""
+
+        def bind(item: T) -> Callable[[RunContext], Awaitable[R]]:
+            return lambda ctx: fn(ctx, item)
+
+        return await self.parallel([bind(i) for i in items], limit=limit, name=name)

@@ -1,9 +1,11 @@
-"""The journal: an ordered, hash-chained list of step events per run.
+"""The journal: a hash-chained list of step events per run.
 
-Each event's hash covers its content and the previous event's hash; the first event links to the
-run's genesis hash, which covers the run id, program, input and creation time. Payloads are kept
-in the content-addressed blob table; the journal holds their hashes. An append is fenced: it only
-lands while the writer holds the run's current lease.
+Events are chained in the order they are written (``n`` = 0, 1, 2, ...): each hash covers the
+event's content and the previous event's hash, and the first links to the run's genesis hash,
+which covers the run id, program, input and creation time. ``step_id`` is the step's logical
+position in the program ("3", or "3.1.0" inside parallel branch 1 of step 3); replay looks
+events up by it. Payloads live in the content-addressed blob table; the journal holds their
+hashes. An append only lands while the writer holds the run's current lease (its fence).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ __all__ = [
 ]
 
 _APPEND = (
-    "INSERT INTO journal (run_id, seq, kind, name, status, output_hash, error, fence, created_at,"
-    " prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    "INSERT INTO journal (run_id, n, step_id, kind, name, status, output_hash, error, fence,"
+    " created_at, prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running')"
 )
-_COLUMNS = "run_id, seq, kind, name, status, output_hash, error, fence, created_at, prev_hash, hash"
+_COLUMNS = (
+    "run_id, n, step_id, kind, name, status, output_hash, error, fence, created_at, prev_hash, hash"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +44,8 @@ class Event:
     """One journal entry."""
 
     run_id: str
-    seq: int
+    n: int
+    step_id: str
     kind: str
     name: str
     status: str
@@ -56,7 +61,8 @@ class Event:
         return event_hash(
             self.prev_hash,
             self.run_id,
-            self.seq,
+            self.n,
+            self.step_id,
             self.kind,
             self.name,
             self.status,
@@ -79,7 +85,8 @@ def genesis_hash(run_id: str, program: str, input_hash: str, created_at: float) 
 def event_hash(
     prev_hash: str,
     run_id: str,
-    seq: int,
+    n: int,
+    step_id: str,
     kind: str,
     name: str,
     status: str,
@@ -89,14 +96,17 @@ def event_hash(
     created_at: float,
 ) -> str:
     """SHA-256 over the previous hash and the event's content, as canonical JSON."""
-    return _sha([prev_hash, run_id, seq, kind, name, status, output_hash, error, fence, created_at])
+    return _sha(
+        [prev_hash, run_id, n, step_id, kind, name, status, output_hash, error, fence, created_at]
+    )
 
 
 async def append_event(
     db: Executor,
     *,
     run_id: str,
-    seq: int,
+    n: int,
+    step_id: str,
     kind: str,
     name: str,
     status: str,
@@ -111,14 +121,17 @@ async def append_event(
     """
     now = time.time()
     out_hash = blob_hash(output) if output is not None else None
-    digest = event_hash(prev_hash, run_id, seq, kind, name, status, out_hash, error, fence, now)
+    digest = event_hash(
+        prev_hash, run_id, n, step_id, kind, name, status, out_hash, error, fence, now
+    )
     if output is not None:
         await db.execute(BLOB_INSERT, (out_hash, len(output), output, now))
     written = await db.execute(
         _APPEND,
         (
             run_id,
-            seq,
+            n,
+            step_id,
             kind,
             name,
             status,
@@ -134,16 +147,18 @@ async def append_event(
     )
     if written != 1:
         raise LeaseLost(
-            f"run {run_id}: lease lost before step {seq} ({kind} {name!r}) was "
+            f"run {run_id}: lease lost before step {step_id} ({kind} {name!r}) was "
             "recorded; another worker owns the run now"
         )
-    return Event(run_id, seq, kind, name, status, out_hash, error, fence, now, prev_hash, digest)
+    return Event(
+        run_id, n, step_id, kind, name, status, out_hash, error, fence, now, prev_hash, digest
+    )
 
 
 async def load_events(db: Executor, run_id: str) -> list[Event]:
-    """Every event of a run, in order."""
+    """Every event of a run, in the order written."""
     rows = await db.fetchall(
-        f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? ORDER BY seq", (run_id,)
+        f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? ORDER BY n", (run_id,)
     )
     return [Event(*r) for r in rows]
 
@@ -155,12 +170,12 @@ class VerifyReport:
     run_id: str
     events: int
     ok: bool
-    broken_seq: int | None = None
+    broken_at: int | None = None
     reason: str | None = None
 
 
 async def verify_run(store: Store, run_id: str) -> VerifyReport:
-    """Recompute the chain of ``run_id``; report the first broken link, if any."""
+    """Recompute the chain of ``run_id``; report the first broken link (by write index)."""
     row = await store.fetchone(
         "SELECT program, input_hash, created_at, genesis_hash, head_hash FROM runs WHERE id = ?",
         (run_id,),
@@ -179,31 +194,29 @@ async def verify_run(store: Store, run_id: str) -> VerifyReport:
         )
     events = await load_events(store, run_id)
     for i, ev in enumerate(events):
-        if ev.seq != i:
+        if ev.n != i:
             return VerifyReport(
                 run_id,
                 len(events),
                 False,
                 i,
-                f"event {i} is missing (found seq {ev.seq} in its place)",
+                f"event {i} is missing (found event {ev.n} in its place)",
             )
         if ev.prev_hash != expected_prev:
             return VerifyReport(
-                run_id, len(events), False, ev.seq, "prev_hash does not match the previous event"
+                run_id, len(events), False, i, "prev_hash does not match the previous event"
             )
         if ev.expected_hash() != ev.hash:
             return VerifyReport(
-                run_id, len(events), False, ev.seq, "content does not match its hash (edited)"
+                run_id, len(events), False, i, "content does not match its hash (edited)"
             )
         expected_prev = ev.hash
     if head is not None and head != expected_prev:
-        known = next((e.seq for e in events if e.hash == head), None)
-        where = f"after event {known}" if known is not None else "somewhere"
         return VerifyReport(
             run_id,
             len(events),
             False,
             len(events),
-            f"events were removed {where}: the run's head hash is not the last event's",
+            "events were removed from the end: the run's head hash is not the last event's",
         )
     return VerifyReport(run_id, len(events), True)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -173,7 +174,7 @@ class Worker:
                 raise DeadlineExceeded(f"run {lease.run_id} passed its deadline") from None
         except Park as park:
             status = "waiting" if park.waiting else "queued"
-            await self._settle(ctx, status, wake_at=park.wake_at)
+            await self._settle(ctx, status, wake_at=park.wake_at, wake_when=park.wake_when)
             log_event(
                 logger,
                 "run_parked",
@@ -233,6 +234,7 @@ class Worker:
         result: bytes | None = None,
         error: str | None = None,
         bump_attempt: bool = False,
+        wake_when: list[tuple[str, tuple[Any, ...]]] | None = None,
     ) -> None:
         """Write the run's new status, fenced: a worker that lost the lease changes nothing."""
         now = time.time()
@@ -256,6 +258,15 @@ class Worker:
                     ctx.lease.fence,
                 ),
             )
+            for condition, params in wake_when or ():
+                # Something we park on may have happened while we were deciding to park.
+                if changed == 1 and await tx.fetchone(f"SELECT 1 WHERE {condition}", params):
+                    await tx.execute(
+                        "UPDATE runs SET status = 'queued', wake_at = NULL"
+                        " WHERE id = ? AND status = 'waiting'",
+                        (ctx.run_id,),
+                    )
+                    break
             if changed == 1 and status in ("succeeded", "failed", "cancelled"):
                 # Wake a parent waiting on this run.
                 await tx.execute(
@@ -270,7 +281,7 @@ class Worker:
                 "run_finished",
                 run_id=ctx.run_id,
                 status=status,
-                steps=len(ctx.events),
+                steps=ctx.events_written,
                 executed=ctx.executed,
             )
 

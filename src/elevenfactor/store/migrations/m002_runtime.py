@@ -30,7 +30,8 @@ STATEMENTS = (
     "CREATE INDEX runs_parent ON runs (parent_id)",
     """CREATE TABLE journal (
         run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
         kind TEXT NOT NULL,
         name TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -40,12 +41,13 @@ STATEMENTS = (
         created_at {real} NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL,
-        PRIMARY KEY (run_id, seq)
+        PRIMARY KEY (run_id, n),
+        UNIQUE (run_id, step_id)
     )""",
     """CREATE TABLE approvals (
         id TEXT PRIMARY KEY,
         run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
         name TEXT NOT NULL,
         status TEXT NOT NULL,
         request_hash TEXT NOT NULL,
@@ -56,7 +58,7 @@ STATEMENTS = (
         decision TEXT,
         decided_by TEXT,
         decided_at {real},
-        UNIQUE (run_id, seq)
+        UNIQUE (run_id, step_id)
     )""",
     "CREATE INDEX approvals_status ON approvals (status, created_at)",
 )
