@@ -307,14 +307,17 @@ async def test_audit_finds_the_first_broken_link(store: Store, tamper: str, reas
 
 async def test_parallel_branches_replay_by_position(store: Store) -> None:
     programs = Programs()
-    gate, reached = asyncio.Event(), asyncio.Event()
+    gate, reached, other_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def branch(ctx: RunContext, item: int) -> int:
         first = await ctx.step("double", lambda: effect(f"d{item}") and item * 2)
         if item == 0:
             reached.set()
             await gate.wait()
-        return first + await ctx.step("inc", lambda: effect(f"i{item}") and 1)
+        result = first + await ctx.step("inc", lambda: effect(f"i{item}") and 1)
+        if item == 1:
+            other_done.set()
+        return result
 
     @programs.workflow("fan")
     async def fan(ctx: RunContext, items: list[int]) -> list[int]:
@@ -327,8 +330,7 @@ async def test_parallel_branches_replay_by_position(store: Store) -> None:
     assert lease is not None
     task = asyncio.create_task(Worker(store, programs).execute(lease))
     await reached.wait()
-    while effects["i1"] == 0:
-        await asyncio.sleep(0.01)  # noqa: ASYNC110 - branch 1 finishes on its own
+    await other_done.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -46,11 +46,11 @@ def step_key() -> str | None:
     return _STEP_KEY.get()
 
 
-class Park(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class Park(BaseException):
     """Stop executing and free the worker until ``wake_at``, or until an outside event when
     ``waiting``. ``wake_when`` holds SQL conditions (with parameters); if any holds as the run
-    parks, it is queued at once, so an event that arrived meanwhile is not missed. A BaseException so
-    ``except Exception`` in a program cannot swallow it."""
+    parks, it is queued at once, so an event that arrived meanwhile is not missed. A
+    BaseException so ``except Exception`` in a program cannot swallow it."""
 
     def __init__(
         self,
