@@ -307,17 +307,15 @@ async def test_audit_finds_the_first_broken_link(store: Store, tamper: str, reas
 
 async def test_parallel_branches_replay_by_position(store: Store) -> None:
     programs = Programs()
-    gate, reached, other_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    gate = asyncio.Event()
+    parked = {0: asyncio.Event(), 2: asyncio.Event()}
 
     async def branch(ctx: RunContext, item: int) -> int:
         first = await ctx.step("double", lambda: effect(f"d{item}") and item * 2)
-        if item == 0:
-            reached.set()
+        if item in parked:
+            parked[item].set()
             await gate.wait()
-        result = first + await ctx.step("inc", lambda: effect(f"i{item}") and 1)
-        if item == 1:
-            other_done.set()
-        return result
+        return first + await ctx.step("inc", lambda: effect(f"i{item}") and 1)
 
     @programs.workflow("fan")
     async def fan(ctx: RunContext, items: list[int]) -> list[int]:
@@ -329,8 +327,8 @@ async def test_parallel_branches_replay_by_position(store: Store) -> None:
     lease = await claim_run(store, "w1", ["default"], 30)
     assert lease is not None
     task = asyncio.create_task(Worker(store, programs).execute(lease))
-    await reached.wait()
-    await other_done.wait()
+    await parked[0].wait()  # branch 0 waits; branch 1 finishes, which lets branch 2 start
+    await parked[2].wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -343,4 +341,5 @@ async def test_parallel_branches_replay_by_position(store: Store) -> None:
     assert all(v == 1 for v in effects.values()), effects
     ids = {e.step_id for e in await load_events(store, rid)}
     assert {"0.0.0", "0.0.1", "0.3.1", "1"} <= ids
+    assert effects["i1"] == 1
     assert (await verify_run(store, rid)).ok
