@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=8, ge=1, description="Runs a worker executes at once.")
     worker_queues: str = Field(default="default", description="Comma-separated queues to serve.")
+    approval_webhook: str | None = Field(
+        default=None, description="URL POSTed (JSON) when an approval becomes pending."
+    )
     lease_seconds: float = Field(default=15.0, gt=0.5, description="Run lease; heartbeats at 1/3.")
 
     @field_validator("log_level")

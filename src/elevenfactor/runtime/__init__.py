@@ -1,5 +1,13 @@
 """Factors 5 and 6: durable runs over the hash-chained journal, workers, timers, approvals."""
 
+from elevenfactor.runtime._approvals import (
+    ApprovalInfo,
+    Decision,
+    approval,
+    decide_approval,
+    get_approval,
+    list_approvals,
+)
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
 from elevenfactor.runtime._journal import Event, VerifyReport, load_events, verify_run
 from elevenfactor.runtime._loader import load_programs
@@ -16,9 +24,13 @@ from elevenfactor.runtime._runs import (
     submit_run,
 )
 from elevenfactor.runtime._service import build_worker, project_programs
+from elevenfactor.runtime._subruns import run_child
+from elevenfactor.runtime._webhooks import webhook_hook
 from elevenfactor.runtime._worker import Worker, WorkerOptions
 
 __all__ = [
+    "ApprovalInfo",
+    "Decision",
     "Event",
     "Lease",
     "Park",
@@ -30,17 +42,23 @@ __all__ = [
     "VerifyReport",
     "Worker",
     "WorkerOptions",
+    "approval",
     "build_worker",
     "cancel_run",
     "claim_run",
+    "decide_approval",
+    "get_approval",
     "get_run",
+    "list_approvals",
     "list_runs",
     "load_events",
     "load_programs",
     "project_programs",
+    "run_child",
     "run_input",
     "run_result",
     "step_key",
     "submit_run",
     "verify_run",
+    "webhook_hook",
 ]

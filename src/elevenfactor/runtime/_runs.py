@@ -79,6 +79,7 @@ class Lease:
 
     run_id: str
     program: str
+    queue: str
     fence: int
     attempt: int
     input_hash: str
@@ -241,12 +242,14 @@ async def claim_run(
         claimed = await tx.fetchone(
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
             " fence = fence + 1, updated_at = ?, wake_at = NULL WHERE id = ?"
-            " RETURNING id, program, fence, attempt, input_hash, genesis_hash, deadline_at",
+            " RETURNING id, program, queue, fence, attempt, input_hash, genesis_hash, deadline_at",
             (owner, expires, now, row[0]),
         )
     assert claimed is not None
-    rid, program, fence, attempt, input_hash, genesis, deadline_at = claimed
-    return Lease(rid, program, int(fence), int(attempt), input_hash, genesis, deadline_at, expires)
+    rid, program, queue, fence, attempt, input_hash, genesis, deadline_at = claimed
+    return Lease(
+        rid, program, queue, int(fence), int(attempt), input_hash, genesis, deadline_at, expires
+    )
 
 
 async def cancel_run(store: Store, run_id: str, reason: str = "cancelled") -> RunInfo:

@@ -7,6 +7,7 @@ from pathlib import Path
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.runtime._loader import load_programs
 from elevenfactor.runtime._programs import Programs
+from elevenfactor.runtime._webhooks import webhook_hook
 from elevenfactor.runtime._worker import Worker, WorkerOptions, queues_from
 from elevenfactor.store import Store
 
@@ -38,4 +39,7 @@ def build_worker(
             name: q.concurrency for name, q in project.queues.items() if q.concurrency is not None
         },
     )
-    return Worker(store, programs or project_programs(settings, project), options)
+    hooks = {}
+    if settings.approval_webhook:
+        hooks["approval_pending"] = webhook_hook(settings.approval_webhook)
+    return Worker(store, programs or project_programs(settings, project), options, hooks=hooks)

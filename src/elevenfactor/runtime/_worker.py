@@ -59,6 +59,7 @@ class Worker:
         options: WorkerOptions | None = None,
         *,
         worker_id: str | None = None,
+        hooks: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.programs = programs
@@ -68,6 +69,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.completed = 0
+        self.hooks: dict[str, Any] = dict(hooks or {})
 
     def notify(self) -> None:
         """Poll now (a run was just submitted or woken in this process)."""
@@ -150,6 +152,7 @@ class Worker:
     async def execute(self, lease: Lease) -> None:
         """Run the program of ``lease`` until it finishes, parks or loses the lease."""
         ctx = await RunContext.open(self.store, lease)
+        ctx.hooks.update(self.hooks)
         task = asyncio.current_task()
         assert task is not None
         beat = asyncio.create_task(self._heartbeat(ctx, task))

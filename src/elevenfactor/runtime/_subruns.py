@@ -1,0 +1,78 @@
+"""Sub-runs: a durable program starts another as a child run and waits for its result.
+
+The child's id is derived from the parent's id and the step position, so re-executing the
+parent never submits a second child. The parent parks (holding no worker) until the child
+finishes; the worker that settles the child wakes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elevenfactor.errors import StepFailed
+from elevenfactor.runtime._codec import encode
+from elevenfactor.runtime._context import Park, RunContext
+from elevenfactor.runtime._runs import get_run, run_result, submit_run
+
+__all__ = ["run_child"]
+
+
+async def run_child(
+    ctx: RunContext,
+    program: str,
+    input: Any,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    max_attempts: int = 1,
+) -> Any:
+    """Run ``program`` as a child of this run and return its result (``StepFailed`` if it
+    failed or was cancelled; identically on replay)."""
+    step_id, ev = ctx.reserve("subrun", program)
+    if ev is not None:
+        return ctx.replayed(ev)
+    ctx.check_live()
+    child_id = f"{ctx.run_id}.{step_id}"
+    await submit_run(
+        ctx.store,
+        program,
+        input,
+        run_id=child_id,
+        parent_id=ctx.run_id,
+        queue=queue or ctx.lease.queue,
+        priority=priority,
+        max_attempts=max_attempts,
+    )
+    child = await get_run(ctx.store, child_id)
+    if not child.finished:
+        raise Park(
+            wake_at=None,
+            waiting=True,
+            reason=f"waiting for child run {child_id}",
+            wake_when=[
+                (
+                    "EXISTS (SELECT 1 FROM runs WHERE id = ? AND status IN"
+                    " ('succeeded', 'failed', 'cancelled'))",
+                    (child_id,),
+                )
+            ],
+        )
+    if child.status == "succeeded":
+        result = await run_result(ctx.store, child)
+        await ctx.record(step_id, "subrun", program, "done", encode(result))
+        return result
+    err = child.error_dict() or {}
+    error = encode(
+        {
+            "type": "ChildRunFailed",
+            "message": err.get("message", child.status),
+            "code": err.get("code"),
+        }
+    ).decode()
+    await ctx.record(step_id, "subrun", program, "failed", None, error)
+    raise StepFailed(
+        f"child run {child_id} {child.status}: {err.get('message')}",
+        step=program,
+        error_type="ChildRunFailed",
+        error_code=err.get("code"),
+    )
