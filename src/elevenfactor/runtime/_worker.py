@@ -136,6 +136,24 @@ class Worker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         log_event(logger, "worker_stopped", worker=self.id, completed=self.completed)
 
+    async def shutdown(self, grace: float) -> None:
+        """Stop claiming; give in-flight runs ``grace`` seconds, then interrupt them and release
+        their leases so another worker resumes them at once (from their journals)."""
+        self.stop()
+        pending = list(self._tasks)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+                await self.store.execute(
+                    "UPDATE runs SET lease_expires_at = 0 WHERE lease_owner = ?"
+                    " AND status = 'running'",
+                    (self.id,),
+                )
+                log_event(logger, "worker_interrupted", worker=self.id, runs=len(still))
+
     def stop(self) -> None:
         """Stop claiming; ``serve`` returns once in-flight runs settle."""
         self._stop.set()

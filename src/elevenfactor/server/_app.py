@@ -18,6 +18,7 @@ from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
 from elevenfactor.server._chat import chat_completions, trace_id_from
 from elevenfactor.server._errors import error_response
+from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
 from elevenfactor.server._state import Gateway
 
 __all__ = ["create_app"]
@@ -141,6 +142,7 @@ def create_app(settings: Settings, project: ProjectConfig) -> Starlette:
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *(Route(path, fn, methods=methods) for path, fn, methods in RUN_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: not_found, 500: server_error},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 import uuid
@@ -14,7 +13,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Scope
 
 from elevenfactor.errors import (
-    AuthenticationFailed,
     ElevenFactorError,
     ModelError,
     RequestError,
@@ -22,6 +20,7 @@ from elevenfactor.errors import (
 from elevenfactor.models import Call, StreamChunk, Usage
 from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
 from elevenfactor.observe import CallRecord
+from elevenfactor.server._auth import authenticate, read_body
 from elevenfactor.server._errors import error_body, error_response
 from elevenfactor.server._state import Gateway
 from elevenfactor.server._wire import ChatRequest, parse_chat_request
@@ -44,51 +43,6 @@ def trace_id_from(scope: Scope) -> str:
                 return str(parts[1])
             break
     return uuid.uuid4().hex
-
-
-def _loopback(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def _authenticate(request: Request, gw: Gateway) -> str | None:
-    header = request.headers.get("authorization")
-    assert gw.keys is not None
-    if gw.settings.dev and _loopback(request):
-        return None
-    if not header:
-        raise AuthenticationFailed(
-            "You didn't provide an API key",
-            hint="send 'Authorization: Bearer <key>'; create one with `elevenfactor keys create`",
-        )
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("expected 'Authorization: Bearer <key>'")
-    return await gw.keys.verify(token.strip())
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_big = RequestError(
-        f"the request body is larger than {limit} bytes",
-        code="request_too_large",
-        status=413,
-        param="body",
-        hint="raise ELEVENFACTOR_MAX_BODY_BYTES",
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _cost(gw: Gateway, deployment: str | None, usage: Usage) -> float | None:
@@ -119,8 +73,8 @@ async def chat_completions(request: Request) -> Response:
     raw = b""
     parsed: ChatRequest | None = None
     try:
-        key_id = await _authenticate(request, gw)
-        raw = await _read_body(request, gw.settings.max_body_bytes)
+        key_id = await authenticate(request, gw)
+        raw = await read_body(request, gw.settings.max_body_bytes)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -9,6 +10,7 @@ from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.governance import KeyVerifier
 from elevenfactor.models import ModelRegistry
 from elevenfactor.observe import CallRecorder, log_event
+from elevenfactor.runtime import Programs, Worker, build_worker, project_programs
 from elevenfactor.store import Store, open_store, require_migrated
 
 __all__ = ["Gateway"]
@@ -26,6 +28,9 @@ class Gateway:
     registry: ModelRegistry | None = None
     recorder: CallRecorder | None = None
     keys: KeyVerifier | None = None
+    programs: Programs | None = None
+    worker: Worker | None = None
+    _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     draining: bool = False
     inflight: int = 0
     started_at: float = 0.0
@@ -43,6 +48,10 @@ class Gateway:
         self.recorder = CallRecorder(self.store, record_payloads=self.settings.record_payloads)
         self.recorder.start()
         self.keys = KeyVerifier(self.store)
+        self.programs = project_programs(self.settings, self.project)
+        if self.settings.serves_worker():
+            self.worker = build_worker(self.store, self.settings, self.project, self.programs)
+            self._worker_task = asyncio.create_task(self.worker.serve(), name="worker")
         self._ready = True
         log_event(
             logger,
@@ -66,6 +75,9 @@ class Gateway:
     async def aclose(self) -> None:
         """Flush records and release everything."""
         self._ready = False
+        if self.worker is not None and self._worker_task is not None:
+            await self.worker.shutdown(self.settings.shutdown_timeout)
+            await self._worker_task
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.registry is not None:
