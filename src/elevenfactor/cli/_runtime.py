@@ -29,7 +29,9 @@ from elevenfactor.runtime import (
     RunInfo,
     build_worker,
     cancel_run,
+    decide_approval,
     get_run,
+    list_approvals,
     list_runs,
     load_events,
     run_result,
@@ -38,7 +40,7 @@ from elevenfactor.runtime import (
 )
 from elevenfactor.store import Store, get_blob, require_migrated
 
-__all__ = ["audit", "run_cmd", "runs", "worker"]
+__all__ = ["approvals", "audit", "run_cmd", "runs", "worker"]
 
 
 def _when(ts: float | None) -> str:
@@ -316,3 +318,108 @@ def audit_verify(run_ids: tuple[str, ...], config: Path | None, as_json: bool) -
             click.echo(f"BROKEN run {r.run_id} at {where}: {r.reason}")
     if broken:
         sys.exit(1)
+
+
+@click.group()
+def approvals() -> None:
+    """Review pending approvals."""
+
+
+@approvals.command("list")
+@click.option("--status", default="pending", show_default=True, help="Or 'all'.")
+@click.option("--group", default=None, help="Only this reviewer group.")
+@config_option
+@json_option
+@handle_errors
+def approvals_list(status: str, group: str | None, config: Path | None, as_json: bool) -> None:
+    """List approvals, oldest first."""
+    settings = settings_from(config)
+    found = run(
+        with_store(
+            settings,
+            lambda s: list_approvals(s, status=None if status == "all" else status, group=group),
+        )
+    )
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": a.id,
+                    "run_id": a.run_id,
+                    "name": a.name,
+                    "status": a.status,
+                    "group": a.reviewer_group,
+                    "request": a.request,
+                    "created_at": a.created_at,
+                    "timeout_at": a.timeout_at,
+                    "decision": a.decision.model_dump() if a.decision else None,
+                }
+                for a in found
+            ]
+        )
+        return
+    print_table(
+        "approvals",
+        ["id", "run", "name", "group", "status", "created", "request"],
+        [
+            (
+                a.id,
+                a.run_id,
+                a.name,
+                a.reviewer_group,
+                a.status,
+                _when(a.created_at),
+                orjson.dumps(a.request).decode()[:60],
+            )
+            for a in found
+        ],
+    )
+
+
+def _decide(
+    approval_id: str,
+    action: str,
+    by: str,
+    reason: str | None,
+    config: Path | None,
+    arguments: str | None = None,
+) -> None:
+    args = None
+    if arguments is not None:
+        try:
+            args = orjson.loads(arguments)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"--arguments is not valid JSON: {exc}", param="arguments") from None
+    settings = settings_from(config)
+    decided = run(
+        with_store(
+            settings,
+            lambda s: decide_approval(s, approval_id, action, by=by, reason=reason, arguments=args),
+        )
+    )
+    click.echo(f"approval {decided.id}: {decided.status} (run {decided.run_id} resumes)")
+
+
+@approvals.command("approve")
+@click.argument("approval_id")
+@click.option("--by", required=True, help="Who decides (journaled).")
+@click.option("--reason", default=None)
+@click.option("--arguments", default=None, help="Edited arguments, as JSON (an edit).")
+@config_option
+@handle_errors
+def approvals_approve(
+    approval_id: str, by: str, reason: str | None, arguments: str | None, config: Path | None
+) -> None:
+    """Approve APPROVAL_ID, optionally with edited arguments."""
+    _decide(approval_id, "edit" if arguments else "approve", by, reason, config, arguments)
+
+
+@approvals.command("reject")
+@click.argument("approval_id")
+@click.option("--by", required=True, help="Who decides (journaled).")
+@click.option("--reason", required=True, help="Why; the agent's model sees it.")
+@config_option
+@handle_errors
+def approvals_reject(approval_id: str, by: str, reason: str, config: Path | None) -> None:
+    """Reject APPROVAL_ID with a reason."""
+    _decide(approval_id, "reject", by, reason, config)
