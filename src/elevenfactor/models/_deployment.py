@@ -97,15 +97,20 @@ class Deployment:
         stream = aiter(self.inner.request_stream(messages, settings, call))
         limit, what = self.first_token_timeout, "first token"
         loop = asyncio.get_running_loop()
-        first_deadline = loop.time() + limit
+        deadline = loop.time() + limit
         held_model: str | None = None
         finished = False
+        fired: list[bool] = []
         try:
             while True:
-                deadline = first_deadline if what == "first token" else loop.time() + limit
+                # A bare timer per wait (not asyncio.timeout, which costs several times more per
+                # chunk). The task is looked up each time: a stream may be consumed by a
+                # different task than the one that started it.
+                task = asyncio.current_task()
+                assert task is not None
+                handle = loop.call_at(deadline, _expire, task, fired)
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(stream)
+                    chunk = await anext(stream)
                 except StopAsyncIteration:
                     if not finished:
                         raise MalformedResponse(
@@ -114,17 +119,26 @@ class Deployment:
                             hint="the upstream closed the stream early or sent no valid chunks",
                         ) from None
                     break
-                except TimeoutError:
-                    raise self._timeout_error(what, limit) from None
+                except asyncio.CancelledError:
+                    if not fired:
+                        raise
+                    task.uncancel()
+                    raise TimeoutError from None
+                finally:
+                    handle.cancel()
                 finished = finished or chunk.finish_reason is not None
                 if what == "first token":
                     if _carries_nothing(chunk):
                         held_model = chunk.model or held_model
-                        continue
+                        continue  # the first-token deadline keeps running
                     if chunk.model is None and held_model is not None:
                         chunk = chunk.model_copy(update={"model": held_model})
-                limit, what = self.timeout, "chunk"
+                    limit, what = self.timeout, "chunk"
                 yield chunk
+                deadline = loop.time() + limit
+        except TimeoutError:
+            self._record(call, "timeout", start)
+            raise self._timeout_error(what, limit) from None
         except ModelError as exc:
             self._record(call, exc.error_class, start)
             raise
@@ -139,6 +153,11 @@ class Deployment:
             if closer is not None:
                 await closer()
         self._record(call, "ok", start)
+
+
+def _expire(task: asyncio.Task[object], fired: list[bool]) -> None:
+    fired.append(True)
+    task.cancel()
 
 
 def _carries_nothing(chunk: StreamChunk) -> bool:

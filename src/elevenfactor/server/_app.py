@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
@@ -81,13 +81,15 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return error_response(ElevenFactorError("internal server error; see the server log"))
 
 
-class DrainGuard:
-    """Pure ASGI middleware: gives every request a trace id (echoed in ``x-trace-id`` on every
-    response), counts in-flight requests, and answers 503 while draining."""
+class GatewayApp:
+    """The outermost ASGI layer: a trace id for every request (echoed in ``x-trace-id``),
+    in-flight counting, 503 while draining, and a direct path to the chat endpoint that skips
+    routing and per-message middleware (the hot path); everything else goes to Starlette."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, app: Starlette, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
+        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,8 +97,8 @@ class DrainGuard:
             return
         trace_id = trace_id_from(scope)
         scope["trace_id"] = trace_id
+        scope["gateway"] = gw = self.gateway
         trace_header = (b"x-trace-id", trace_id.encode())
-        gw = self.gateway
         if gw.draining and scope["path"] not in ("/healthz", "/readyz"):
             await send(
                 {
@@ -111,20 +113,34 @@ class DrainGuard:
             )
             await send({"type": "http.response.body", "body": _DRAINING})
             return
-
-        async def send_with_trace(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), trace_header]
-            await send(message)
-
         gw.inflight += 1
         try:
+            if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+                await self._chat(scope, receive, send)
+                return
+
+            async def send_with_trace(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), trace_header]
+                await send(message)
+
             await self.app(scope, receive, send_with_trace)
         finally:
             gw.inflight -= 1
 
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await chat_completions(Request(scope, receive))
+        except Exception:
+            logger.exception("unhandled error in chat completions")
+            response = error_response(
+                ElevenFactorError("internal server error; see the server log"),
+                {"x-trace-id": scope["trace_id"]},
+            )
+        await response(scope, receive, send)
 
-def create_app(settings: Settings, project: ProjectConfig) -> Starlette:
+
+def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
     """The HTTP application. The store and models open in its lifespan, inside the server loop."""
     gateway = Gateway(settings, project)
 
@@ -139,6 +155,7 @@ def create_app(settings: Settings, project: ProjectConfig) -> Starlette:
 
     app = Starlette(
         routes=[
+            # POST is served by GatewayApp directly; the route answers 405 to other methods.
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
@@ -149,5 +166,4 @@ def create_app(settings: Settings, project: ProjectConfig) -> Starlette:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    app.add_middleware(DrainGuard, gateway=gateway)
-    return app
+    return GatewayApp(app, gateway)

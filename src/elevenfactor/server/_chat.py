@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Scope
 
 from elevenfactor.errors import (
@@ -22,6 +22,7 @@ from elevenfactor.models.openai_format import chunk_to_openai, response_to_opena
 from elevenfactor.observe import CallRecord
 from elevenfactor.server._auth import authenticate, read_body
 from elevenfactor.server._errors import error_body, error_response
+from elevenfactor.server._sse import SSEResponse
 from elevenfactor.server._state import Gateway
 from elevenfactor.server._wire import ChatRequest, parse_chat_request
 
@@ -63,11 +64,11 @@ def _sse(obj: object) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> Response | SSEResponse:
     """Parse, authenticate, route, call, log and record one chat completion."""
-    gw: Gateway = request.app.state.gateway
+    gw: Gateway = request.scope["gateway"]
     trace_id: str = request.scope.get("trace_id") or trace_id_from(request.scope)
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"x-trace-id": trace_id}
     call = Call(trace_id=trace_id)
     key_id: str | None = None
     raw = b""
@@ -152,7 +153,7 @@ async def _stream(
     headers: dict[str, str],
     key_id: str | None,
     raw: bytes,
-) -> Response:
+) -> SSEResponse:
     """Fetch the first chunk before answering, so an early failure gets a real status code."""
     from elevenfactor.models import Model
 
@@ -166,7 +167,7 @@ async def _stream(
     created = int(time.time())
     name = parsed.model
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         usage = Usage()
         text: list[str] = []
         status, error_class = "ok", None
@@ -229,6 +230,4 @@ async def _stream(
                 )
             )
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
-    )
+    return SSEResponse(body(), headers)

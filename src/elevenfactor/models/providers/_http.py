@@ -161,19 +161,33 @@ class HttpClient:
 
 
 async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The ``data:`` field of each server-sent event, multi-line data joined with newlines."""
-    buf: list[bytes] = []
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if buf:
-                yield b"\n".join(buf)
-                buf = []
-            continue
-        if line.startswith(b"data:"):
-            buf.append(line[5:].lstrip(b" "))
+    """The ``data:`` field of each server-sent event, multi-line data joined with newlines.
+
+    Reads whatever the socket delivered and splits events itself: one await per network read
+    rather than one per line.
+    """
+    buf = b""
+    async for data in content.iter_any():
+        buf += data
+        if b"\r" in buf and not buf.endswith(b"\r"):
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        while (end := buf.find(b"\n\n")) != -1:
+            block, buf = buf[:end], buf[end + 2 :]
+            event = _event_data(block)
+            if event is not None:
+                yield event
+    buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
     if buf:
-        yield b"\n".join(buf)
+        event = _event_data(buf)
+        if event is not None:
+            yield event
+
+
+def _event_data(block: bytes) -> bytes | None:
+    if block.startswith(b"data:") and b"\n" not in block:  # the common one-line event
+        return block[5:].lstrip(b" ")
+    lines = [ln[5:].lstrip(b" ") for ln in block.split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
 
 
 def loads_or_malformed(data: bytes, deployment: str, check: Callable[[Any], bool]) -> Any:
