@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,18 +55,30 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-litellm", action="store_true", help="leave the LiteLLM peer out")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per phase (default 3)")
     ap.add_argument("--memory-requests", type=int, help="requests for the RSS check (100,000)")
-    ap.add_argument("--memory-time-cap", type=float,
-                    help="seconds at most per target for the RSS check (default 1500)")
-    ap.add_argument("--keep-workdir", action="store_true",
-                    help="keep the temporary directory with logs and the SQLite store")
+    ap.add_argument(
+        "--memory-time-cap",
+        type=float,
+        help="seconds at most per target for the RSS check (default 1500)",
+    )
+    ap.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary directory with logs and the SQLite store",
+    )
     return ap.parse_args(argv)
 
 
 def _plan(args: argparse.Namespace) -> Plan:
     plan = Plan.quick() if args.quick else Plan()
-    overrides = {k: v for k, v in {"rounds": args.rounds, "memory_requests": args.memory_requests,
-                                   "memory_time_cap": args.memory_time_cap}.items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "rounds": args.rounds,
+            "memory_requests": args.memory_requests,
+            "memory_time_cap": args.memory_time_cap,
+        }.items()
+        if v is not None
+    }
     return dataclasses.replace(plan, **overrides)
 
 
@@ -78,8 +91,12 @@ class Bench:
         self.progress = progress
         self.targets: list[Target] = []
         self.results: dict[str, Any] = {
-            "plan": plan.as_dict(), "targets": {}, "startup_rss": {}, "memory": {},
-            "rounds": {"latency": [], "throughput": [], "streams": []}, "failures": [],
+            "plan": plan.as_dict(),
+            "targets": {},
+            "startup_rss": {},
+            "memory": {},
+            "rounds": {"latency": [], "throughput": [], "streams": []},
+            "failures": [],
         }
 
     def add(self, name: str, start: Callable[[], Target]) -> None:
@@ -87,15 +104,22 @@ class Bench:
         try:
             target = start()
         except (PeerUnavailable, RuntimeError, OSError) as exc:
-            self.results["targets"][name] = {"status": "unavailable", "reason": str(exc),
-                                             "version": "?"}
+            self.results["targets"][name] = {
+                "status": "unavailable",
+                "reason": str(exc),
+                "version": "?",
+            }
             self.progress.console.print(f"[yellow]{name} unavailable:[/] {exc}")
             return
         self.targets.append(target)
         self.results["targets"][name] = {
-            "status": "ok", "version": target.version, "port": target.port,
-            "startup_s": round(target.startup_s, 2), "notes": target.notes,
-            "log": str(target.log) if target.log else None}
+            "status": "ok",
+            "version": target.version,
+            "port": target.port,
+            "startup_s": round(target.startup_s, 2),
+            "notes": target.notes,
+            "log": str(target.log) if target.log else None,
+        }
         self.results["startup_rss"][name] = measure.rss_sample(target, 0, time.monotonic())
 
     def _live(self) -> list[Target]:
@@ -105,16 +129,19 @@ class Bench:
                 live.append(t)
             elif self.results["targets"][t.name]["status"] == "ok":
                 self.results["targets"][t.name] |= {
-                    "status": "died", "reason": f"exited with {t.proc.returncode}: {tail(t.log)}"}
+                    "status": "died",
+                    "reason": f"exited with {t.proc.returncode}: {tail(t.log)}",
+                }
         return live
 
-    def phase(self, key: str, label: str, fn: Callable[[Target], dict[str, Any]],
-              overall: TaskID) -> None:
+    def phase(
+        self, key: str, label: str, fn: Callable[[Target], dict[str, Any]], overall: TaskID
+    ) -> None:
         """Interleaved rounds of one measurement over every live target."""
         n = len(self.targets)
         task = self.progress.add_task(label, total=self.plan.rounds * n)
         for rnd in range(self.plan.rounds):
-            order = self.targets[rnd % n:] + self.targets[: rnd % n]
+            order = self.targets[rnd % n :] + self.targets[: rnd % n]
             row: dict[str, Any] = {}
             for target in order:
                 self.progress.update(task, description=f"{label}: round {rnd + 1}, {target.name}")
@@ -123,7 +150,8 @@ class Bench:
                         row[target.name] = fn(target)
                     except (RuntimeError, OSError, ValueError) as exc:
                         self.results["failures"].append(
-                            {"phase": key, "round": rnd, "target": target.name, "error": str(exc)})
+                            {"phase": key, "round": rnd, "target": target.name, "error": str(exc)}
+                        )
                         self.progress.console.print(f"[red]{key} {target.name}:[/] {exc}")
                 self.progress.advance(task)
                 self.progress.advance(overall)
@@ -135,16 +163,22 @@ class Bench:
         for target in self._live():
             if target.name == "direct":
                 continue
-            task = self.progress.add_task(f"RSS over {self.plan.memory_requests:,} requests: "
-                                          f"{target.name}", total=self.plan.memory_requests)
-            rps = [r[target.name]["rps"] for r in self.results["rounds"]["throughput"]
-                   if target.name in r] or [100.0]
+            task = self.progress.add_task(
+                f"RSS over {self.plan.memory_requests:,} requests: {target.name}",
+                total=self.plan.memory_requests,
+            )
+            rps = [
+                r[target.name]["rps"]
+                for r in self.results["rounds"]["throughput"]
+                if target.name in r
+            ] or [100.0]
 
             def seen(sample: dict[str, Any], task: TaskID = task) -> None:
                 self.progress.update(task, completed=sample["requests"])
 
             self.results["memory"][target.name] = measure.memory(
-                target, self.plan, self.workdir, max(rps), seen)
+                target, self.plan, self.workdir, max(rps), seen
+            )
             self.progress.update(task, completed=self.plan.memory_requests)
             self.progress.advance(overall)
 
@@ -154,11 +188,21 @@ class Bench:
             target.stop()
 
 
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
 def _meta(plan: Plan, stamp: str, workdir: Path) -> dict[str, Any]:
     return {
-        "stamp": stamp, "command": " ".join(["python -m bench.gateway", *sys.argv[1:]]),
-        "python": sys.version.split()[0], "platform": platform.platform(),
-        "cpus": os.cpu_count(), "workdir": str(workdir),
+        "stamp": stamp,
+        "command": " ".join(["python -m bench.gateway", *sys.argv[1:]]),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "src_uncommitted_changes": bool(_git("status", "--porcelain", "src")),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "workdir": str(workdir),
         "method": (
             "mock upstream in its own process; latency: sequential POSTs on one keep-alive "
             f"connection (http.client) from a client process, {plan.latency_n} per round after "
@@ -166,7 +210,8 @@ def _meta(plan: Plan, stamp: str, workdir: Path) -> dict[str, Any]:
             f"-d{plan.wrk_seconds}s; streams: {plan.streams} concurrent streams kept going "
             f"back to back (aiohttp client process), upstream sends {plan.chunks} chunks "
             f"{plan.chunk_delay_ms:g} ms apart, TTFT of streams started after ramp-up; RSS: "
-            "VmRSS from /proc after all other phases (warm), then while wrk sends requests"),
+            "VmRSS from /proc after all other phases (warm), then while wrk sends requests"
+        ),
     }
 
 
@@ -182,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     ensure_wrk()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         bench = Bench(plan, workdir, progress)
         bench.results["meta"] = _meta(plan, stamp, workdir)
@@ -195,33 +245,52 @@ def main(argv: list[str] | None = None) -> int:
             bench.add("elevenfactor", lambda: start_elevenfactor(workdir, upstream.port))
             progress.advance(setup)
             if args.skip_litellm:
-                bench.results["targets"]["litellm"] = {"status": "skipped", "version": "",
-                                                       "reason": "skipped (--skip-litellm)"}
+                bench.results["targets"]["litellm"] = {
+                    "status": "skipped",
+                    "version": "",
+                    "reason": "skipped (--skip-litellm)",
+                }
             else:
                 first = not (PEERS_VENV / "bin" / "litellm").exists()
-                progress.update(setup, description="installing litellm[proxy] into "
-                                "bench/.peers-venv (first run only)" if first else
-                                "starting the LiteLLM proxy")
-                bench.add("litellm", lambda: start_litellm(workdir, upstream.port,
-                                                           ensure_litellm()))
+                progress.update(
+                    setup,
+                    description="installing litellm[proxy] into bench/.peers-venv (first run only)"
+                    if first
+                    else "starting the LiteLLM proxy",
+                )
+                bench.add(
+                    "litellm", lambda: start_litellm(workdir, upstream.port, ensure_litellm())
+                )
             progress.update(setup, advance=1, description="targets started")
             n = len(bench.targets)
             overall = progress.add_task("[bold]overall", total=3 * plan.rounds * n + n - 1)
-            bench.phase("latency", "1 request at a time",
-                        lambda t: measure.latency(t, plan), overall)
-            bench.phase("throughput", f"wrk, {plan.wrk_connections} in flight",
-                        lambda t: measure.throughput(t, plan, workdir), overall)
-            bench.phase("streams", f"{plan.streams} concurrent streams",
-                        lambda t: measure.streams(t, plan), overall)
+            bench.phase(
+                "latency", "1 request at a time", lambda t: measure.latency(t, plan), overall
+            )
+            bench.phase(
+                "throughput",
+                f"wrk, {plan.wrk_connections} in flight",
+                lambda t: measure.throughput(t, plan, workdir),
+                overall,
+            )
+            bench.phase(
+                "streams",
+                f"{plan.streams} concurrent streams",
+                lambda t: measure.streams(t, plan),
+                overall,
+            )
             bench.memory(overall)
         finally:
             bench.stop()
     results = bench.results
-    results["summary"] = {name: summarize_results(results, name)
-                          for name, info in results["targets"].items()
-                          if info.get("status") in ("ok", "died")}
-    results["goals"] = {name: evaluate(s) for name, s in results["summary"].items()
-                        if name != "direct"}
+    results["summary"] = {
+        name: summarize_results(results, name)
+        for name, info in results["targets"].items()
+        if info.get("status") in ("ok", "died")
+    }
+    results["goals"] = {
+        name: evaluate(s) for name, s in results["summary"].items() if name != "direct"
+    }
     console.print()
     print_report(console, results)
     path = write_json(results, RESULTS_DIR, stamp)

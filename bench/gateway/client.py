@@ -73,13 +73,22 @@ def run_latency(
             lat.append((t1 - t0) / 1000)
     wall = time.perf_counter() - wall0
     conn.close()
-    return {"latency_us": summarize(lat), "errors": errors, "first_error": first_error,
-            "client_cpu_pct": round(100 * (_cpu_seconds() - cpu0) / wall, 1)}
+    return {
+        "latency_us": summarize(lat),
+        "errors": errors,
+        "first_error": first_error,
+        "client_cpu_pct": round(100 * (_cpu_seconds() - cpu0) / wall, 1),
+    }
 
 
 async def run_streams(
-    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float,
-    ramp: float, settle: float,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration: float,
+    ramp: float,
+    settle: float,
 ) -> dict[str, Any]:
     """``concurrency`` workers streaming back to back for ``duration`` s; TTFT in ms."""
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -96,8 +105,9 @@ async def run_streams(
     measure_from = t_start + ramp + settle
     deadline = t_start + duration
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     skip_auto_headers=("User-Agent",)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
+    ) as session:
 
         async def one() -> None:
             nonlocal errors, incomplete, first_error, started
@@ -143,10 +153,14 @@ async def run_streams(
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         wall = time.perf_counter() - wall0
     return {
-        "ttft_ms": summarize(ttft), "stream_ms": summarize(total),
+        "ttft_ms": summarize(ttft),
+        "stream_ms": summarize(total),
         "events_per_stream": summarize([float(e) for e in events]),
-        "streams_started": started, "streams_measured": len(ttft), "errors": errors,
-        "incomplete": incomplete, "first_error": first_error,
+        "streams_started": started,
+        "streams_measured": len(ttft),
+        "errors": errors,
+        "incomplete": incomplete,
+        "first_error": first_error,
         "client_cpu_pct": round(100 * (_cpu_seconds() - cpu0) / wall, 1),
     }
 
@@ -174,8 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "latency":
         out = run_latency(args.url, body, headers, args.n, args.warmup)
     else:
-        out = uvloop.run(run_streams(args.url, body, headers, args.concurrency, args.duration,
-                                     args.ramp, args.settle))
+        out = uvloop.run(
+            run_streams(
+                args.url, body, headers, args.concurrency, args.duration, args.ramp, args.settle
+            )
+        )
     sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
 
 

@@ -15,13 +15,30 @@ from typing import Any
 from bench.gateway.targets import MODEL, REPO, Target
 from bench.gateway.wrk import run_wrk
 
-__all__ = ["BODY", "STREAM_BODY", "Plan", "latency", "memory", "rss_sample", "streams",
-           "throughput"]
+__all__ = [
+    "BODY",
+    "STREAM_BODY",
+    "Plan",
+    "latency",
+    "memory",
+    "rss_sample",
+    "streams",
+    "throughput",
+]
 
-BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}],
-                   "max_tokens": 16}, separators=(",", ":"))
-STREAM_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}],
-                          "max_tokens": 16, "stream": True}, separators=(",", ":"))
+BODY = json.dumps(
+    {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16},
+    separators=(",", ":"),
+)
+STREAM_BODY = json.dumps(
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 16,
+        "stream": True,
+    },
+    separators=(",", ":"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +63,16 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         """A smoke run: one short round of everything."""
-        return cls(rounds=1, latency_n=300, latency_warmup=50, wrk_seconds=2, stream_seconds=2.0,
-                   memory_requests=3_000, memory_samples=2, memory_time_cap=6.0)
+        return cls(
+            rounds=1,
+            latency_n=300,
+            latency_warmup=50,
+            wrk_seconds=2,
+            stream_seconds=2.0,
+            memory_requests=3_000,
+            memory_samples=2,
+            memory_time_cap=6.0,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """For the results file."""
@@ -55,8 +80,14 @@ class Plan:
 
 
 def _client(args: list[str], timeout: float) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "bench.gateway.client", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gateway.client", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"client failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
     out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -72,35 +103,75 @@ def _header_args(target: Target) -> list[str]:
 
 def latency(target: Target, plan: Plan) -> dict[str, Any]:
     """Sequential requests on one keep-alive connection, from a client process."""
-    return _client(["latency", "--url", target.url, "--body", BODY, *_header_args(target),
-                    "--n", str(plan.latency_n), "--warmup", str(plan.latency_warmup)],
-                   timeout=600 + plan.latency_n * 0.5)
+    return _client(
+        [
+            "latency",
+            "--url",
+            target.url,
+            "--body",
+            BODY,
+            *_header_args(target),
+            "--n",
+            str(plan.latency_n),
+            "--warmup",
+            str(plan.latency_warmup),
+        ],
+        timeout=600 + plan.latency_n * 0.5,
+    )
 
 
 def throughput(target: Target, plan: Plan, workdir: Path) -> dict[str, Any]:
     """``wrk`` at ``plan.wrk_connections`` in flight for ``plan.wrk_seconds``."""
-    return run_wrk(target.url, BODY, target.headers, connections=plan.wrk_connections,
-                   seconds=plan.wrk_seconds, script_dir=workdir)
+    return run_wrk(
+        target.url,
+        BODY,
+        target.headers,
+        connections=plan.wrk_connections,
+        seconds=plan.wrk_seconds,
+        script_dir=workdir,
+    )
 
 
 def streams(target: Target, plan: Plan) -> dict[str, Any]:
     """``plan.streams`` concurrent streamed completions; time to first token."""
-    return _client(["streams", "--url", target.url, "--body", STREAM_BODY, *_header_args(target),
-                    "--concurrency", str(plan.streams), "--duration", str(plan.stream_seconds),
-                    "--ramp", str(plan.stream_ramp), "--settle", str(plan.stream_settle)],
-                   timeout=600 + plan.stream_seconds)
+    return _client(
+        [
+            "streams",
+            "--url",
+            target.url,
+            "--body",
+            STREAM_BODY,
+            *_header_args(target),
+            "--concurrency",
+            str(plan.streams),
+            "--duration",
+            str(plan.stream_seconds),
+            "--ramp",
+            str(plan.stream_ramp),
+            "--settle",
+            str(plan.stream_settle),
+        ],
+        timeout=600 + plan.stream_seconds,
+    )
 
 
 def rss_sample(target: Target, requests: int, t0: float) -> dict[str, Any]:
     """VmRSS of the target's processes now, in KiB, with the request count so far."""
     by_pid = target.rss()
-    return {"requests": requests, "elapsed_s": round(time.monotonic() - t0, 2),
-            "rss_kib": {str(pid): kib for pid, kib in by_pid.items()},
-            "main_kib": by_pid.get(target.proc.pid), "total_kib": sum(by_pid.values())}
+    return {
+        "requests": requests,
+        "elapsed_s": round(time.monotonic() - t0, 2),
+        "rss_kib": {str(pid): kib for pid, kib in by_pid.items()},
+        "main_kib": by_pid.get(target.proc.pid),
+        "total_kib": sum(by_pid.values()),
+    }
 
 
 def memory(
-    target: Target, plan: Plan, workdir: Path, rps_hint: float,
+    target: Target,
+    plan: Plan,
+    workdir: Path,
+    rps_hint: float,
     on_sample: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """RSS once warm, then after every ~1/``memory_samples`` of ``memory_requests`` (via wrk)."""
@@ -117,8 +188,14 @@ def memory(
             break
         want = min(step, plan.memory_requests - total)
         secs = max(1, min(60, math.ceil(want / max(rps_hint, 1.0)), int(left)))
-        res = run_wrk(target.url, BODY, target.headers, connections=plan.wrk_connections,
-                      seconds=secs, script_dir=workdir)
+        res = run_wrk(
+            target.url,
+            BODY,
+            target.headers,
+            connections=plan.wrk_connections,
+            seconds=secs,
+            script_dir=workdir,
+        )
         total += res["requests"]
         errors += res["errors"]
         if res["rps"] > 0:
@@ -128,5 +205,10 @@ def memory(
         on_sample(sample)
         if not target.alive():
             break
-    return {"samples": samples, "requests": total, "errors": errors, "time_capped": capped,
-            "seconds": round(time.monotonic() - t0, 1)}
+    return {
+        "samples": samples,
+        "requests": total,
+        "errors": errors,
+        "time_capped": capped,
+        "seconds": round(time.monotonic() - t0, 1),
+    }

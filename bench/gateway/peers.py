@@ -32,7 +32,9 @@ def _version(venv: Path) -> str | None:
         return None
     done = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.stdout.strip() if done.returncode == 0 else None
 
@@ -48,18 +50,32 @@ def ensure_litellm(venv: Path = PEERS_VENV) -> LiteLLMInstall:
     version = _version(venv)
     if version is None or not exe.exists():
         if not (venv / "bin" / "python").exists():
-            made = subprocess.run([sys.executable, "-m", "venv", str(venv)],
-                                  capture_output=True, text=True, check=False)
+            made = subprocess.run(
+                [sys.executable, "-m", "venv", str(venv)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if made.returncode != 0:
                 raise PeerUnavailable(f"creating {venv} failed: {_last_lines(made.stderr)}")
         pip = subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-             "--disable-pip-version-check", _SPEC],
-            capture_output=True, text=True, check=False,
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                _SPEC,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         version = _version(venv)
         if pip.returncode != 0 or version is None or not exe.exists():
             raise PeerUnavailable(
                 f"pip install {_SPEC!r} failed (exit {pip.returncode}): "
-                f"{_last_lines(pip.stderr or pip.stdout)}")
+                f"{_last_lines(pip.stderr or pip.stdout)}"
+            )
     return LiteLLMInstall(venv=venv, executable=exe, version=version)

@@ -31,16 +31,36 @@ class Goal:
 
 
 GOALS = [
-    Goal("added_p50_ms", "added p50 <= 1 ms, one request at a time", 1.0, operator.le,
-         "latency_errors"),
-    Goal("added_p99_ms", "added p99 <= 2.5 ms, one request at a time", 2.5, operator.le,
-         "latency_errors"),
+    Goal(
+        "added_p50_ms",
+        "added p50 <= 1 ms, one request at a time",
+        1.0,
+        operator.le,
+        "latency_errors",
+    ),
+    Goal(
+        "added_p99_ms",
+        "added p99 <= 2.5 ms, one request at a time",
+        2.5,
+        operator.le,
+        "latency_errors",
+    ),
     Goal("rps", ">= 1,500 req/s at 16 in flight", 1500, operator.ge, "wrk_errors"),
-    Goal("ttft_added_p50_ms", "256 concurrent streams: added TTFT p50 <= 10 ms", 10.0,
-         operator.le, "stream_errors"),
+    Goal(
+        "ttft_added_p50_ms",
+        "256 concurrent streams: added TTFT p50 <= 10 ms",
+        10.0,
+        operator.le,
+        "stream_errors",
+    ),
     Goal("rss_max_mb", "RSS <= 150 MB per process", 150, operator.le),
-    Goal("rss_growth_pct", "RSS flat over 100,000 requests (growth < 10 %)", 10.0, operator.lt,
-         "memory_errors"),
+    Goal(
+        "rss_growth_pct",
+        "RSS flat over 100,000 requests (growth < 10 %)",
+        10.0,
+        operator.lt,
+        "memory_errors",
+    ),
 ]
 _FLAT_REQUESTS = 100_000
 
@@ -64,8 +84,7 @@ def _added(rounds: Rounds, name: str, *path: str, scale: float = 1.0) -> float |
 
 
 def _med(rounds: Rounds, name: str, *path: str, scale: float = 1.0) -> float | None:
-    vals = [v * scale for rnd in rounds
-            if isinstance(v := _get(rnd.get(name), *path), int | float)]
+    vals = [v * scale for rnd in rounds if isinstance(v := _get(rnd.get(name), *path), int | float)]
     return median(vals)
 
 
@@ -135,8 +154,13 @@ def evaluate(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if done < _FLAT_REQUESTS:
                 capped = " (time cap)" if summary.get("memory_time_capped") else ""
                 met, why = None, f"only {done:,} requests{capped}"
-        out[goal.key] = {"label": goal.label, "value": value, "limit": goal.limit, "met": met,
-                         "why": why}
+        out[goal.key] = {
+            "label": goal.label,
+            "value": value,
+            "limit": goal.limit,
+            "met": met,
+            "why": why,
+        }
     return out
 
 
@@ -159,8 +183,10 @@ def _pair(a: float | None, b: float | None) -> str:
 def _rss_cell(s: dict[str, Any]) -> str:
     if "rss_warm_mb" not in s:
         return "—"
-    return (f"{s['rss_warm_mb']:.0f} → {s['rss_final_mb']:.0f} MB "
-            f"({s['rss_growth_pct']:+.1f} % over {_count(s['memory_requests'])} req)")
+    return (
+        f"{s['rss_warm_mb']:.0f} → {s['rss_final_mb']:.0f} MB "
+        f"({s['rss_growth_pct']:+.1f} % over {_count(s['memory_requests'])} req)"
+    )
 
 
 def _goal_cell(g: dict[str, Any], fmt: Callable[[float], str]) -> str:
@@ -172,9 +198,12 @@ def _goal_cell(g: dict[str, Any], fmt: Callable[[float], str]) -> str:
 
 
 _FMT: dict[str, Callable[[float], str]] = {
-    "added_p50_ms": lambda v: f"{v:+.2f} ms", "added_p99_ms": lambda v: f"{v:+.2f} ms",
-    "rps": lambda v: f"{v:,.0f} req/s", "ttft_added_p50_ms": lambda v: f"{v:+.2f} ms",
-    "rss_max_mb": lambda v: f"{v:.0f} MB", "rss_growth_pct": lambda v: f"{v:+.1f} %",
+    "added_p50_ms": lambda v: f"{v:+.2f} ms",
+    "added_p99_ms": lambda v: f"{v:+.2f} ms",
+    "rps": lambda v: f"{v:,.0f} req/s",
+    "ttft_added_p50_ms": lambda v: f"{v:+.2f} ms",
+    "rss_max_mb": lambda v: f"{v:.0f} MB",
+    "rss_growth_pct": lambda v: f"{v:+.1f} %",
 }
 
 
@@ -184,29 +213,47 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
     summ = results["summary"]
     plan = results["plan"]
 
-    main = Table(title=f"Gateway overhead vs a mock upstream — medians of {plan['rounds']} "
-                       "interleaved round(s); 'added' = through - direct")
-    for col in ("target", "added p50", "added p99", "req/s (16 in flight)",
-                f"stream TTFT added p50 ({plan['streams']} streams)", "RSS (warm → end)"):
+    main = Table(
+        title=f"Gateway overhead vs a mock upstream — medians of {plan['rounds']} "
+        "interleaved round(s); 'added' = through - direct"
+    )
+    for col in (
+        "target",
+        "added p50",
+        "added p99",
+        "req/s (16 in flight)",
+        f"stream TTFT added p50 ({plan['streams']} streams)",
+        "RSS (warm → end)",
+    ):
         main.add_column(col, justify="left" if col in ("target", "RSS (warm → end)") else "right")
     for name in names:
         s = summ[name]
         label = f"{name} {results['targets'][name]['version']}"
         if name == "direct":
-            main.add_row(label + " (baseline)", f"[dim]abs {_ms(s['latency_p50_ms'], False)}[/]",
-                         f"[dim]abs {_ms(s['latency_p99_ms'], False)}[/]",
-                         f"{s['rps']:,.0f}" if s["rps"] else "—",
-                         f"[dim]abs {_ms(s['ttft_p50_ms'], False)}[/]", "—")
+            main.add_row(
+                label + " (baseline)",
+                f"[dim]abs {_ms(s['latency_p50_ms'], False)}[/]",
+                f"[dim]abs {_ms(s['latency_p99_ms'], False)}[/]",
+                f"{s['rps']:,.0f}" if s["rps"] else "—",
+                f"[dim]abs {_ms(s['ttft_p50_ms'], False)}[/]",
+                "—",
+            )
             continue
-        main.add_row(label, _ms(s.get("added_p50_ms")), _ms(s.get("added_p99_ms")),
-                     f"{s['rps']:,.0f}" if s.get("rps") else "—",
-                     _ms(s.get("ttft_added_p50_ms")), _rss_cell(s))
+        main.add_row(
+            label,
+            _ms(s.get("added_p50_ms")),
+            _ms(s.get("added_p99_ms")),
+            f"{s['rps']:,.0f}" if s.get("rps") else "—",
+            _ms(s.get("ttft_added_p50_ms")),
+            _rss_cell(s),
+        )
     for name, info in results["targets"].items():
         if info.get("status") != "ok":
             status = "skipped" if info.get("status") == "skipped" else "unavailable"
             main.add_row(name, f"[yellow]{status}[/]", "", "", "", info.get("reason", "")[:100])
-    main.add_row("[bold]goal[/]", "<= 1 ms", "<= 2.5 ms", ">= 1,500", "<= 10 ms",
-                 "<= 150 MB, flat over 100k")
+    main.add_row(
+        "[bold]goal[/]", "<= 1 ms", "<= 2.5 ms", ">= 1,500", "<= 10 ms", "<= 150 MB, flat over 100k"
+    )
     console.print(main)
 
     proxies = [n for n in names if n != "direct"]
@@ -216,24 +263,38 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
         for name in proxies:
             goals.add_column(name)
         for goal in GOALS:
-            goals.add_row(goal.label, *(_goal_cell(results["goals"][n][goal.key], _FMT[goal.key])
-                                        for n in proxies))
+            goals.add_row(
+                goal.label,
+                *(_goal_cell(results["goals"][n][goal.key], _FMT[goal.key]) for n in proxies),
+            )
         console.print(goals)
 
     det = Table(title="Details (medians over rounds; absolute figures)")
-    for col in ("target", "1-at-a-time p50 / p99", "wrk p50 / p99", "wrk errors",
-                "TTFT p50 / p99", "TTFT added p99", "stream p50", "streams measured / errors",
-                "client CPU lat / streams"):
+    for col in (
+        "target",
+        "1-at-a-time p50 / p99",
+        "wrk p50 / p99",
+        "wrk errors",
+        "TTFT p50 / p99",
+        "TTFT added p99",
+        "stream p50",
+        "streams measured / errors",
+        "client CPU lat / streams",
+    ):
         det.add_column(col, justify="left" if col == "target" else "right")
     for name in names:
         s = summ[name]
         det.add_row(
-            name, _pair(s["latency_p50_ms"], s["latency_p99_ms"]),
-            _pair(s["wrk_p50_ms"], s["wrk_p99_ms"]), str(s["wrk_errors"]),
+            name,
+            _pair(s["latency_p50_ms"], s["latency_p99_ms"]),
+            _pair(s["wrk_p50_ms"], s["wrk_p99_ms"]),
+            str(s["wrk_errors"]),
             _pair(s["ttft_p50_ms"], s["ttft_p99_ms"]),
             _ms(s.get("ttft_added_p99_ms")) if name != "direct" else "—",
-            _ms(s["stream_p50_ms"], False), f"{s['streams_measured']:,} / {s['stream_errors']}",
-            f"{s['latency_client_cpu_pct'] or 0:.0f} % / {s['stream_client_cpu_pct'] or 0:.0f} %")
+            _ms(s["stream_p50_ms"], False),
+            f"{s['streams_measured']:,} / {s['stream_errors']}",
+            f"{s['latency_client_cpu_pct'] or 0:.0f} % / {s['stream_client_cpu_pct'] or 0:.0f} %",
+        )
     console.print(det)
 
     for name in proxies:
@@ -242,11 +303,17 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
             continue
         start = results["startup_rss"].get(name, {})
         cells = [f"at start {start.get('total_kib', 0) / 1024:.0f}"] + [
-            f"{_count(s['requests'])}: {s['total_kib'] / 1024:.0f}" if s["requests"]
-            else f"warm {s['total_kib'] / 1024:.0f}" for s in mem["samples"]]
+            f"{_count(s['requests'])}: {s['total_kib'] / 1024:.0f}"
+            if s["requests"]
+            else f"warm {s['total_kib'] / 1024:.0f}"
+            for s in mem["samples"]
+        ]
         note = " (time cap reached)" if mem["time_capped"] else ""
-        console.print(f"[bold]{name}[/] VmRSS samples, MB (requests since warm: MB){note}: "
-                      + ", ".join(cells), highlight=False)
+        console.print(
+            f"[bold]{name}[/] VmRSS samples, MB (requests since warm: MB){note}: "
+            + ", ".join(cells),
+            highlight=False,
+        )
     for name, info in results["targets"].items():
         for note in info.get("notes", []):
             console.print(f"[dim]{name}: {note}[/]", highlight=False)

@@ -27,8 +27,13 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     if not s:
         return {"n": 0}
     return {
-        "n": len(s), "mean": statistics.fmean(s), "min": s[0], "p50": percentile(s, 50),
-        "p90": percentile(s, 90), "p99": percentile(s, 99), "max": s[-1],
+        "n": len(s),
+        "mean": statistics.fmean(s),
+        "min": s[0],
+        "p50": percentile(s, 50),
+        "p90": percentile(s, 90),
+        "p99": percentile(s, 99),
+        "max": s[-1],
     }
 
 

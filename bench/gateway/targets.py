@@ -58,20 +58,48 @@ class Target:
 
 def _popen(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def start_upstream(workdir: Path, chunks: int, chunk_delay_ms: float) -> Target:
     """The mock upstream, in its own process."""
     port = free_port()
     log = workdir / "upstream.log"
-    proc = _popen([sys.executable, "-m", "bench.gateway.upstream", "--port", str(port),
-                   "--chunks", str(chunks), "--chunk-delay-ms", str(chunk_delay_ms)],
-                  log, dict(os.environ), REPO)
-    target = Target("direct", port, proc, "(mock)", log=log,
-                    notes=[f"mock upstream: asyncio + httptools + uvloop, {chunks} stream chunks"
-                           f" {chunk_delay_ms:g} ms apart"])
+    proc = _popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.gateway.upstream",
+            "--port",
+            str(port),
+            "--chunks",
+            str(chunks),
+            "--chunk-delay-ms",
+            str(chunk_delay_ms),
+        ],
+        log,
+        dict(os.environ),
+        REPO,
+    )
+    target = Target(
+        "direct",
+        port,
+        proc,
+        "(mock)",
+        log=log,
+        notes=[
+            f"mock upstream: asyncio + httptools + uvloop, {chunks} stream chunks"
+            f" {chunk_delay_ms:g} ms apart"
+        ],
+    )
     try:
         target.startup_s = wait_http(port, "/healthz", proc, 30, log)
     except BaseException:
@@ -103,8 +131,9 @@ default_route: {model}
 
 def _clean_env() -> dict[str, str]:
     drop = ("DATABASE_URL", "REDIS_URL", "PORT")
-    return {k: v for k, v in os.environ.items()
-            if k not in drop and not k.startswith("ELEVENFACTOR_")}
+    return {
+        k: v for k, v in os.environ.items() if k not in drop and not k.startswith("ELEVENFACTOR_")
+    }
 
 
 def start_elevenfactor(workdir: Path, upstream_port: int) -> Target:
@@ -123,22 +152,38 @@ def start_elevenfactor(workdir: Path, upstream_port: int) -> Target:
         "PORT": str(port),
     }
     exe = Path(sys.executable).with_name("elevenfactor")
-    cli = [str(exe)] if exe.exists() else [
-        sys.executable, "-c", "from elevenfactor.cli import main; main()"]
+    cli = (
+        [str(exe)]
+        if exe.exists()
+        else [sys.executable, "-c", "from elevenfactor.cli import main; main()"]
+    )
     done = subprocess.run([*cli, "migrate"], env=env, cwd=home, capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"elevenfactor migrate failed: {done.stderr.decode()}")
-    done = subprocess.run([*cli, "keys", "create", "bench", "--json"], env=env, cwd=home,
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        [*cli, "keys", "create", "bench", "--json"],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"elevenfactor keys create failed: {done.stderr.decode()}")
     key = json.loads(done.stdout)["key"]
     log = home / "serve.log"
     proc = _popen([*cli, "serve"], log, env, home)
-    target = Target("elevenfactor", port, proc, __version__,
-                    headers={"Authorization": f"Bearer {key}"}, log=log,
-                    notes=["SQLite store (migrated), JSON logs to a file, API key auth,"
-                           " retry attempts 1, breaker defaults"])
+    target = Target(
+        "elevenfactor",
+        port,
+        proc,
+        __version__,
+        headers={"Authorization": f"Bearer {key}"},
+        log=log,
+        notes=[
+            "SQLite store (migrated), JSON logs to a file, API key auth,"
+            " retry attempts 1, breaker defaults"
+        ],
+    )
     try:
         target.startup_s = wait_http(port, "/readyz", proc, 60, log)
     except BaseException:
@@ -168,8 +213,9 @@ def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) ->
     home.mkdir(parents=True, exist_ok=True)
     master_key = "sk-bench-" + secrets.token_hex(16)
     config = home / "config.yaml"
-    config.write_text(_LITELLM_CONFIG.format(model=MODEL, port=upstream_port,
-                                             master_key=master_key))
+    config.write_text(
+        _LITELLM_CONFIG.format(model=MODEL, port=upstream_port, master_key=master_key)
+    )
     port = free_port()
     env = _clean_env() | {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -179,13 +225,36 @@ def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) ->
     }
     env.pop("PYTHONPATH", None)
     log = home / "proxy.log"
-    proc = _popen([str(install.executable), "--config", str(config), "--host", "127.0.0.1",
-                   "--port", str(port), "--num_workers", "1", "--telemetry", "False"],
-                  log, env, home)
-    target = Target("litellm", port, proc, install.version,
-                    headers={"Authorization": f"Bearer {master_key}"}, log=log,
-                    notes=["1 worker, master-key auth, default logging to a file, num_retries 0;"
-                           " no database (its key/spend store needs PostgreSQL + Prisma)"])
+    proc = _popen(
+        [
+            str(install.executable),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+            "--telemetry",
+            "False",
+        ],
+        log,
+        env,
+        home,
+    )
+    target = Target(
+        "litellm",
+        port,
+        proc,
+        install.version,
+        headers={"Authorization": f"Bearer {master_key}"},
+        log=log,
+        notes=[
+            "1 worker, master-key auth, default logging to a file, num_retries 0;"
+            " no database (its key/spend store needs PostgreSQL + Prisma)"
+        ],
+    )
     try:
         target.startup_s = wait_http(port, "/health/liveliness", proc, 180, log)
     except BaseException:

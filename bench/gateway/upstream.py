@@ -29,20 +29,37 @@ _USAGE = {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18}
 
 
 def _completion_bytes() -> bytes:
-    return orjson.dumps({
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": _CREATED,
-        "model": _MODEL, "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": _TEXT},
-                     "logprobs": None, "finish_reason": "stop"}],
-        "usage": _USAGE,
-    })
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": _CREATED,
+            "model": _MODEL,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": _TEXT},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _USAGE,
+        }
+    )
 
 
 def _response(status: str, body: bytes, keep_alive: bool) -> bytes:
     conn = b"keep-alive" if keep_alive else b"close"
-    return (b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: " + conn
-            + b"\r\n\r\n" + body)
+    return (
+        b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\nconnection: "
+        + conn
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 def _sse_chunk(obj: object) -> bytes:
@@ -52,26 +69,53 @@ def _sse_chunk(obj: object) -> bytes:
 
 def _stream_chunks(n: int, include_usage: bool) -> list[bytes]:
     """The HTTP chunks of one streamed completion (chunked transfer encoding)."""
-    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": _CREATED,
-            "model": _MODEL}
+    base = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": _CREATED,
+        "model": _MODEL,
+    }
     out = []
     for i in range(n):
         delta = {"role": "assistant", "content": "tok0"} if i == 0 else {"content": f" tok{i}"}
-        out.append(_sse_chunk({**base, "choices": [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}))
-    out.append(_sse_chunk({**base, "choices": [
-        {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}))
+        out.append(
+            _sse_chunk(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+                    ],
+                }
+            )
+        )
+    out.append(
+        _sse_chunk(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+            }
+        )
+    )
     if include_usage:
-        out.append(_sse_chunk({**base, "choices": [], "usage": {
-            "prompt_tokens": 9, "completion_tokens": n, "total_tokens": 9 + n}}))
+        out.append(
+            _sse_chunk(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": n, "total_tokens": 9 + n},
+                }
+            )
+        )
     done = b"data: [DONE]\n\n"
     out.append(f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n")
     return out
 
 
-_STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
-                b"connection: keep-alive\r\n\r\n")
+_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
+    b"connection: keep-alive\r\n\r\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +194,8 @@ class _Conn(asyncio.Protocol):
             elif req.get("stream"):
                 usage = bool((req.get("stream_options") or {}).get("include_usage"))
                 self.streaming = asyncio.get_running_loop().create_task(
-                    self._stream(self.streams[usage], keep_alive))
+                    self._stream(self.streams[usage], keep_alive)
+                )
                 return
             else:
                 tr.write(_response("200 OK", self.completion, keep_alive))
@@ -182,8 +227,9 @@ async def serve(host: str, port: int, cfg: MockConfig) -> None:
     loop = asyncio.get_running_loop()
     completion = _completion_bytes()
     streams = [_stream_chunks(cfg.chunks, False), _stream_chunks(cfg.chunks, True)]
-    server = await loop.create_server(lambda: _Conn(cfg, completion, streams), host, port,
-                                      backlog=4096, reuse_address=True)
+    server = await loop.create_server(
+        lambda: _Conn(cfg, completion, streams), host, port, backlog=4096, reuse_address=True
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

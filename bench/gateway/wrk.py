@@ -44,23 +44,41 @@ def _lua_string(value: str) -> str:
 
 
 def run_wrk(
-    url: str, body: str, headers: dict[str, str], *, connections: int, seconds: float,
-    script_dir: Path, threads: int = 1,
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: float,
+    script_dir: Path,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """``wrk`` for ``seconds``; requests, req/s, errors and latency percentiles in µs."""
-    lines = [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}"
-             for k, v in {"Content-Type": "application/json", **headers}.items()]
+    lines = [
+        f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}"
+        for k, v in {"Content-Type": "application/json", **headers}.items()
+    ]
     script = script_dir / "post.lua"
     script.write_text(_SCRIPT.format(body=body, headers="\n".join(lines)))
-    cmd = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-           "--timeout", "30s", "-s", str(script), url]
+    cmd = [
+        ensure_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("WRKJSON "):
-            out: dict[str, Any] = json.loads(line[len("WRKJSON "):])
+            out: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
             secs = out["duration_us"] / 1e6
             out["rps"] = out["requests"] / secs if secs else 0.0
             out["errors"] = sum(v for k, v in out.items() if k.startswith("errors_"))
             return out
-    raise RuntimeError(f"wrk gave no result (exit {done.returncode}): "
-                       f"{done.stderr.strip() or done.stdout.strip()}")
+    raise RuntimeError(
+        f"wrk gave no result (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+    )
