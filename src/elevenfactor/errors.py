@@ -18,6 +18,9 @@ ElevenFactorError                 code                 http
 │   ├── ProgramNotFound           program_not_found    404
 │   ├── ApprovalNotFound          approval_not_found   404
 │   └── ApprovalConflict          approval_decided     409
+├── ToolError                     tool_error           500
+│   ├── ToolNameConflict          tool_name_conflict   500
+│   └── ToolServerUnavailable     tool_server_unavailable 502
 └── ModelError                    (by error class)     502
     ├── RateLimited               rate_limit           429
     ├── UpstreamServerError       server_error         502
@@ -63,6 +66,9 @@ __all__ = [
     "RunNotFound",
     "StepFailed",
     "StoreError",
+    "ToolError",
+    "ToolNameConflict",
+    "ToolServerUnavailable",
     "UpstreamAuthError",
     "UpstreamBadRequest",
     "UpstreamConnectionError",
@@ -354,3 +360,24 @@ class ApprovalConflict(RunError):
 
     code = "approval_decided"
     http_status = 409
+
+
+class ToolError(ElevenFactorError):
+    """A toolset cannot work. (A tool's own failure is not an exception: it is a ``ToolResult``
+    with ``is_error=True`` that goes back to the model.)"""
+
+    code = "tool_error"
+
+
+class ToolNameConflict(ToolError):
+    """Two toolsets combined into one offer a tool under the same name."""
+
+    code = "tool_name_conflict"
+
+
+class ToolServerUnavailable(ToolError):
+    """A tool server (e.g. an MCP server) could not be started or reached, or its connection
+    broke again right after a reconnect."""
+
+    code = "tool_server_unavailable"
+    http_status = 502
