@@ -17,7 +17,8 @@ ElevenFactorError                 code                 http
 │   ├── RunNotFound               run_not_found        404
 │   ├── ProgramNotFound           program_not_found    404
 │   ├── ApprovalNotFound          approval_not_found   404
-│   └── ApprovalConflict          approval_decided     409
+│   ├── ApprovalConflict          approval_decided     409
+│   └── AgentLimitExceeded        agent_limit          422
 ├── ToolError                     tool_error           500
 │   ├── ToolNameConflict          tool_name_conflict   500
 │   └── ToolServerUnavailable     tool_server_unavailable 502
@@ -42,6 +43,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentLimitExceeded",
     "ApprovalConflict",
     "ApprovalNotFound",
     "AuthenticationFailed",
@@ -360,6 +362,13 @@ class ApprovalConflict(RunError):
 
     code = "approval_decided"
     http_status = 409
+
+
+class AgentLimitExceeded(RunError):
+    """An agent run hit one of its limits (steps, tool calls, wall time)."""
+
+    code = "agent_limit"
+    http_status = 422
 
 
 class ToolError(ElevenFactorError):

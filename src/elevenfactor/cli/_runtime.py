@@ -27,6 +27,7 @@ from elevenfactor.cli._common import (
 from elevenfactor.errors import RequestError
 from elevenfactor.runtime import (
     RunInfo,
+    build_runtime,
     build_worker,
     cancel_run,
     decide_approval,
@@ -79,13 +80,22 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
 
     async def main(store: Store) -> None:
         await require_migrated(store)
+        runtime = build_runtime(settings, project)
         w = build_worker(
-            store, settings, project, queues=list(queues) or None, concurrency=concurrency
+            store,
+            settings,
+            project,
+            runtime.programs,
+            queues=list(queues) or None,
+            concurrency=concurrency,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
-        await w.serve()
+        try:
+            await w.serve()
+        finally:
+            await runtime.aclose()
 
     run(with_store(settings, main))
 
@@ -126,7 +136,12 @@ def run_cmd(
 
     async def main(store: Store) -> RunInfo:
         await require_migrated(store)
-        w = build_worker(store, settings, project, queues=[queue]) if execute else None
+        runtime = build_runtime(settings, project) if execute else None
+        w = (
+            build_worker(store, settings, project, runtime.programs, queues=[queue])
+            if runtime
+            else None
+        )
         if w is not None:
             w.programs.get(program)  # fail before submitting an unknown program
         rid = await submit_run(
@@ -139,6 +154,8 @@ def run_cmd(
                     await asyncio.sleep(0.1)
                 info = await get_run(store, rid)
                 status.update(f"run {rid}: {info.status}")
+        if runtime is not None:
+            await runtime.aclose()
         return info
 
     info = run(with_store(settings, main))

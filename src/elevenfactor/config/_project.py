@@ -183,6 +183,14 @@ class ProjectConfig(_Strict):
         "Programs registry or an async function.",
     )
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
+    toolsets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named Python toolsets, as 'package.module:attribute' references.",
+    )
+    mcp_servers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named MCP servers (validated by the tools layer)."
+    )
+    agents_dir: str = Field(default="agents", description="Where agents/*.yaml live.")
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:

@@ -1,5 +1,7 @@
 """Factors 5 and 6: durable runs over the hash-chained journal, workers, timers, approvals."""
 
+from elevenfactor.runtime._agent import Agent, AgentDeps
+from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
 from elevenfactor.runtime._approvals import (
     ApprovalInfo,
     Decision,
@@ -23,12 +25,15 @@ from elevenfactor.runtime._runs import (
     run_result,
     submit_run,
 )
-from elevenfactor.runtime._service import build_worker, project_programs
+from elevenfactor.runtime._service import Runtime, build_runtime, build_worker
 from elevenfactor.runtime._subruns import run_child
 from elevenfactor.runtime._webhooks import webhook_hook
 from elevenfactor.runtime._worker import Worker, WorkerOptions
 
 __all__ = [
+    "Agent",
+    "AgentDeps",
+    "AgentSpec",
     "ApprovalInfo",
     "Decision",
     "Event",
@@ -38,11 +43,13 @@ __all__ = [
     "Programs",
     "RunContext",
     "RunInfo",
+    "Runtime",
     "StepRetry",
     "VerifyReport",
     "Worker",
     "WorkerOptions",
     "approval",
+    "build_runtime",
     "build_worker",
     "cancel_run",
     "claim_run",
@@ -51,9 +58,9 @@ __all__ = [
     "get_run",
     "list_approvals",
     "list_runs",
+    "load_agents",
     "load_events",
     "load_programs",
-    "project_programs",
     "run_child",
     "run_input",
     "run_result",

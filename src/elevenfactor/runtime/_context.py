@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 
@@ -262,23 +262,47 @@ class RunContext:
         s.executed += 1
         return ev
 
+    @overload
     async def step(
         self,
         name: str,
-        fn: Callable[..., Awaitable[T] | T],
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        kind: str = ...,
+        result_type: type[T] | None = ...,
+        retry: StepRetry | None = ...,
+        **kwargs: Any,
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        kind: str = ...,
+        result_type: type[T] | None = ...,
+        retry: StepRetry | None = ...,
+        **kwargs: Any,
+    ) -> T: ...
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
         *args: Any,
         kind: str = "step",
-        result_type: type[T] | None = None,
+        result_type: type[Any] | None = None,
         retry: StepRetry | None = None,
         **kwargs: Any,
-    ) -> T:
+    ) -> Any:
         """Run ``fn(*args, **kwargs)`` once, durably; its result is journaled before it returns.
 
         A failure is journaled too and raised as ``StepFailed`` (identically on replay).
         """
         step_id, ev = self.reserve(kind, name)
         if ev is not None:
-            return self.replayed(ev, result_type)  # type: ignore[no-any-return]
+            return self.replayed(ev, result_type)
         self.check_live()
         token = _STEP_KEY.set(f"{self.run_id}:{step_id}")
         attempt = 1
@@ -308,7 +332,7 @@ class RunContext:
         await self.record(step_id, kind, name, "done", output)
         if result_type is None and isinstance(value, (str, int, float, bool, type(None))):
             return value
-        return decode(output, result_type)  # type: ignore[no-any-return]
+        return decode(output, result_type)
 
     async def now(self) -> float:
         """Wall-clock seconds, journaled: the same value on every re-execution."""

@@ -10,7 +10,7 @@ from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.governance import KeyVerifier
 from elevenfactor.models import ModelRegistry
 from elevenfactor.observe import CallRecorder, log_event
-from elevenfactor.runtime import Programs, Worker, build_worker, project_programs
+from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
 from elevenfactor.store import Store, open_store, require_migrated
 
 __all__ = ["Gateway"]
@@ -29,6 +29,7 @@ class Gateway:
     recorder: CallRecorder | None = None
     keys: KeyVerifier | None = None
     programs: Programs | None = None
+    runtime: Runtime | None = None
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     draining: bool = False
@@ -48,7 +49,8 @@ class Gateway:
         self.recorder = CallRecorder(self.store, record_payloads=self.settings.record_payloads)
         self.recorder.start()
         self.keys = KeyVerifier(self.store)
-        self.programs = project_programs(self.settings, self.project)
+        self.runtime = build_runtime(self.settings, self.project, self.registry)
+        self.programs = self.runtime.programs
         if self.settings.serves_worker():
             self.worker = build_worker(self.store, self.settings, self.project, self.programs)
             self._worker_task = asyncio.create_task(self.worker.serve(), name="worker")
@@ -78,6 +80,8 @@ class Gateway:
         if self.worker is not None and self._worker_task is not None:
             await self.worker.shutdown(self.settings.shutdown_timeout)
             await self._worker_task
+        if self.runtime is not None:
+            await self.runtime.aclose()
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.registry is not None:

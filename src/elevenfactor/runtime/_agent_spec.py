@@ -1,0 +1,174 @@
+"""Agent declarations: ``agents/*.yaml`` in the project (or ``AgentSpec`` in Python).
+
+```yaml
+name: support
+instructions: You answer billing questions. Use the tools; never guess amounts.
+model: default                 # a route or model from elevenfactor.yaml
+tools:
+  - toolset: billing           # a `toolsets:` entry (Python functions) or an `mcp_servers:` one
+    allow: [lookup_*, refund]
+    prefix: billing_
+    timeout: 10
+delegates: [researcher]        # other agents, offered as tools (agent as a tool)
+handoffs: [escalations]        # other agents this one may hand the conversation to
+limits: {max_steps: 8, max_tool_calls: 16, max_wall_time: 120}
+output_schema: {type: object, properties: {answer: {type: string}}, required: [answer]}
+approval:
+  - tools: [refund]            # shell-style patterns over tool names
+    risk: [write, destructive]
+    when: [{arg: amount, op: ">", value: 100}]
+    group: finance
+    timeout: 3600
+    on_timeout: reject         # or approve, or escalate:<group>
+  - before_model: true         # gate every model request
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from elevenfactor.errors import ConfigError
+
+__all__ = ["AgentLimits", "AgentSpec", "ApprovalRule", "ArgPredicate", "ToolRef", "load_agents"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolRef(_Strict):
+    """Which toolset an agent uses, and how much of it."""
+
+    toolset: str
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    prefix: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class AgentLimits(_Strict):
+    """Bounds on one run of the agent."""
+
+    max_steps: int = Field(default=10, ge=1, description="Model requests per run.")
+    max_tool_calls: int = Field(default=32, ge=0)
+    max_wall_time: float | None = Field(default=300.0, gt=0, description="Seconds per run.")
+
+
+class ArgPredicate(_Strict):
+    """A condition on one tool argument (a dotted path into the arguments)."""
+
+    arg: str
+    op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "matches", "exists"]
+    value: Any = None
+
+
+class ApprovalRule(_Strict):
+    """When a human must approve. The first rule that matches a call decides."""
+
+    tools: list[str] | None = Field(default=None, description="Tool name patterns.")
+    risk: list[Literal["read", "write", "destructive"]] | None = None
+    when: list[ArgPredicate] = Field(default_factory=list, description="All must hold.")
+    before_model: bool = Field(default=False, description="Gate model requests instead.")
+    group: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    on_timeout: str = "reject"
+
+    @model_validator(mode="after")
+    def _shape(self) -> ApprovalRule:
+        if self.before_model and (self.tools or self.risk or self.when):
+            raise ValueError("a before_model rule takes no tools, risk or when")
+        if not (
+            self.on_timeout in ("reject", "approve") or self.on_timeout.startswith("escalate:")
+        ):
+            raise ValueError("on_timeout is reject, approve or escalate:<group>")
+        return self
+
+
+class AgentSpec(_Strict):
+    """One agent."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+    description: str = ""
+    instructions: str = ""
+    model: str = "default"
+    tools: list[ToolRef] = Field(default_factory=list)
+    delegates: list[str] = Field(default_factory=list)
+    handoffs: list[str] = Field(default_factory=list)
+    limits: AgentLimits = Field(default_factory=AgentLimits)
+    output_schema: dict[str, Any] | None = None
+    approval: list[ApprovalRule] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict, description="Model parameters.")
+
+
+def _error(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return ConfigError(message, source=source, key=key)
+
+
+def load_agents(
+    directory: Path,
+    known_toolsets: Mapping[str, object] | None = None,
+    known_models: set[str] | None = None,
+) -> dict[str, AgentSpec]:
+    """Every ``*.yaml`` in ``directory`` (none if it does not exist), cross-checked: toolsets,
+    models and other agents referred to must exist."""
+    specs: dict[str, AgentSpec] = {}
+    sources: dict[str, str] = {}
+    if not directory.is_dir():
+        return specs
+    for path in sorted(directory.glob("*.y*ml")):
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "unknown position"
+            raise ConfigError(f"not valid YAML at {where}", source=source) from None
+        if isinstance(data, dict):
+            data.setdefault("name", path.stem)
+        try:
+            spec = AgentSpec.model_validate(data)
+        except ValidationError as exc:
+            raise _error(exc, source) from None
+        if spec.name in specs:
+            raise ConfigError(
+                f"agent {spec.name!r} is also declared in {sources[spec.name]}",
+                source=source,
+                key="name",
+            )
+        specs[spec.name] = spec
+        sources[spec.name] = source
+    for name, spec in specs.items():
+        for i, ref in enumerate(spec.tools):
+            if known_toolsets is not None and ref.toolset not in known_toolsets:
+                raise ConfigError(
+                    f"unknown toolset {ref.toolset!r}",
+                    source=sources[name],
+                    key=f"tools[{i}].toolset",
+                    expected="a name under `toolsets:` or `mcp_servers:` in elevenfactor.yaml",
+                )
+        for field in ("delegates", "handoffs"):
+            for i, other in enumerate(getattr(spec, field)):
+                if other not in specs:
+                    raise ConfigError(
+                        f"unknown agent {other!r}",
+                        source=sources[name],
+                        key=f"{field}[{i}]",
+                        expected="one of: " + ", ".join(sorted(specs)),
+                    )
+        if known_models is not None and spec.model not in known_models:
+            raise ConfigError(
+                f"unknown model or route {spec.model!r}",
+                source=sources[name],
+                key="model",
+                expected="one of: " + ", ".join(sorted(known_models)),
+            )
+    return specs
