@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from elevenfactor.runtime import Programs, RunContext, approval, step_key
+from elevenfactor.tools import FunctionToolset
 
 programs = Programs()
 
@@ -39,3 +40,18 @@ async def transfer(ctx: RunContext, args: dict[str, Any]) -> dict[str, Any]:
     final = decision.arguments or args
     await ctx.step("send", _effect_log, f"send:{final['to']}")
     return {"done": True, "to": final["to"], "amount": final["amount"], "by": decision.decided_by}
+
+
+calc = FunctionToolset(name="calc")
+
+
+@calc.tool(risk="read")
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@calc.tool(risk="destructive")
+def wipe(target: str) -> str:
+    """Pretend to delete something (never exposed over MCP in the tests)."""
+    return f"wiped {target}"

@@ -41,7 +41,7 @@ from elevenfactor.runtime import (
 )
 from elevenfactor.store import Store, get_blob, require_migrated
 
-__all__ = ["approvals", "audit", "run_cmd", "runs", "worker"]
+__all__ = ["approvals", "audit", "mcp", "run_cmd", "runs", "worker"]
 
 
 def _when(ts: float | None) -> str:
@@ -440,3 +440,45 @@ def approvals_approve(
 def approvals_reject(approval_id: str, by: str, reason: str, config: Path | None) -> None:
     """Reject APPROVAL_ID with a reason."""
     _decide(approval_id, "reject", by, reason, config)
+
+
+@click.group()
+def mcp() -> None:
+    """elevenfactor as an MCP server."""
+
+
+@mcp.command("serve")
+@config_option
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Do not execute runs here (a separate `elevenfactor worker` does).",
+)
+@handle_errors
+def mcp_serve(config: Path | None, no_worker: bool) -> None:
+    """Serve the project's agents and selected tools over stdio (logs go to stderr)."""
+    from mcp.server.stdio import stdio_server
+
+    from elevenfactor.observe import configure_logging
+    from elevenfactor.server._mcp import McpBridge, build_mcp_server
+
+    settings = settings_from(config)
+    project = project_from(settings)
+    configure_logging(settings.log_level, stream=sys.stderr)
+
+    async def main(store: Store) -> None:
+        await require_migrated(store)
+        runtime = build_runtime(settings, project)
+        w = None if no_worker else build_worker(store, settings, project, runtime.programs)
+        task = asyncio.create_task(w.serve()) if w is not None else None
+        server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w))
+        try:
+            async with stdio_server() as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+        finally:
+            if w is not None and task is not None:
+                await w.shutdown(settings.shutdown_timeout)
+                await task
+            await runtime.aclose()
+
+    run(with_store(settings, main))

@@ -24,6 +24,7 @@ __all__ = [
     "DeploymentConfig",
     "ErrorClass",
     "FailoverConfig",
+    "McpServerSettings",
     "PriceConfig",
     "ProjectConfig",
     "ProviderConfig",
@@ -169,6 +170,21 @@ class QueueConfig(_Strict):
     concurrency: int | None = Field(default=None, ge=1)
 
 
+class McpServerSettings(_Strict):
+    """What elevenfactor exposes as an MCP server (at ``/mcp`` and ``elevenfactor mcp serve``)."""
+
+    agents: list[str] | None = Field(default=None, description="Agents to expose; None: all.")
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Tools to expose, as '<toolset>.<tool>' names or shell-style patterns.",
+    )
+    wait_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a call waits for an agent run before answering with its run id.",
+    )
+
+
 class ProjectConfig(_Strict):
     """The whole project file."""
 
@@ -191,6 +207,7 @@ class ProjectConfig(_Strict):
         default_factory=dict, description="Named MCP servers (validated by the tools layer)."
     )
     agents_dir: str = Field(default="agents", description="Where agents/*.yaml live.")
+    mcp_server: McpServerSettings = Field(default_factory=McpServerSettings)
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:

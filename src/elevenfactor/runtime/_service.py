@@ -12,7 +12,7 @@ from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ConfigError
 from elevenfactor.models import ModelRegistry
 from elevenfactor.runtime._agent import Agent, AgentDeps
-from elevenfactor.runtime._agent_spec import load_agents
+from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
 from elevenfactor.runtime._loader import load_programs
 from elevenfactor.runtime._programs import Programs
 from elevenfactor.runtime._webhooks import webhook_hook
@@ -31,6 +31,7 @@ class Runtime:
     registry: ModelRegistry
     toolsets: dict[str, Toolset] = field(default_factory=dict)
     owns_registry: bool = True
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
 
     async def aclose(self) -> None:
         """Release tool servers and (if it built them) model providers."""
@@ -95,7 +96,7 @@ def build_runtime(
                 key="name",
             )
         programs.register(name, Agent(spec, deps))
-    return Runtime(programs, registry, toolsets, owns)
+    return Runtime(programs, registry, toolsets, owns, dict(specs))
 
 
 def build_worker(

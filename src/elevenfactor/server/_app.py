@@ -16,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
+from elevenfactor.server._auth import authenticate
 from elevenfactor.server._chat import chat_completions, trace_id_from
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
@@ -118,6 +119,9 @@ class GatewayApp:
             if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
                 await self._chat(scope, receive, send)
                 return
+            if scope["path"] in ("/mcp", "/mcp/"):
+                await self._mcp(scope, receive, send)
+                return
 
             async def send_with_trace(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -127,6 +131,15 @@ class GatewayApp:
             await self.app(scope, receive, send_with_trace)
         finally:
             gw.inflight -= 1
+
+    async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await authenticate(Request(scope, receive), self.gateway)
+        except ElevenFactorError as exc:
+            await error_response(exc, {"x-trace-id": scope["trace_id"]})(scope, receive, send)
+            return
+        assert self.gateway.mcp is not None
+        await self.gateway.mcp.handle_request(scope, receive, send)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

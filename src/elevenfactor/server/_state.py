@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.governance import KeyVerifier
 from elevenfactor.models import ModelRegistry
 from elevenfactor.observe import CallRecorder, log_event
 from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
+from elevenfactor.server._mcp import McpBridge, build_mcp_server
 from elevenfactor.store import Store, open_store, require_migrated
 
 __all__ = ["Gateway"]
@@ -29,6 +34,8 @@ class Gateway:
     recorder: CallRecorder | None = None
     keys: KeyVerifier | None = None
     programs: Programs | None = None
+    mcp: StreamableHTTPSessionManager | None = None
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     runtime: Runtime | None = None
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -54,6 +61,16 @@ class Gateway:
         if self.settings.serves_worker():
             self.worker = build_worker(self.store, self.settings, self.project, self.programs)
             self._worker_task = asyncio.create_task(self.worker.serve(), name="worker")
+        self.mcp = StreamableHTTPSessionManager(
+            build_mcp_server(
+                McpBridge(self.store, self.runtime, self.project.mcp_server, self.worker)
+            ),
+            stateless=True,
+            json_response=True,
+            # Requests are authenticated with our API keys before they get here.
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        await self._stack.enter_async_context(self.mcp.run())
         self._ready = True
         log_event(
             logger,
@@ -77,6 +94,7 @@ class Gateway:
     async def aclose(self) -> None:
         """Flush records and release everything."""
         self._ready = False
+        await self._stack.aclose()
         if self.worker is not None and self._worker_task is not None:
             await self.worker.shutdown(self.settings.shutdown_timeout)
             await self._worker_task
