@@ -71,7 +71,9 @@ async def _exercise(client: Client) -> None:
 async def test_over_streamable_http(server: Server) -> None:
     async with Client(server.base + "/mcp") as client:
         await _exercise(client)
-    runs = httpx.get(server.base + "/v1/runs", params={"program": "echoer"}).json()["data"]
+    async with httpx.AsyncClient(base_url=server.base) as http:
+        listed = await http.get("/v1/runs", params={"program": "echoer"})
+    runs = listed.json()["data"]
     assert [r["status"] for r in runs] == ["succeeded"]
 
 
@@ -80,9 +82,10 @@ async def test_http_needs_a_key_outside_dev_mode(store_url: str, tmp_path: Path)
     srv = Server(tmp_path, store_url, dev=False)
     srv.start()
     try:
-        resp = httpx.post(
-            srv.base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-        )
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(
+                srv.base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            )
         assert resp.status_code == 401
         assert resp.json()["error"]["code"] == "invalid_api_key"
     finally:
