@@ -343,3 +343,47 @@ async def test_parallel_branches_replay_by_position(store: Store) -> None:
     assert {"0.0.0", "0.0.1", "0.3.1", "1"} <= ids
     assert effects["i1"] == 1
     assert (await verify_run(store, rid)).ok
+
+
+async def test_saga_compensates_in_reverse_and_resumes(store: Store) -> None:
+    from elevenfactor.runtime import Saga
+
+    programs = Programs()
+    undone: list[str] = []
+    gate, reached = asyncio.Event(), asyncio.Event()
+
+    async def undo(name: str) -> None:
+        undone.append(name)
+        if name == "hotel" and not gate.is_set():
+            reached.set()
+            await gate.wait()  # the worker dies here, mid-compensation
+
+    def charge() -> None:
+        raise RuntimeError("card declined")
+
+    @programs.workflow("trip")
+    async def trip(ctx: RunContext, _: Any) -> None:
+        async with Saga(ctx) as saga:
+            await ctx.step("flight", effect, "flight")
+            saga.compensate("cancel_flight", undo, "flight")
+            await ctx.step("hotel", effect, "hotel")
+            saga.compensate("cancel_hotel", undo, "hotel")
+            await ctx.step("charge", charge)
+
+    rid = await submit_run(store, "trip", None)
+    lease = await claim_run(store, "w1", ["default"], 30)
+    assert lease is not None
+    task = asyncio.create_task(Worker(store, programs).execute(lease))
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _expire_lease(store, rid)
+    gate.set()
+    await Worker(store, programs).run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "failed" and "card declined" in run.error_dict()["message"]  # type: ignore[index]
+    assert undone == ["hotel", "hotel", "flight"]  # the interrupted undo re-ran, the rest once
+    kinds = [(e.kind, e.name) for e in await load_events(store, rid)]
+    assert kinds[-2:] == [("compensate", "cancel_hotel"), ("compensate", "cancel_flight")]
+    assert effects == Counter({"flight": 1, "hotel": 1})

@@ -25,6 +25,7 @@ from elevenfactor.runtime._runs import (
     run_result,
     submit_run,
 )
+from elevenfactor.runtime._saga import Saga
 from elevenfactor.runtime._service import Runtime, build_runtime, build_worker
 from elevenfactor.runtime._subruns import run_child
 from elevenfactor.runtime._webhooks import webhook_hook
@@ -44,6 +45,7 @@ __all__ = [
     "RunContext",
     "RunInfo",
     "Runtime",
+    "Saga",
     "StepRetry",
     "VerifyReport",
     "Worker",
