@@ -171,7 +171,7 @@ def _ms(v: float | None, signed: bool = True) -> str:
 
 
 def _count(n: int) -> str:
-    return f"{n:,}" if n < 10_000 else f"{n / 1000:,.0f}k"
+    return f"{n:,}" if n < 10_000 else f"{n / 1000:,.1f}k"
 
 
 def _pair(a: float | None, b: float | None) -> str:
