@@ -64,3 +64,32 @@ async def test_unknown_scheme_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL") as info:
         await open_store("mysql://x")
     assert info.value.code == "config_invalid"
+
+
+async def test_call_records_are_bounded_when_the_store_falls_behind(store: Store) -> None:
+    from elevenfactor.observe import CallRecord, CallRecorder
+
+    recorder = CallRecorder(store, max_pending=10)
+
+    def rec(i: int) -> CallRecord:
+        return CallRecord(
+            trace_id=f"t{i}",
+            route="r",
+            stream=False,
+            status="ok",
+            tokens_in=1,
+            tokens_out=1,
+            latency_ms=1.0,
+            request=b"req",
+            response=b"resp",
+        )
+
+    for i in range(15):  # no writer running: everything queues
+        recorder.record(rec(i))
+    assert (recorder.payloads_shed, recorder.dropped) == (5, 5)
+    assert await recorder.flush() == 10
+    rows = await store.fetchall(
+        "SELECT trace_id, request_hash IS NULL FROM model_calls ORDER BY trace_id"
+    )
+    assert len(rows) == 10
+    assert sum(1 for _, no_payload in rows if no_payload) == 5

@@ -92,7 +92,13 @@ class CallRecord:
 
 
 class CallRecorder:
-    """Logs each call at once and writes it to the store in batches."""
+    """Logs each call at once and writes it to the store in batches.
+
+    The queue is bounded so a store that falls behind cannot grow memory without limit: past
+    half of ``max_pending`` queued records new ones are stored without their payloads, and past
+    ``max_pending`` they are not stored at all (their JSON log line still goes out). Both are
+    counted (``payloads_shed``, ``dropped``) and logged.
+    """
 
     def __init__(
         self,
@@ -101,11 +107,16 @@ class CallRecorder:
         record_payloads: bool = True,
         interval: float = 0.05,
         batch: int = 512,
+        max_pending: int = 20_000,
     ) -> None:
         self.store = store
         self.record_payloads = record_payloads
         self.interval = interval
         self.batch = batch
+        self.max_pending = max_pending
+        self.payloads_shed = 0
+        self.dropped = 0
+        self._warned_at = 0.0
         self._pending: list[CallRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,9 +132,33 @@ class CallRecorder:
         """Log ``rec`` now and queue it for the store."""
         if logger.isEnabledFor(logging.INFO):
             logger.info("model_call", extra={"event": "model_call", **rec.log_fields()})
+        queued = len(self._pending)
+        if queued >= self.max_pending // 2:
+            self._shed(rec, queued)
+            if queued >= self.max_pending:
+                return
         self._pending.append(rec)
-        if len(self._pending) >= self.batch:
+        if queued + 1 >= self.batch:
             self._wake.set()
+
+    def _shed(self, rec: CallRecord, queued: int) -> None:
+        if queued >= self.max_pending:
+            self.dropped += 1
+        elif rec.request is not None or rec.response is not None:
+            rec.request = rec.response = None
+            self.payloads_shed += 1
+        now = time.monotonic()
+        if now - self._warned_at > 10:
+            self._warned_at = now
+            logger.warning(
+                "the store is behind on call records",
+                extra={
+                    "event": "call_records_shed",
+                    "queued": queued,
+                    "dropped": self.dropped,
+                    "payloads_shed": self.payloads_shed,
+                },
+            )
 
     async def _run(self) -> None:
         while not self._closing:

@@ -17,7 +17,7 @@ from elevenfactor.errors import (
     ModelError,
     RequestError,
 )
-from elevenfactor.models import Call, StreamChunk, Usage
+from elevenfactor.models import Call, Model, StreamChunk, Usage
 from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
 from elevenfactor.observe import CallRecord
 from elevenfactor.server._auth import authenticate, read_body
@@ -148,16 +148,13 @@ def _record_error(
 async def _stream(
     gw: Gateway,
     parsed: ChatRequest,
-    model: object,
+    model: Model,
     call: Call,
     headers: dict[str, str],
     key_id: str | None,
     raw: bytes,
 ) -> SSEResponse:
     """Fetch the first chunk before answering, so an early failure gets a real status code."""
-    from elevenfactor.models import Model
-
-    assert isinstance(model, Model)
     stream = aiter(model.request_stream(parsed.messages, parsed.settings, call))
     try:
         first: StreamChunk | None = await anext(stream)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from types import TracebackType
 
 from elevenfactor.errors import StoreError
 from elevenfactor.store._base import Executor, Params, Row
@@ -35,6 +36,49 @@ class _Tx:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
+
+
+class _Transaction(AbstractAsyncContextManager[Executor]):
+    """The store's lock, ``BEGIN IMMEDIATE``, then ``COMMIT`` or ``ROLLBACK``.
+
+    A plain class rather than ``@asynccontextmanager``: a journaled step opens one per step, and
+    the generator machinery cost more than SQLite's own BEGIN.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def __aenter__(self) -> Executor:
+        store = self._store
+        await store._lock.acquire()
+        try:
+            store.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            store._lock.release()
+            raise
+        return store._tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        try:
+            if exc_type is None:
+                try:
+                    store.conn.execute("COMMIT")
+                except BaseException:
+                    if store.conn.in_transaction:
+                        store.conn.execute("ROLLBACK")
+                    raise
+            elif store.conn.in_transaction:  # SQLite may have rolled back on its own
+                store.conn.execute("ROLLBACK")
+        finally:
+            store._lock.release()
 
 
 class SQLiteStore:
@@ -84,17 +128,9 @@ class SQLiteStore:
         """Every row of a query."""
         return self.conn.execute(sql, params).fetchall()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
+    def transaction(self) -> AbstractAsyncContextManager[Executor]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
-        async with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._tx
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        return _Transaction(self)
 
     async def write_batch(self, batch: Sequence[tuple[str, Sequence[Params]]]) -> None:
         """One transaction on a second connection in a writer thread, so the loop never waits.
@@ -128,12 +164,16 @@ class SQLiteStore:
     async def close(self) -> None:
         """Close the connections."""
         if self._writer is not None:
+            # The writer connection belongs to the writer thread: close it there.
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._close_writer)
             self._writer.shutdown(wait=True)
             self._writer = None
+        self.conn.close()
+
+    def _close_writer(self) -> None:
         if self._writer_conn is not None:
             self._writer_conn.close()
             self._writer_conn = None
-        self.conn.close()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
