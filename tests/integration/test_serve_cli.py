@@ -195,3 +195,40 @@ def test_sigterm_drains_then_finishes_streams(
     } <= set(calls[0])
     assert any(e.get("event") == "draining" for e in events)
     assert any(e.get("event") == "dev_mode" for e in events)
+
+
+def test_several_processes_share_the_port(project: Path) -> None:
+    assert _cli(project, "migrate").returncode == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        [EXE, "serve", "--dev", "--workers", "2", "--port", str(port)],
+        cwd=project,
+        text=True,
+        env=_env(project, ELEVENFACTOR_DRAIN_SECONDS="0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    body = {"model": "default", "messages": [{"role": "user", "content": "x"}]}
+    try:
+        served = 0
+        deadline = time.monotonic() + 30
+        while served < 40:
+            assert time.monotonic() < deadline
+            try:
+                with httpx.Client(base_url=base) as http:  # a new connection each time
+                    assert http.post("/v1/chat/completions", json=body).status_code == 200
+                served += 1
+            except httpx.TransportError:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stdout.read() if proc.stdout else ""
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    pids = {e["pid"] for e in events if e.get("event") == "model_call"}
+    assert len(pids) == 2, f"calls were served by {pids}"
+    assert sum(e.get("event") == "model_call" for e in events) == 40

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
 import click
@@ -109,18 +110,30 @@ def migrate(config: Path | None) -> None:
     help="Accept unauthenticated requests from loopback (env ELEVENFACTOR_DEV).",
 )
 @click.option(
+    "--workers",
+    "web_concurrency",
+    type=int,
+    default=None,
+    help="Server processes sharing the port (env WEB_CONCURRENCY, default 1).",
+)
+@click.option(
     "--migrate", "auto_migrate", is_flag=True, help="Apply pending migrations before starting."
 )
 @handle_errors
 def serve(
-    config: Path | None, host: str | None, port: int | None, dev: bool | None, auto_migrate: bool
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    dev: bool | None,
+    web_concurrency: int | None,
+    auto_migrate: bool,
 ) -> None:
     """Serve the OpenAI-compatible gateway and API on PORT."""
     from elevenfactor.errors import MigrationRequired
     from elevenfactor.observe import configure_logging
     from elevenfactor.server import serve as serve_app
 
-    settings = settings_from(config, host=host, port=port, dev=dev)
+    settings = settings_from(config, host=host, port=port, dev=dev, web_concurrency=web_concurrency)
     project = project_from(settings)
     configure_logging(settings.log_level)
 
@@ -135,6 +148,10 @@ def serve(
             f"the database is missing migrations: {', '.join(missing)}",
             hint="run `elevenfactor migrate` (or `elevenfactor serve --migrate`)",
         )
+    if settings.web_concurrency > 1:
+        from elevenfactor.server._supervisor import child_argv, supervise
+
+        sys.exit(supervise(settings, child_argv()))
     serve_app(settings, project)
 
 

@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="Seconds to answer 503 (readiness off) before closing."
     )
     record_payloads: bool = Field(default=True, description="Store request/response bodies.")
+    web_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("WEB_CONCURRENCY", "ELEVENFACTOR_WEB_CONCURRENCY"),
+        description="Server processes sharing one listening socket.",
+    )
+    listen_fd: int | None = Field(
+        default=None, description="Serve on this inherited socket (set by the supervisor)."
+    )
     in_process_worker: bool | None = Field(
         default=None,
         description="Run a worker inside `serve`; default: yes on SQLite, no on PostgreSQL.",

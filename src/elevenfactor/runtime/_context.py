@@ -240,20 +240,21 @@ class RunContext:
         """Append the event for ``step_id`` (fenced) to the chain."""
         s = self._s
         async with s.lock:
-            async with s.store.transaction() as tx:
-                ev = await append_event(
-                    tx,
-                    run_id=self.run_id,
-                    n=s.written,
-                    step_id=step_id,
-                    kind=kind,
-                    name=name,
-                    status=status,
-                    output=output,
-                    error=error,
-                    fence=s.lease.fence,
-                    prev_hash=s.head_hash,
-                )
+            # The store itself: append_event makes the write atomic (one statement on
+            # PostgreSQL, one round trip).
+            ev = await append_event(
+                s.store,
+                run_id=self.run_id,
+                n=s.written,
+                step_id=step_id,
+                kind=kind,
+                name=name,
+                status=status,
+                output=output,
+                error=error,
+                fence=s.lease.fence,
+                prev_hash=s.head_hash,
+            )
             s.written += 1
             s.head_hash = ev.hash
         s.by_step[step_id] = ev

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 import orjson
 
@@ -36,6 +37,19 @@ _APPEND = (
 )
 _COLUMNS = (
     "run_id, n, step_id, kind, name, status, output_hash, error, fence, created_at, prev_hash, hash"
+)
+# PostgreSQL: the fence check, the blob and the event in one autocommit statement (one round trip
+# and one commit instead of BEGIN, two INSERTs and COMMIT); the blob is written only with the event.
+_LIVE = "live AS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running')"
+_APPEND_ONE = (
+    f"WITH {_LIVE} INSERT INTO journal ({_COLUMNS})"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM live)"
+)
+_APPEND_ONE_WITH_BLOB = (
+    f"WITH {_LIVE}, blob AS (INSERT INTO blobs (hash, size, content, created_at)"
+    " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM live) ON CONFLICT (hash) DO NOTHING)"
+    f" INSERT INTO journal ({_COLUMNS})"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM live)"
 )
 
 
@@ -117,42 +131,45 @@ async def append_event(
 ) -> Event:
     """Write the event (and its payload blob) if the run's fence is still ``fence``.
 
-    Raises ``LeaseLost`` when another worker holds the run now.
+    ``db`` is a transaction, or a store: then the write is atomic on its own (one statement on
+    PostgreSQL, a ``BEGIN IMMEDIATE`` transaction on SQLite). Raises ``LeaseLost`` when another
+    worker holds the run now.
     """
     now = time.time()
     out_hash = blob_hash(output) if output is not None else None
     digest = event_hash(
         prev_hash, run_id, n, step_id, kind, name, status, out_hash, error, fence, now
     )
-    if output is not None:
-        await db.execute(BLOB_INSERT, (out_hash, len(output), output, now))
-    written = await db.execute(
-        _APPEND,
-        (
-            run_id,
-            n,
-            step_id,
-            kind,
-            name,
-            status,
-            out_hash,
-            error,
-            fence,
-            now,
-            prev_hash,
-            digest,
-            run_id,
-            fence,
-        ),
-    )
+    row = (run_id, n, step_id, kind, name, status, out_hash, error, fence, now, prev_hash, digest)
+    dialect = getattr(db, "dialect", None)
+    if dialect == "postgresql":
+        if output is None:
+            written = await db.execute(_APPEND_ONE, (run_id, fence, *row))
+        else:
+            written = await db.execute(
+                _APPEND_ONE_WITH_BLOB,
+                (run_id, fence, out_hash, len(output), output, now, *row),
+            )
+    elif dialect is not None:
+        async with cast("Store", db).transaction() as tx:
+            written = await _append(tx, row, output, run_id, fence)
+    else:
+        written = await _append(db, row, output, run_id, fence)
     if written != 1:
         raise LeaseLost(
             f"run {run_id}: lease lost before step {step_id} ({kind} {name!r}) was "
             "recorded; another worker owns the run now"
         )
-    return Event(
-        run_id, n, step_id, kind, name, status, out_hash, error, fence, now, prev_hash, digest
-    )
+    return Event(*row)
+
+
+async def _append(
+    db: Executor, row: tuple[Any, ...], output: bytes | None, run_id: str, fence: int
+) -> int:
+    """The blob, then the fenced event, on ``db``: the row count of the event's INSERT."""
+    if output is not None:
+        await db.execute(BLOB_INSERT, (row[6], len(output), output, row[9]))
+    return await db.execute(_APPEND, (*row, run_id, fence))
 
 
 async def load_events(db: Executor, run_id: str) -> list[Event]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -76,4 +77,19 @@ def serve(settings: Settings, project: ProjectConfig) -> None:
             warning="dev mode: unauthenticated requests from loopback are accepted",
         )
     log_event(logger, "serving", host=settings.host, port=settings.port)
-    server.run()
+    if settings.listen_fd is not None:
+        # A socket bound by the supervising parent and shared by several server processes.
+        server.run(sockets=[socket.socket(fileno=settings.listen_fd)])
+    else:
+        server.run()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening socket that child processes can inherit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

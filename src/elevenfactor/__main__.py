@@ -1,0 +1,5 @@
+"""``python -m elevenfactor``: the command line."""
+
+from elevenfactor.cli import main
+
+main()
