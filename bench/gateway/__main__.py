@@ -54,6 +54,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="one short round (smoke run, < 1 min)")
     ap.add_argument("--skip-litellm", action="store_true", help="leave the LiteLLM peer out")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per phase (default 3)")
+    ap.add_argument(
+        "--ef-processes",
+        type=int,
+        default=1,
+        help="elevenfactor server processes sharing the port (WEB_CONCURRENCY, default 1)",
+    )
     ap.add_argument("--memory-requests", type=int, help="requests for the RSS check (100,000)")
     ap.add_argument(
         "--memory-time-cap",
@@ -242,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             upstream = start_upstream(workdir, plan.chunks, plan.chunk_delay_ms)
             bench.add("direct", lambda: upstream)
             progress.update(setup, advance=1, description="starting elevenfactor")
-            bench.add("elevenfactor", lambda: start_elevenfactor(workdir, upstream.port))
+            bench.add(
+                "elevenfactor",
+                lambda: start_elevenfactor(workdir, upstream.port, args.ef_processes),
+            )
             progress.advance(setup)
             if args.skip_litellm:
                 bench.results["targets"]["litellm"] = {

@@ -136,8 +136,9 @@ def _clean_env() -> dict[str, str]:
     }
 
 
-def start_elevenfactor(workdir: Path, upstream_port: int) -> Target:
-    """``elevenfactor serve`` with a migrated SQLite store, JSON logs to a file, and auth on."""
+def start_elevenfactor(workdir: Path, upstream_port: int, processes: int = 1) -> Target:
+    """``elevenfactor serve`` with a migrated SQLite store, JSON logs to a file, and auth on;
+    ``processes`` server processes share the port (``WEB_CONCURRENCY``)."""
     from elevenfactor._version import __version__
 
     home = workdir / "elevenfactor"
@@ -150,6 +151,7 @@ def start_elevenfactor(workdir: Path, upstream_port: int) -> Target:
         "ELEVENFACTOR_CONFIG_FILE": str(project),
         "ELEVENFACTOR_LOG_LEVEL": "info",
         "PORT": str(port),
+        "WEB_CONCURRENCY": str(processes),
     }
     exe = Path(sys.executable).with_name("elevenfactor")
     cli = (
@@ -181,7 +183,8 @@ def start_elevenfactor(workdir: Path, upstream_port: int) -> Target:
         log=log,
         notes=[
             "SQLite store (migrated), JSON logs to a file, API key auth,"
-            " retry attempts 1, breaker defaults"
+            " retry attempts 1, breaker defaults",
+            f"{processes} server process(es)",
         ],
     )
     try:
