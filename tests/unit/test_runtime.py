@@ -200,7 +200,8 @@ async def test_failed_steps_replay_identically_and_runs_retry(store: Store) -> N
         assert time.monotonic() < deadline, await get_run(store, rid)
         if not await worker.run_once():
             await asyncio.sleep(0.01)
-    assert calls == Counter({"flaky": 2, "program": 2})  # step retried twice, not re-run later
+    # the step retries twice in each attempt; the second attempt re-runs the failed step only
+    assert calls == Counter({"flaky": 4, "program": 2})
     assert effects["a"] == 1
     run = await get_run(store, rid)
     assert run.attempt == 1
@@ -387,3 +388,67 @@ async def test_saga_compensates_in_reverse_and_resumes(store: Store) -> None:
     kinds = [(e.kind, e.name) for e in await load_events(store, rid)]
     assert kinds[-2:] == [("compensate", "cancel_hotel"), ("compensate", "cancel_flight")]
     assert effects == Counter({"flight": 1, "hotel": 1})
+
+
+async def test_runs_retry_only_on_the_named_errors(store: Store) -> None:
+    programs = Programs()
+    attempts = Counter[str]()
+
+    def flaky(kind: str) -> None:
+        attempts[kind] += 1
+        raise (TimeoutError if kind == "timeout" else ValueError)(kind)
+
+    @programs.workflow("flaky")
+    async def run_flaky(ctx: RunContext, kind: str) -> None:
+        await ctx.step("setup", effect, kind)  # succeeded once: never repeated by a retry
+        await ctx.step("call", flaky, kind)  # failed: a retried attempt runs it again
+
+    for kind in ("timeout", "value"):
+        await submit_run(
+            store, "flaky", kind, max_attempts=3, retry_backoff=0.001, retry_on=["TimeoutError"]
+        )
+    worker = Worker(store, programs)
+    deadline = time.monotonic() + 5
+    while len(await store.fetchall("SELECT 1 FROM runs WHERE status = 'failed'")) < 2:
+        assert time.monotonic() < deadline
+        if not await worker.run_once():
+            await asyncio.sleep(0.01)
+    assert attempts == Counter({"timeout": 3, "value": 1})
+    assert effects == Counter({"timeout": 1, "value": 1})
+
+
+async def test_queue_concurrency_limit_holds_across_workers(store: Store) -> None:
+    programs = Programs()
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    @programs.workflow("slot")
+    async def slot(ctx: RunContext, _: Any) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    for _ in range(5):
+        await submit_run(store, "slot", None, queue="narrow")
+    options = WorkerOptions(
+        queues=("narrow",), concurrency=4, queue_limits={"narrow": 2}, poll_interval=0.01
+    )
+    workers = [Worker(store, programs, options, worker_id=f"w{i}") for i in range(2)]
+    tasks = [asyncio.create_task(w.serve()) for w in workers]
+    deadline = time.monotonic() + 5
+    while running < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # give a third claim every chance to (wrongly) happen
+    assert running == 2
+    release.set()
+    while len(await store.fetchall("SELECT 1 FROM runs WHERE status = 'succeeded'")) < 5:
+        assert time.monotonic() < deadline + 5
+        await asyncio.sleep(0.02)
+    for w in workers:
+        w.stop()
+    await asyncio.gather(*tasks)
+    assert peak == 2

@@ -192,6 +192,8 @@ class RunContext:
         step_id = f"{self._prefix}{self._counter}"
         self._counter += 1
         ev = self._s.by_step.get(step_id)
+        if ev is not None and ev.status == "failed" and ev.n < self.lease.attempt_start_n:
+            ev = None  # failed in an earlier attempt of the run: this attempt runs it again
         if ev is not None and (ev.kind != kind or ev.name != name):
             raise JournalDivergence(
                 f"run {self.run_id}: step {step_id} is {kind} {name!r} now, but the journal "

@@ -40,7 +40,11 @@ _COLUMNS = (
 )
 # PostgreSQL: the fence check, the blob and the event in one autocommit statement (one round trip
 # and one commit instead of BEGIN, two INSERTs and COMMIT); the blob is written only with the event.
-_LIVE = "live AS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running')"
+# The check locks the run's row FOR SHARE until the event commits: a plain read would pass against
+# the old fence while a takeover commits and the new holder loads the journal, so a stale event
+# would land behind its back (and its own next append would collide on ``n``). Locked, the claim's
+# FOR UPDATE SKIP LOCKED passes the run by until the event is in, or the check sees the new fence.
+_LIVE = "live AS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running' FOR SHARE)"
 _APPEND_ONE = (
     f"WITH {_LIVE} INSERT INTO journal ({_COLUMNS})"
     " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM live)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,8 @@ class Lease:
     genesis_hash: str
     deadline_at: float | None
     expires_at: float
+    attempt_start_n: int = 0
+    """Journal events before this index belong to earlier (failed) attempts of the run."""
 
 
 async def submit_run(
@@ -98,6 +101,7 @@ async def submit_run(
     run_id: str | None = None,
     max_attempts: int = 1,
     retry_backoff: float = 1.0,
+    retry_on: Sequence[str] | None = None,
     deadline: float | None = None,
     parent_id: str | None = None,
     session_id: str | None = None,
@@ -106,7 +110,9 @@ async def submit_run(
     """Queue a run of ``program``; return its id.
 
     ``run_id`` makes submission idempotent: submitting the same id again returns it unchanged.
-    ``deadline`` is in seconds from now.
+    ``deadline`` is in seconds from now. A failed execution is retried (up to ``max_attempts``,
+    backing off ``retry_backoff * 2**attempt`` seconds) when ``retry_on`` is None or names its
+    error code or exception type (for a failed step: the step's original ones too).
     """
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
@@ -120,8 +126,8 @@ async def submit_run(
         inserted = await tx.execute(
             "INSERT INTO runs (id, program, queue, priority, status, input_hash, parent_id,"
             " session_id, created_at, updated_at, wake_at, deadline_at, attempt, max_attempts,"
-            " retry_backoff, fence, cancel_requested, genesis_hash)"
-            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 0, 0, ?)"
+            " retry_backoff, retry_on, fence, cancel_requested, genesis_hash)"
+            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 rid,
@@ -137,6 +143,7 @@ async def submit_run(
                 deadline_at,
                 max_attempts,
                 retry_backoff,
+                orjson.dumps(list(retry_on)).decode() if retry_on is not None else None,
                 genesis_hash(rid, program, digest, now),
             ),
         )
@@ -242,13 +249,23 @@ async def claim_run(
         claimed = await tx.fetchone(
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
             " fence = fence + 1, updated_at = ?, wake_at = NULL WHERE id = ?"
-            " RETURNING id, program, queue, fence, attempt, input_hash, genesis_hash, deadline_at",
+            " RETURNING id, program, queue, fence, attempt, input_hash, genesis_hash, deadline_at,"
+            " attempt_start_n",
             (owner, expires, now, row[0]),
         )
     assert claimed is not None
-    rid, program, queue, fence, attempt, input_hash, genesis, deadline_at = claimed
+    rid, program, queue, fence, attempt, input_hash, genesis, deadline_at, start_n = claimed
     return Lease(
-        rid, program, queue, int(fence), int(attempt), input_hash, genesis, deadline_at, expires
+        rid,
+        program,
+        queue,
+        int(fence),
+        int(attempt),
+        input_hash,
+        genesis,
+        deadline_at,
+        expires,
+        int(start_n),
     )
 
 

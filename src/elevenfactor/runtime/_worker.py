@@ -20,7 +20,13 @@ from typing import Any
 
 import orjson
 
-from elevenfactor.errors import DeadlineExceeded, ElevenFactorError, LeaseLost, RunCancelled
+from elevenfactor.errors import (
+    DeadlineExceeded,
+    ElevenFactorError,
+    LeaseLost,
+    RunCancelled,
+    StepFailed,
+)
 from elevenfactor.observe import log_event
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
@@ -229,17 +235,24 @@ class Worker:
             return
         except Exception as exc:
             code = exc.code if isinstance(exc, ElevenFactorError) else "program_error"
-            await self._fail_or_retry(ctx, lease, _err(code, f"{type(exc).__name__}: {exc}"))
+            kinds = {code, type(exc).__name__}
+            if isinstance(exc, StepFailed):
+                kinds |= {exc.error_type, exc.error_code or ""}
+            await self._fail_or_retry(ctx, lease, _err(code, f"{type(exc).__name__}: {exc}"), kinds)
             return
         await self._settle(ctx, "succeeded", result=encode(result))
 
-    async def _fail_or_retry(self, ctx: RunContext, lease: Lease, error: str) -> None:
+    async def _fail_or_retry(
+        self, ctx: RunContext, lease: Lease, error: str, kinds: set[str]
+    ) -> None:
         row = await self.store.fetchone(
-            "SELECT max_attempts, retry_backoff FROM runs WHERE id = ?", (lease.run_id,)
+            "SELECT max_attempts, retry_backoff, retry_on FROM runs WHERE id = ?", (lease.run_id,)
         )
         assert row is not None
         max_attempts, backoff = int(row[0]), float(row[1])
-        if lease.attempt + 1 < max_attempts:
+        retry_on = None if row[2] is None else set(orjson.loads(row[2]))
+        retryable = retry_on is None or bool(retry_on & kinds)
+        if retryable and lease.attempt + 1 < max_attempts:
             wake = time.time() + backoff * 2**lease.attempt
             await self._settle(ctx, "queued", wake_at=wake, error=error, bump_attempt=True)
             log_event(logger, "run_retry", run_id=lease.run_id, attempt=lease.attempt + 1)
@@ -266,7 +279,9 @@ class Worker:
             changed = await tx.execute(
                 "UPDATE runs SET status = ?, wake_at = ?, result_hash = COALESCE(?, result_hash),"
                 " error = ?, head_hash = ?, lease_owner = NULL, lease_expires_at = NULL,"
-                " updated_at = ?, attempt = attempt + ? WHERE id = ? AND fence = ?",
+                " updated_at = ?, attempt = attempt + ?,"
+                " attempt_start_n = CASE WHEN ? = 1 THEN ? ELSE attempt_start_n END"
+                " WHERE id = ? AND fence = ?",
                 (
                     status,
                     wake_at,
@@ -275,6 +290,8 @@ class Worker:
                     ctx.head_hash,
                     now,
                     int(bump_attempt),
+                    int(bump_attempt),
+                    ctx.events_written,
                     ctx.run_id,
                     ctx.lease.fence,
                 ),

@@ -40,7 +40,10 @@ class _Tx:
         self.conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cur = await self.conn.execute(translate(sql), params, prepare=False)
+        # psycopg's default, as for queries: a statement run 5 times on a connection is prepared
+        # there (a journal append is planned once per connection, not once per step; psycopg
+        # drops its prepared statements after DDL).
+        cur = await self.conn.execute(translate(sql), params)
         return cur.rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Params]) -> None:

@@ -19,6 +19,8 @@ STATEMENTS = (
         attempt INTEGER NOT NULL,
         max_attempts INTEGER NOT NULL,
         retry_backoff {real} NOT NULL,
+        retry_on TEXT,
+        attempt_start_n INTEGER NOT NULL DEFAULT 0,
         fence {bigint} NOT NULL,
         lease_owner TEXT,
         lease_expires_at {real},
@@ -41,8 +43,7 @@ STATEMENTS = (
         created_at {real} NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL,
-        PRIMARY KEY (run_id, n),
-        UNIQUE (run_id, step_id)
+        PRIMARY KEY (run_id, n)
     )""",
     """CREATE TABLE approvals (
         id TEXT PRIMARY KEY,
