@@ -317,6 +317,13 @@ def test_agent_files_are_validated(tmp_path: Path) -> None:
     (agents / "support.yaml").write_text("instructions: hi\nlimits: {max_stepz: 3}\n")
     with pytest.raises(ConfigError, match=r"limits.max_stepz: unknown key"):
         load_agents(agents)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "support.md").write_text("Answer billing questions.\n")
+    (agents / "support.yaml").write_text("instructions_file: prompts/support.md\n")
+    assert load_agents(agents)["support"].instructions == "Answer billing questions.\n"
+    (agents / "support.yaml").write_text("instructions_file: prompts/missing.md\n")
+    with pytest.raises(ConfigError, match="instructions_file: cannot read"):
+        load_agents(agents)
     (agents / "support.yaml").write_text("delegates: [ghost]\n")
     with pytest.raises(ConfigError, match="unknown agent 'ghost'"):
         load_agents(agents)

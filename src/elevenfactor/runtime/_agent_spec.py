@@ -3,6 +3,7 @@
 ```yaml
 name: support
 instructions: You answer billing questions. Use the tools; never guess amounts.
+# or: instructions_file: prompts/support.md
 model: default                 # a route or model from elevenfactor.yaml
 tools:
   - toolset: billing           # a `toolsets:` entry (Python functions) or an `mcp_servers:` one
@@ -96,6 +97,9 @@ class AgentSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     description: str = ""
     instructions: str = ""
+    instructions_file: str | None = Field(
+        default=None, description="A prompt file (relative to the project) to use instead."
+    )
     model: str = "default"
     tools: list[ToolRef] = Field(default_factory=list)
     delegates: list[str] = Field(default_factory=list)
@@ -138,6 +142,21 @@ def load_agents(
             spec = AgentSpec.model_validate(data)
         except ValidationError as exc:
             raise _error(exc, source) from None
+        if spec.instructions_file is not None:
+            prompt = directory.parent / spec.instructions_file
+            if spec.instructions:
+                raise ConfigError(
+                    "give instructions or instructions_file, not both",
+                    source=source,
+                    key="instructions_file",
+                )
+            try:
+                text = prompt.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read {prompt}: {exc.strerror}", source=source, key="instructions_file"
+                ) from None
+            spec = spec.model_copy(update={"instructions": text})
         if spec.name in specs:
             raise ConfigError(
                 f"agent {spec.name!r} is also declared in {sources[spec.name]}",
