@@ -28,7 +28,9 @@ STATEMENTS = (
         genesis_hash TEXT NOT NULL,
         head_hash TEXT
     )""",
-    "CREATE INDEX runs_ready ON runs (status, queue, priority, created_at)",
+    "CREATE INDEX runs_ready ON runs (status, queue, priority DESC, created_at)",
+    "CREATE INDEX runs_timers ON runs (status, wake_at)",
+    "CREATE INDEX runs_leases ON runs (status, lease_expires_at)",
     "CREATE INDEX runs_parent ON runs (parent_id)",
     """CREATE TABLE journal (
         run_id TEXT NOT NULL,
