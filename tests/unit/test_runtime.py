@@ -452,3 +452,39 @@ async def test_queue_concurrency_limit_holds_across_workers(store: Store) -> Non
         w.stop()
     await asyncio.gather(*tasks)
     assert peak == 2
+
+
+async def test_a_worker_that_cannot_heartbeat_stops_before_its_lease_lapses(
+    store: Store,
+) -> None:
+    programs = Programs()
+    started = asyncio.Event()
+
+    async def long_effect() -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "done"
+
+    @programs.workflow("long")
+    async def long(ctx: RunContext, _: Any) -> str:
+        return await ctx.step("long", long_effect)
+
+    rid = await submit_run(store, "long", None)
+    worker = Worker(store, programs, WorkerOptions(lease_seconds=0.9))
+    real_fetchone = store.fetchone
+
+    async def failing_heartbeats(sql: str, params: Any = ()) -> Any:
+        if sql.startswith("UPDATE runs SET lease_expires_at"):
+            raise OSError("store unreachable")
+        return await real_fetchone(sql, params)
+
+    store.fetchone = failing_heartbeats  # type: ignore[method-assign]
+    try:
+        started_at = time.monotonic()
+        await asyncio.wait_for(worker.run_once(), 5)
+        assert time.monotonic() - started_at < 1.5  # stopped mid-step, before the lease lapsed
+    finally:
+        store.fetchone = real_fetchone  # type: ignore[method-assign]
+    assert started.is_set()
+    run = await get_run(store, rid)
+    assert run.status == "running" and await load_events(store, rid) == []

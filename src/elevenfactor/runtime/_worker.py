@@ -336,6 +336,13 @@ class Worker:
                 )
             except Exception:
                 logger.exception("heartbeat for run %s failed", ctx.run_id)
+                if time.time() + interval >= ctx.lease_expires:
+                    # The lease may lapse before the next beat and another worker may take the
+                    # run over: stop now, even mid-step, rather than overlap with it.
+                    ctx.lease_expires = 0.0
+                    ctx.lease_lost = True
+                    task.cancel()
+                    return
                 continue
             if row is None:
                 ctx.lease_expires = 0.0  # lost: no further effects
