@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import uvloop
 
-from bench.gateway.stats import summarize
+from bench.stats import summarize
 
 __all__ = ["main", "run_latency", "run_streams"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.gateway.stats import median
+from bench.stats import median
 
 __all__ = ["GOALS", "Goal", "evaluate", "print_report", "summarize_results", "write_json"]
 

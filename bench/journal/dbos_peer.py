@@ -22,8 +22,8 @@ import sys
 import time
 from typing import Any
 
-from bench.journal.stats import summarize
 from bench.journal.workload import payload
+from bench.stats import summarize
 
 APP_VERSION = "bench-journal-1"  # pinned: a changed codebase must not orphan workflows
 _timings: dict[str, list[list[float]]] = {"async": [], "sync": []}

@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 
 from bench.journal.dbs import sqlite_connect
-from bench.journal.stats import summarize
 from bench.journal.workload import floor_row
+from bench.stats import summarize
 
 _DDL = "CREATE TABLE floor (id {pk}, run_id TEXT NOT NULL, n INTEGER NOT NULL, payload {blob})"
 _INSERT_SQLITE = "INSERT INTO floor (run_id, n, payload) VALUES (?, ?, ?)"

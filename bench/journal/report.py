@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.journal.stats import median
+from bench.stats import median
 
 __all__ = ["print_report", "summarize", "write_json"]
 

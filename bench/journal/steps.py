@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any
 
-from bench.journal.stats import summarize
 from bench.journal.workload import payload
+from bench.stats import summarize
 from elevenfactor._version import __version__
 from elevenfactor.runtime import Programs, RunContext, Worker, WorkerOptions, submit_run
 from elevenfactor.store import migrate, open_store

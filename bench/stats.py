@@ -1,4 +1,4 @@
-"""Percentiles and medians with no dependencies (also imported by the DBOS peer process)."""
+"""Percentiles and medians, stdlib only (also imported by peer processes in their own venvs)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     pos = (len(sorted_values) - 1) * q / 100
     lo = int(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
-    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
+    frac = pos - lo
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
