@@ -31,15 +31,15 @@ from elevenfactor.runtime import (
     build_worker,
     cancel_run,
     decide_approval,
+    describe_steps,
     get_run,
     list_approvals,
     list_runs,
-    load_events,
     run_result,
     submit_run,
     verify_run,
 )
-from elevenfactor.store import Store, get_blob, require_migrated
+from elevenfactor.store import Store, require_migrated
 
 __all__ = ["approvals", "audit", "mcp", "run_cmd", "runs", "worker"]
 
@@ -228,21 +228,7 @@ def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
 
     async def main(store: Store) -> dict[str, Any]:
         info = await get_run(store, run_id)
-        events = await load_events(store, run_id)
-        steps = []
-        for ev in events:
-            out = await get_blob(store, ev.output_hash) if ev.output_hash else None
-            steps.append(
-                {
-                    "step": ev.step_id,
-                    "kind": ev.kind,
-                    "name": ev.name,
-                    "status": ev.status,
-                    "at": ev.created_at,
-                    "output": orjson.loads(out) if out else None,
-                    "error": orjson.loads(ev.error) if ev.error else None,
-                }
-            )
+        steps = await describe_steps(store, run_id)
         return {**_run_dict(info), "result": await run_result(store, info), "steps": steps}
 
     shown = run(with_store(settings, main))
@@ -255,11 +241,11 @@ def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
         ["step", "kind", "name", "status", "at", "output / error"],
         [
             (
-                s["step"],
+                s["step_id"],
                 s["kind"],
                 s["name"],
                 s["status"],
-                _when(s["at"]),
+                _when(s["created_at"]),
                 orjson.dumps(s["error"] or s["output"]).decode()[:80],
             )
             for s in shown["steps"]

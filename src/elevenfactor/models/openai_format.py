@@ -14,7 +14,6 @@ from elevenfactor.models._messages import (
     ModelSettings,
     Response,
     StreamChunk,
-    SystemMessage,
     ToolCall,
     ToolCallDelta,
     ToolMessage,
@@ -233,8 +232,3 @@ def chunk_to_openai(
             {"index": 0, "delta": delta, "logprobs": None, "finish_reason": chunk.finish_reason}
         ],
     }
-
-
-def system(content: str) -> SystemMessage:
-    """Shorthand for a system message."""
-    return SystemMessage(content=content)

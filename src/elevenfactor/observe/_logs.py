@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any, TextIO
 
 import orjson
@@ -56,8 +55,3 @@ def log_event(logger: logging.Logger, event: str, **fields: Any) -> None:
     """Log a structured event at INFO: ``{"msg": event, ...fields}``."""
     if logger.isEnabledFor(logging.INFO):
         logger.info(event, extra={"event": event, **fields})
-
-
-def now() -> float:
-    """Wall-clock seconds, for records."""
-    return time.time()

@@ -11,7 +11,13 @@ from elevenfactor.runtime._approvals import (
     list_approvals,
 )
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
-from elevenfactor.runtime._journal import Event, VerifyReport, load_events, verify_run
+from elevenfactor.runtime._journal import (
+    Event,
+    VerifyReport,
+    describe_steps,
+    load_events,
+    verify_run,
+)
 from elevenfactor.runtime._loader import load_programs
 from elevenfactor.runtime._programs import Program, Programs
 from elevenfactor.runtime._runs import (
@@ -56,6 +62,7 @@ __all__ = [
     "cancel_run",
     "claim_run",
     "decide_approval",
+    "describe_steps",
     "get_approval",
     "get_run",
     "list_approvals",

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "VerifyReport",
     "append_event",
+    "describe_steps",
     "event_hash",
     "genesis_hash",
     "load_events",
@@ -176,12 +177,40 @@ async def _append(
     return await db.execute(_APPEND, (*row, run_id, fence))
 
 
-async def load_events(db: Executor, run_id: str) -> list[Event]:
-    """Every event of a run, in the order written."""
+async def load_events(db: Executor, run_id: str, start: int = 0) -> list[Event]:
+    """The events of a run from write index ``start`` on, in the order written."""
     rows = await db.fetchall(
-        f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? ORDER BY n", (run_id,)
+        f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND n >= ? ORDER BY n", (run_id, start)
     )
     return [Event(*r) for r in rows]
+
+
+async def describe_steps(db: Executor, run_id: str, start: int = 0) -> list[dict[str, Any]]:
+    """The events from ``start`` on as plain dicts with decoded outputs and errors (for the API,
+    the CLI and the dashboard); payloads are fetched in one query."""
+    events = await load_events(db, run_id, start)
+    rows = await db.fetchall(
+        "SELECT b.hash, b.content FROM blobs b JOIN journal j ON j.output_hash = b.hash"
+        " WHERE j.run_id = ? AND j.n >= ?",
+        (run_id, start),
+    )
+    payloads = {h: bytes(c) for h, c in rows if c is not None}
+    return [
+        {
+            "n": ev.n,
+            "step_id": ev.step_id,
+            "kind": ev.kind,
+            "name": ev.name,
+            "status": ev.status,
+            "created_at": ev.created_at,
+            "hash": ev.hash,
+            "output": orjson.loads(payloads[ev.output_hash])
+            if ev.output_hash in payloads
+            else None,
+            "error": orjson.loads(ev.error) if ev.error else None,
+        }
+        for ev in events
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,17 +18,17 @@ from elevenfactor.runtime import (
     RunInfo,
     cancel_run,
     decide_approval,
+    describe_steps,
     get_run,
     list_approvals,
     list_runs,
-    load_events,
     run_result,
     submit_run,
 )
 from elevenfactor.server._auth import authenticate, read_body
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._state import Gateway
-from elevenfactor.store import Store, get_blob
+from elevenfactor.store import Store
 
 __all__ = ["ROUTES"]
 
@@ -70,26 +72,6 @@ def _approval(a: ApprovalInfo) -> dict[str, Any]:
     }
 
 
-async def _steps(store: Store, run_id: str, start: int = 0) -> list[dict[str, Any]]:
-    out = []
-    for ev in (await load_events(store, run_id))[start:]:
-        data = await get_blob(store, ev.output_hash) if ev.output_hash else None
-        out.append(
-            {
-                "n": ev.n,
-                "step_id": ev.step_id,
-                "kind": ev.kind,
-                "name": ev.name,
-                "status": ev.status,
-                "created_at": ev.created_at,
-                "hash": ev.hash,
-                "output": orjson.loads(data) if data else None,
-                "error": orjson.loads(ev.error) if ev.error else None,
-            }
-        )
-    return out
-
-
 async def _body(request: Request, gw: Gateway) -> dict[str, Any]:
     raw = await read_body(request, gw.settings.max_body_bytes)
     try:
@@ -113,124 +95,128 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
     return value
 
 
-def _gw(request: Request) -> tuple[Gateway, Store]:
-    gw: Gateway = request.app.state.gateway
-    assert gw.store is not None
-    return gw, gw.store
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """An authenticated API request."""
+
+    request: Request
+    gw: Gateway
+    store: Store
+    key_id: str | None
 
 
-async def create_run(request: Request) -> Response:
+def _endpoint(
+    handler: Callable[[_Call], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Authenticate, run ``handler``, and turn library errors into OpenAI-style error objects."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        assert gw.store is not None
+        try:
+            key_id = await authenticate(request, gw)
+            return await handler(_Call(request, gw, gw.store, key_id))
+        except ElevenFactorError as exc:
+            return error_response(exc)
+
+    return wrapped
+
+
+_RUN_FIELDS = frozenset(
+    {
+        "program",
+        "agent",
+        "input",
+        "queue",
+        "priority",
+        "id",
+        "max_attempts",
+        "deadline_seconds",
+        "session_id",
+    }
+)
+
+
+@_endpoint
+async def create_run(call: _Call) -> Response:
     """``POST /v1/runs``: queue a run of an agent or workflow."""
-    gw, store = _gw(request)
-    try:
-        await authenticate(request, gw)
-        body = await _body(request, gw)
-        known = {
-            "program",
-            "agent",
-            "input",
-            "queue",
-            "priority",
-            "id",
-            "max_attempts",
-            "deadline_seconds",
-            "session_id",
-        }
-        unknown = sorted(set(body) - known)
-        if unknown:
-            raise RequestError(
-                f"unknown field {unknown[0]!r}", code="unknown_parameter", param=unknown[0]
-            )
-        program = _field(body, "program", str, None) or _field(body, "agent", str, None)
-        if not program:
-            raise RequestError(
-                "'program' (or 'agent') is required",
-                code="missing_required_parameter",
-                param="program",
-            )
-        if gw.programs is not None:
-            gw.programs.get(program)
-        rid = await submit_run(
-            store,
-            program,
-            body.get("input"),
-            queue=_field(body, "queue", str, "default"),
-            priority=_field(body, "priority", int, 0),
-            run_id=_field(body, "id", str, None),
-            max_attempts=_field(body, "max_attempts", int, 1),
-            deadline=_field(body, "deadline_seconds", (int, float), None),
-            session_id=_field(body, "session_id", str, None),
+    body = await _body(call.request, call.gw)
+    unknown = sorted(set(body) - _RUN_FIELDS)
+    if unknown:
+        raise RequestError(
+            f"unknown field {unknown[0]!r}", code="unknown_parameter", param=unknown[0]
         )
-        if gw.worker is not None:
-            gw.worker.notify()
-        return _json(_run(await get_run(store, rid)), 201)
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    program = _field(body, "program", str, None) or _field(body, "agent", str, None)
+    if not program:
+        raise RequestError(
+            "'program' (or 'agent') is required",
+            code="missing_required_parameter",
+            param="program",
+        )
+    if call.gw.programs is not None:
+        call.gw.programs.get(program)
+    rid = await submit_run(
+        call.store,
+        program,
+        body.get("input"),
+        queue=_field(body, "queue", str, "default"),
+        priority=_field(body, "priority", int, 0),
+        run_id=_field(body, "id", str, None),
+        max_attempts=_field(body, "max_attempts", int, 1),
+        deadline=_field(body, "deadline_seconds", (int, float), None),
+        session_id=_field(body, "session_id", str, None),
+    )
+    if call.gw.worker is not None:
+        call.gw.worker.notify()
+    return _json(_run(await get_run(call.store, rid)), 201)
 
 
-async def show_run(request: Request) -> Response:
+@_endpoint
+async def show_run(call: _Call) -> Response:
     """``GET /v1/runs/{id}``: status, steps and result."""
-    gw, store = _gw(request)
-    try:
-        await authenticate(request, gw)
-        info = await get_run(store, request.path_params["run_id"])
-        return _json(
-            {
-                **_run(info),
-                "result": await run_result(store, info),
-                "steps": await _steps(store, info.id),
-            }
-        )
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    info = await get_run(call.store, call.request.path_params["run_id"])
+    return _json(
+        {
+            **_run(info),
+            "result": await run_result(call.store, info),
+            "steps": await describe_steps(call.store, info.id),
+        }
+    )
 
 
-async def index_runs(request: Request) -> Response:
+@_endpoint
+async def index_runs(call: _Call) -> Response:
     """``GET /v1/runs``: newest first; filter by ``status`` and ``program``."""
-    gw, store = _gw(request)
-    try:
-        await authenticate(request, gw)
-        q = request.query_params
-        limit = q.get("limit", "50")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-            raise RequestError("'limit' must be an integer from 1 to 1000", param="limit")
-        found = await list_runs(
-            store, status=q.get("status"), program=q.get("program"), limit=int(limit)
-        )
-        return _json({"object": "list", "data": [_run(r) for r in found]})
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    q = call.request.query_params
+    limit = q.get("limit", "50")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise RequestError("'limit' must be an integer from 1 to 1000", param="limit")
+    found = await list_runs(
+        call.store, status=q.get("status"), program=q.get("program"), limit=int(limit)
+    )
+    return _json({"object": "list", "data": [_run(r) for r in found]})
 
 
-async def cancel(request: Request) -> Response:
+@_endpoint
+async def cancel(call: _Call) -> Response:
     """``POST /v1/runs/{id}/cancel``."""
-    gw, store = _gw(request)
-    try:
-        await authenticate(request, gw)
-        return _json(
-            _run(
-                await cancel_run(store, request.path_params["run_id"], "cancelled through the API")
-            )
-        )
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    run_id = call.request.path_params["run_id"]
+    return _json(_run(await cancel_run(call.store, run_id, "cancelled through the API")))
 
 
-async def run_events(request: Request) -> Response:
+@_endpoint
+async def run_events(call: _Call) -> Response:
     """``GET /v1/runs/{id}/events``: server-sent events — every journal step as it is written
     (``event: step``), each status change (``event: status``), and ``event: end``."""
-    gw, store = _gw(request)
-    try:
-        await authenticate(request, gw)
-        info = await get_run(store, request.path_params["run_id"])
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    store = call.store
+    info = await get_run(store, call.request.path_params["run_id"])
 
     async def stream() -> AsyncIterator[bytes]:
         seen, status = 0, None
         while True:
             current = await get_run(store, info.id)
-            for step in await _steps(store, info.id, seen):
+            for step in await describe_steps(store, info.id, seen):
                 seen += 1
                 yield b"event: step\ndata: " + orjson.dumps(step) + b"\n\n"
             if current.status != status:
@@ -238,11 +224,8 @@ async def run_events(request: Request) -> Response:
                 yield b"event: status\ndata: " + orjson.dumps(_run(current)) + b"\n\n"
             if current.finished:
                 result = await run_result(store, current)
-                yield (
-                    b"event: end\ndata: "
-                    + orjson.dumps({**_run(current), "result": result})
-                    + b"\n\n"
-                )
+                end = {**_run(current), "result": result}
+                yield b"event: end\ndata: " + orjson.dumps(end) + b"\n\n"
                 return
             await asyncio.sleep(_POLL)
 
@@ -251,51 +234,43 @@ async def run_events(request: Request) -> Response:
     )
 
 
-async def index_approvals(request: Request) -> Response:
+@_endpoint
+async def index_approvals(call: _Call) -> Response:
     """``GET /v1/approvals``: pending by default; filter by ``status``, ``group``, ``run_id``."""
-    gw, store = _gw(request)
-    try:
-        await authenticate(request, gw)
-        q = request.query_params
-        status = q.get("status", "pending")
-        found = await list_approvals(
-            store,
-            status=None if status == "all" else status,
-            group=q.get("group"),
-            run_id=q.get("run_id"),
-        )
-        return _json({"object": "list", "data": [_approval(a) for a in found]})
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    q = call.request.query_params
+    status = q.get("status", "pending")
+    found = await list_approvals(
+        call.store,
+        status=None if status == "all" else status,
+        group=q.get("group"),
+        run_id=q.get("run_id"),
+    )
+    return _json({"object": "list", "data": [_approval(a) for a in found]})
 
 
-async def decide(request: Request) -> Response:
+@_endpoint
+async def decide(call: _Call) -> Response:
     """``POST /v1/approvals/{id}``: ``{"action": approve|reject|edit|answer, "by", "reason",
     "arguments", "answer"}``."""
-    gw, store = _gw(request)
-    try:
-        key_id = await authenticate(request, gw)
-        body = await _body(request, gw)
-        action = _field(body, "action", str, None)
-        if not action:
-            raise RequestError(
-                "'action' is required", code="missing_required_parameter", param="action"
-            )
-        by = _field(body, "by", str, None) or (f"api-key:{key_id}" if key_id else "dev")
-        decided = await decide_approval(
-            store,
-            request.path_params["approval_id"],
-            action,
-            by=by,
-            reason=_field(body, "reason", str, None),
-            arguments=_field(body, "arguments", dict, None),
-            answer=body.get("answer"),
+    body = await _body(call.request, call.gw)
+    action = _field(body, "action", str, None)
+    if not action:
+        raise RequestError(
+            "'action' is required", code="missing_required_parameter", param="action"
         )
-        if gw.worker is not None:
-            gw.worker.notify()
-        return _json(_approval(decided))
-    except ElevenFactorError as exc:
-        return error_response(exc)
+    by = _field(body, "by", str, None) or (f"api-key:{call.key_id}" if call.key_id else "dev")
+    decided = await decide_approval(
+        call.store,
+        call.request.path_params["approval_id"],
+        action,
+        by=by,
+        reason=_field(body, "reason", str, None),
+        arguments=_field(body, "arguments", dict, None),
+        answer=body.get("answer"),
+    )
+    if call.gw.worker is not None:
+        call.gw.worker.notify()
+    return _json(_approval(decided))
 
 
 ROUTES: list[tuple[str, Any, list[str]]] = [
