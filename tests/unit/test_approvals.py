@@ -12,7 +12,6 @@ from aiohttp import web
 
 from elevenfactor.errors import ApprovalConflict, RequestError, StepFailed
 from elevenfactor.runtime import (
-    Decision,
     Programs,
     RunContext,
     Worker,
@@ -213,4 +212,3 @@ async def test_child_runs_deliver_results_and_failures(store: Store) -> None:
     assert children == Counter({"2": 1, "3": 1, "-1": 1})
     kinds = [e.kind for e in await load_events(store, rid)]
     assert kinds == ["subrun", "subrun", "subrun"]
-    assert isinstance(Decision(action="approve", decided_by="x", decided_at=0.0).approved, bool)

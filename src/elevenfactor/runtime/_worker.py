@@ -81,15 +81,18 @@ class Worker:
         """Poll now (a run was just submitted or woken in this process)."""
         self._wake.set()
 
-    async def run_once(self) -> bool:
-        """Claim and execute one run to its next settle point; False if none was runnable."""
-        lease = await claim_run(
+    async def _claim(self) -> Lease | None:
+        return await claim_run(
             self.store,
             self.id,
             list(self.options.queues),
             self.options.lease_seconds,
             self.options.queue_limits or None,
         )
+
+    async def run_once(self) -> bool:
+        """Claim and execute one run to its next settle point; False if none was runnable."""
+        lease = await self._claim()
         if lease is None:
             return False
         await self.execute(lease)
@@ -114,13 +117,7 @@ class Worker:
         while not self._stop.is_set():
             await sem.acquire()
             try:
-                lease = await claim_run(
-                    self.store,
-                    self.id,
-                    list(self.options.queues),
-                    self.options.lease_seconds,
-                    self.options.queue_limits or None,
-                )
+                lease = await self._claim()
             except Exception:
                 sem.release()
                 logger.exception("claiming a run failed")
