@@ -7,7 +7,9 @@ ElevenFactorError                 code                 http
 │   └── MigrationRequired         store_unmigrated     503
 ├── RequestError                  invalid_request      400  (and subclasses for the API)
 │   ├── ModelNotFound             model_not_found      404
-│   └── AuthenticationFailed      invalid_api_key      401
+│   ├── AuthenticationFailed      invalid_api_key      401
+│   ├── PermissionDenied          permission_denied    403
+│   └── NotFound                  not_found            404  (users, keys, teams)
 ├── RunError                      run_error            500
 │   ├── JournalDivergence         journal_divergence   500
 │   ├── LeaseLost                 lease_lost           409
@@ -60,6 +62,8 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "ModelTimeout",
+    "NotFound",
+    "PermissionDenied",
     "ProgramNotFound",
     "RateLimited",
     "RequestError",
@@ -181,6 +185,20 @@ class AuthenticationFailed(RequestError):
 
     code = "invalid_api_key"
     http_status = 401
+
+
+class PermissionDenied(RequestError):
+    """The caller is authenticated but its roles do not allow the action."""
+
+    code = "permission_denied"
+    http_status = 403
+
+
+class NotFound(RequestError):
+    """An administrative object (user, key, team) does not exist in the caller's organisation."""
+
+    code = "not_found"
+    http_status = 404
 
 
 class ModelError(ElevenFactorError):

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from elevenfactor.config import Settings, parse_project
-from elevenfactor.governance import create_key, revoke_key
+from elevenfactor.governance import create_key, local_admin, revoke_key
 from elevenfactor.server import Gateway
 from elevenfactor.store import open_store
 from tests.support.server import running_gateway
@@ -46,9 +46,9 @@ async def _migrated(url: str) -> None:
 
 async def _key(url: str, revoke: bool = False) -> str:
     db = await open_store(url)
-    key, secret = await create_key(db, "tests")
+    key, secret = await create_key(db, local_admin("cli"), "tests")
     if revoke:
-        await revoke_key(db, key.id)
+        await revoke_key(db, local_admin("cli"), key.id)
     await db.close()
     return secret
 

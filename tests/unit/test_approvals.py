@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from elevenfactor.errors import ApprovalConflict, RequestError, StepFailed
+from elevenfactor.errors import (
+    ApprovalConflict,
+    ApprovalNotFound,
+    PermissionDenied, RequestError,
+    StepFailed,
+)
 from elevenfactor.runtime import (
     Programs,
     RunContext,
@@ -28,6 +33,7 @@ from elevenfactor.runtime import (
 )
 from elevenfactor.store import Store
 from tests.conftest import free_port
+from tests.support.principals import member, reviewer
 
 sent: Counter[str] = Counter()
 
@@ -69,16 +75,16 @@ async def test_a_waiting_run_holds_no_worker_and_resumes_with_edited_arguments(
         store,
         pending.id,
         "edit",
-        by="alice",
+        by=reviewer("alice", "finance"),
         reason="wrong payee",
         arguments={"to": "bob", "amount": 5},
     )
     with pytest.raises(ApprovalConflict):
-        await decide_approval(store, pending.id, "approve", by="eve")
+        await decide_approval(store, pending.id, "approve", by=reviewer("eve", "finance"))
     await worker.run_until_idle()
     run = await get_run(store, rid)
     assert run.status == "succeeded"
-    assert await run_result(store, run) == {"done": True, "to": "bob", "by": "alice"}
+    assert await run_result(store, run) == {"done": True, "to": "bob", "by": "user:alice"}
     assert sent == Counter({"bob": 1})
     events = await load_events(store, rid)
     assert [e.kind for e in events] == ["approval", "step"]
@@ -91,23 +97,25 @@ async def test_reject_reason_reaches_the_program(store: Store) -> None:
     worker = Worker(store, gated_programs())
     await worker.run_until_idle()
     [pending] = await list_approvals(store)
-    await decide_approval(store, pending.id, "reject", by="bob", reason="not today")
+    await decide_approval(store, pending.id, "reject", by=reviewer("bob"), reason="not today")
     await worker.run_until_idle()
     result = await run_result(store, await get_run(store, rid))
-    assert result == {"done": False, "reason": "not today", "by": "bob"}
+    assert result == {"done": False, "reason": "not today", "by": "user:bob"}
     assert not sent
 
 
 async def test_bad_decisions_are_refused(store: Store) -> None:
-    await submit_run(store, "transfer", {"to": "x"})
+    await submit_run(store, "transfer", {"to": "x"}, owner=member("m"))
     await Worker(store, gated_programs()).run_until_idle()
     [pending] = await list_approvals(store)
     with pytest.raises(RequestError, match="arguments"):
-        await decide_approval(store, pending.id, "edit", by="a")
+        await decide_approval(store, pending.id, "edit", by=reviewer("a"))
     with pytest.raises(RequestError, match="unknown action"):
-        await decide_approval(store, pending.id, "maybe", by="a")
-    with pytest.raises(RequestError, match="reviewer"):
-        await decide_approval(store, pending.id, "approve", by=" ")
+        await decide_approval(store, pending.id, "maybe", by=reviewer("a"))
+    with pytest.raises(PermissionDenied, match="reviewer"):  # its own run, but not a reviewer
+        await decide_approval(store, pending.id, "approve", by=member("m"))
+    with pytest.raises(ApprovalNotFound):  # another member does not even see it
+        await decide_approval(store, pending.id, "approve", by=member("n"))
 
 
 async def test_timeout_rejects(store: Store) -> None:
@@ -134,10 +142,10 @@ async def test_timeout_escalates_to_another_group(store: Store) -> None:
         if not await worker.run_once():
             await asyncio.sleep(0.05)
     [pending] = await list_approvals(store, group="l2")
-    await decide_approval(store, pending.id, "approve", by="manager")
+    await decide_approval(store, pending.id, "approve", by=reviewer("manager", "l2"))
     await worker.run_until_idle()
     result = await run_result(store, await get_run(store, rid))
-    assert result == {"done": True, "to": "x", "by": "manager"}
+    assert result == {"done": True, "to": "x", "by": "user:manager"}
 
 
 async def test_answer_in_place_of_the_tool(store: Store) -> None:
@@ -152,7 +160,7 @@ async def test_answer_in_place_of_the_tool(store: Store) -> None:
     worker = Worker(store, programs)
     await worker.run_until_idle()
     [pending] = await list_approvals(store)
-    await decide_approval(store, pending.id, "answer", by="ops", answer={"rows": 3})
+    await decide_approval(store, pending.id, "answer", by=reviewer("ops"), answer={"rows": 3})
     await worker.run_until_idle()
     assert await run_result(store, await get_run(store, rid)) == {"rows": 3}
 

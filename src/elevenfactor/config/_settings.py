@@ -18,6 +18,7 @@ from elevenfactor.errors import ConfigError
 __all__ = ["Settings", "load_settings"]
 
 _SECRET_KEYS = ("database_url", "redis_url")
+_HIDDEN_KEYS = ("ledger_signing_key",)
 
 
 class Settings(BaseSettings):
@@ -71,6 +72,32 @@ class Settings(BaseSettings):
         default=None, description="URL POSTed (JSON) when an approval becomes pending."
     )
     lease_seconds: float = Field(default=15.0, gt=0.5, description="Run lease; heartbeats at 1/3.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated Host values served besides loopback in dev mode; outside"
+        " dev mode, if set, the only ones served.",
+    )
+    allowed_origins: str = Field(
+        default="", description="Comma-separated browser origins accepted (e.g. a dashboard)."
+    )
+    ledger_seal_interval: float = Field(
+        default=0.5, gt=0, description="Seconds between ledger seals in `serve` and `worker`."
+    )
+    ledger_signing_key: str | None = Field(
+        default=None,
+        description="Ed25519 private key (base64 of the 32-byte seed) that signs ledger heads.",
+    )
+    ledger_verify_key: str | None = Field(
+        default=None,
+        description="Ed25519 public key (base64, 32 bytes) that `audit verify --against` trusts.",
+    )
+    ledger_head_dir: Path | None = Field(
+        default=None,
+        description="Where `serve` writes a signed ledger head every ledger_head_interval.",
+    )
+    ledger_head_interval: float = Field(
+        default=300.0, gt=0, description="Seconds between scheduled signed head exports."
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -106,6 +133,9 @@ class Settings(BaseSettings):
         for key in _SECRET_KEYS:
             if out.get(key):
                 out[key] = mask_url(out[key])
+        for key in _HIDDEN_KEYS:
+            if out.get(key):
+                out[key] = "***"
         return out
 
 

@@ -1,5 +1,87 @@
-"""Factors 8, 10, 11: governance. For now: API keys."""
+"""Factors 8, 10, 11: governance — identity and access, API keys, the ledger and the audit."""
 
-from elevenfactor.governance._keys import ApiKey, KeyVerifier, create_key, list_keys, revoke_key
+from elevenfactor.governance._identity import (
+    Team,
+    User,
+    create_team,
+    create_user,
+    disable_user,
+    get_user,
+    list_teams,
+    list_users,
+    update_user,
+)
+from elevenfactor.governance._keys import (
+    ApiKey,
+    KeyVerifier,
+    create_key,
+    get_key,
+    list_keys,
+    principal_for_key,
+    principal_for_user,
+    rename_key,
+    revoke_key,
+)
+from elevenfactor.governance._ledger import (
+    Block,
+    LedgerEntry,
+    append_entry,
+    canonical,
+    iter_blocks,
+    ledger_head,
+    seal,
+)
+from elevenfactor.governance._names import (
+    ID_PATTERN,
+    NAME_PATTERN,
+    check_id,
+    check_name,
+    check_text,
+)
+from elevenfactor.governance._principal import (
+    DEFAULT_ORG,
+    LOCAL_USER,
+    ROLES,
+    SYSTEM,
+    Principal,
+    local_admin,
+)
 
-__all__ = ["ApiKey", "KeyVerifier", "create_key", "list_keys", "revoke_key"]
+__all__ = [
+    "DEFAULT_ORG",
+    "ID_PATTERN",
+    "LOCAL_USER",
+    "NAME_PATTERN",
+    "ROLES",
+    "SYSTEM",
+    "ApiKey",
+    "Block",
+    "KeyVerifier",
+    "LedgerEntry",
+    "Principal",
+    "Team",
+    "User",
+    "append_entry",
+    "canonical",
+    "check_id",
+    "check_name",
+    "check_text",
+    "create_key",
+    "create_team",
+    "create_user",
+    "disable_user",
+    "get_key",
+    "get_user",
+    "iter_blocks",
+    "ledger_head",
+    "list_keys",
+    "list_teams",
+    "list_users",
+    "local_admin",
+    "principal_for_key",
+    "principal_for_user",
+    "rename_key",
+    "revoke_key",
+    "seal",
+    "update_user",
+]

@@ -26,8 +26,8 @@ logger = logging.getLogger("elevenfactor.calls")
 _INSERT = (
     "INSERT INTO model_calls (id, trace_id, created_at, api_key_id, route, provider, deployment,"
     " model, stream, status, error_class, tokens_in, tokens_out, latency_ms, cost, cache_hit,"
-    " failover_path, request_hash, response_hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " failover_path, request_hash, response_hash, org_id, team_id, user_id, run_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -50,6 +50,10 @@ class CallRecord:
     cache_hit: bool = False
     failover_path: list[str] = field(default_factory=list)
     api_key_id: str | None = None
+    org_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+    run_id: str | None = None
     request: bytes | None = None
     response: bytes | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -207,6 +211,10 @@ class CallRecorder:
                     orjson.dumps(r.failover_path).decode(),
                     req_hash,
                     resp_hash,
+                    r.org_id,
+                    r.team_id,
+                    r.user_id,
+                    r.run_id,
                 )
             )
         try:

@@ -17,10 +17,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
-from elevenfactor.errors import ApprovalConflict, ApprovalNotFound, RequestError
+from elevenfactor.errors import ApprovalConflict, ApprovalNotFound, PermissionDenied, RequestError
+from elevenfactor.governance import SYSTEM, Principal, append_entry, check_text
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
-from elevenfactor.store import BLOB_INSERT, Store, blob_hash, get_blob
+from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, get_blob
 
 __all__ = [
     "ApprovalInfo",
@@ -45,6 +46,8 @@ class Decision(BaseModel):
     decided_by: str
     decided_at: float
     timed_out: bool = False
+    decider: dict[str, Any] | None = None
+    """The authenticated decider: organisation, user id and name, key, and how it signed in."""
 
     @property
     def approved(self) -> bool:
@@ -67,6 +70,8 @@ class ApprovalInfo:
     timeout_at: float | None
     on_timeout: str
     decision: Decision | None
+    org_id: str | None = None
+    user_id: str | None = None
 
 
 def _check_policy(on_timeout: str) -> None:
@@ -110,12 +115,14 @@ async def approval(
         approval_id = uuid.uuid4().hex
         data = encode(request)
         timeout_at = now + expires_after if expires_after is not None else None
+        owner = ctx.lease.owner or SYSTEM
         async with store.transaction() as tx:
             await tx.execute(BLOB_INSERT, (blob_hash(data), len(data), data, now))
             await tx.execute(
                 "INSERT INTO approvals (id, run_id, step_id, name, status, request_hash,"
-                " reviewer_group, created_at, timeout_at, on_timeout)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                " reviewer_group, created_at, timeout_at, on_timeout,"
+                " org_id, team_id, user_id, key_id)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     approval_id,
                     ctx.run_id,
@@ -126,7 +133,21 @@ async def approval(
                     now,
                     timeout_at,
                     on_timeout,
+                    *owner.owner(),
                 ),
+            )
+            await append_entry(
+                tx,
+                "approval.created",
+                approval_id,
+                owner.actor(),
+                {
+                    "run_id": ctx.run_id,
+                    "step_id": step_id,
+                    "name": name,
+                    "request_hash": blob_hash(data),
+                    "group": group,
+                },
             )
         await _notify(ctx, approval_id, name, request, group)
         raise _park(approval_id, timeout_at, name)
@@ -137,11 +158,20 @@ async def approval(
         if policy.startswith("escalate:"):
             new_group = policy.split(":", 1)[1]
             new_timeout = now + expires_after if expires_after is not None else None
-            await store.execute(
-                "UPDATE approvals SET reviewer_group = ?, timeout_at = ?, on_timeout = 'reject'"
-                " WHERE id = ? AND status = 'pending'",
-                (new_group, new_timeout, approval_id),
-            )
+            async with store.transaction() as tx:
+                changed = await tx.execute(
+                    "UPDATE approvals SET reviewer_group = ?, timeout_at = ?,"
+                    " on_timeout = 'reject' WHERE id = ? AND status = 'pending'",
+                    (new_group, new_timeout, approval_id),
+                )
+                if changed == 1:
+                    await append_entry(
+                        tx,
+                        "approval.escalated",
+                        approval_id,
+                        SYSTEM.actor(),
+                        {"run_id": ctx.run_id, "group": new_group},
+                    )
             await _notify(ctx, approval_id, name, request, new_group)
             raise _park(approval_id, new_timeout, name)
         decision = Decision(
@@ -151,11 +181,10 @@ async def approval(
             decided_at=now,
             timed_out=True,
         )
-        changed = await store.execute(
-            "UPDATE approvals SET status = 'expired', decision = ?, decided_by = ?,"
-            " decided_at = ? WHERE id = ? AND status = 'pending'",
-            (decision.model_dump_json(), decision.decided_by, now, approval_id),
-        )
+        async with store.transaction() as tx:
+            changed = await _write_decision(
+                tx, approval_id, ctx.run_id, "expired", decision, SYSTEM
+            )
         if changed != 1:  # a reviewer decided at the last moment: take theirs
             row2 = await store.fetchone(
                 "SELECT decision FROM approvals WHERE id = ?", (approval_id,)
@@ -201,17 +230,46 @@ async def _notify(
         )
 
 
+async def _write_decision(
+    tx: Executor,
+    approval_id: str,
+    run_id: str,
+    status: str,
+    decision: Decision,
+    by: Principal,
+) -> int:
+    """Store a decision if the approval is still pending; journal it in the ledger. Returns the
+    number of approvals changed (0: someone decided first)."""
+    text = decision.model_dump_json()
+    digest = blob_hash(text.encode())
+    changed = await tx.execute(
+        "UPDATE approvals SET status = ?, decision = ?, decided_by = ?, decided_by_id = ?,"
+        " decided_at = ?, decision_hash = ? WHERE id = ? AND status = 'pending'",
+        (status, text, decision.decided_by, by.user_id, decision.decided_at, digest, approval_id),
+    )
+    if changed == 1:
+        await append_entry(
+            tx,
+            "approval.decided",
+            approval_id,
+            by.actor(),
+            {"run_id": run_id, "status": status, "decision_hash": digest},
+        )
+    return changed
+
+
 async def decide_approval(
     store: Store,
     approval_id: str,
     action: str,
     *,
-    by: str,
+    by: Principal,
     reason: str | None = None,
     arguments: dict[str, Any] | None = None,
     answer: Any = None,
 ) -> ApprovalInfo:
-    """Record a reviewer's decision and wake the run."""
+    """Record the decision of ``by`` (the authenticated principal — an admin of the approval's
+    organisation, or a reviewer in its group) and wake the run."""
     if action not in _STATUS:
         raise RequestError(
             f"unknown action {action!r}",
@@ -222,38 +280,47 @@ async def decide_approval(
         raise RequestError("an edit needs 'arguments' (an object)", param="arguments")
     if action == "answer" and answer is None:
         raise RequestError("an answer needs 'answer'", param="answer")
-    if not by.strip():
-        raise RequestError("a decision needs a reviewer name", param="by")
+    if reason is not None:
+        check_text(reason, "reason")
+    current = await get_approval(store, approval_id, by)
+    if not by.may_decide(current.org_id, current.reviewer_group):
+        group = current.reviewer_group
+        raise PermissionDenied(
+            f"{by.label} may not decide approval {approval_id}: it needs "
+            + (f"a reviewer in group {group!r}" if group else "a reviewer")
+            + " or an admin of its organisation",
+            hint="an admin can add you: `elevenfactor users update NAME --role reviewer"
+            + (f" --group {group}`" if group else "`"),
+        )
     now = time.time()
     decision = Decision(
         action=action,
         reason=reason,
         arguments=arguments,
         answer=answer,
-        decided_by=by,
+        decided_by=by.label,
         decided_at=now,
+        decider=by.actor(),
     )
     async with store.transaction() as tx:
-        changed = await tx.execute(
-            "UPDATE approvals SET status = ?, decision = ?, decided_by = ?, decided_at = ?"
-            " WHERE id = ? AND status = 'pending'",
-            (_STATUS[action], decision.model_dump_json(), by, now, approval_id),
+        changed = await _write_decision(
+            tx, approval_id, current.run_id, _STATUS[action], decision, by
         )
         if changed == 1:
             await tx.execute(
                 "UPDATE runs SET status = 'queued', wake_at = NULL, updated_at = ?"
-                " WHERE status = 'waiting' AND id = (SELECT run_id FROM approvals WHERE id = ?)",
-                (now, approval_id),
+                " WHERE status = 'waiting' AND id = ?",
+                (now, current.run_id),
             )
     if changed != 1:
-        current = await get_approval(store, approval_id)
-        raise ApprovalConflict(f"approval {approval_id} is already {current.status}")
-    return await get_approval(store, approval_id)
+        latest = await get_approval(store, approval_id, by)
+        raise ApprovalConflict(f"approval {approval_id} is already {latest.status}")
+    return await get_approval(store, approval_id, by)
 
 
 _COLS = (
     "id, run_id, step_id, name, status, request_hash, reviewer_group, created_at,"
-    " timeout_at, on_timeout, decision"
+    " timeout_at, on_timeout, decision, org_id, user_id"
 )
 
 
@@ -271,12 +338,34 @@ async def _info(store: Store, row: tuple[Any, ...]) -> ApprovalInfo:
         timeout_at=row[8],
         on_timeout=row[9],
         decision=Decision.model_validate_json(row[10]) if row[10] else None,
+        org_id=row[11],
+        user_id=row[12],
     )
 
 
-async def get_approval(store: Store, approval_id: str) -> ApprovalInfo:
-    """One approval, or ``ApprovalNotFound``."""
-    row = await store.fetchone(f"SELECT {_COLS} FROM approvals WHERE id = ?", (approval_id,))
+def _visible(principal: Principal) -> tuple[str, list[Any]]:
+    """Approvals ``principal`` may see: those of its own runs (its scope), and for reviewers
+    those of its organisation addressed to its groups (or to no group)."""
+    scope, params = principal.scope()
+    if principal.unscoped or principal.is_admin or "reviewer" not in principal.roles:
+        return f"({scope})", params
+    groups = sorted(principal.groups)
+    marks = ", ".join("?" for _ in groups)
+    in_groups = f" OR reviewer_group IN ({marks})" if groups else ""
+    return (
+        f"(({scope}) OR (org_id = ? AND (reviewer_group IS NULL{in_groups})))",
+        [*params, principal.org_id, *groups],
+    )
+
+
+async def get_approval(
+    store: Store, approval_id: str, principal: Principal = SYSTEM
+) -> ApprovalInfo:
+    """One approval ``principal`` may see, or ``ApprovalNotFound``."""
+    cond, params = _visible(principal)
+    row = await store.fetchone(
+        f"SELECT {_COLS} FROM approvals WHERE id = ? AND {cond}", (approval_id, *params)
+    )
     if row is None:
         raise ApprovalNotFound(
             f"no approval with id {approval_id!r}", hint="`elevenfactor approvals list`"
@@ -291,14 +380,16 @@ async def list_approvals(
     run_id: str | None = None,
     group: str | None = None,
     limit: int = 100,
+    principal: Principal = SYSTEM,
 ) -> list[ApprovalInfo]:
-    """Approvals, oldest first (the queue a reviewer works through)."""
-    where, params = [], []
+    """Approvals ``principal`` may see, oldest first (the queue a reviewer works through)."""
+    cond, cond_params = _visible(principal)
+    where, params = [cond], list(cond_params)
     for col, value in (("status", status), ("run_id", run_id), ("reviewer_group", group)):
         if value is not None:
             where.append(f"{col} = ?")
             params.append(value)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    clause = f" WHERE {' AND '.join(where)}"
     rows = await store.fetchall(
         f"SELECT {_COLS} FROM approvals{clause} ORDER BY created_at LIMIT ?", (*params, limit)
     )

@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 
 from elevenfactor.errors import RequestError, RunNotFound
+from elevenfactor.governance import SYSTEM, Principal, append_entry, local_admin
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
-from elevenfactor.store import BLOB_INSERT, Store, blob_hash, get_blob
+from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, get_blob
 
 __all__ = [
     "FINAL",
@@ -29,6 +30,8 @@ __all__ = [
     "claim_run",
     "get_run",
     "list_runs",
+    "record_end",
+    "run_owner",
     "submit_run",
 ]
 
@@ -36,7 +39,7 @@ FINAL = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
     "id, program, queue, priority, status, input_hash, result_hash, error, parent_id,"
     " created_at, updated_at, wake_at, deadline_at, attempt, max_attempts, fence,"
-    " lease_owner, lease_expires_at, cancel_requested"
+    " lease_owner, lease_expires_at, cancel_requested, org_id, team_id, user_id, key_id"
 )
 
 
@@ -63,6 +66,10 @@ class RunInfo:
     lease_owner: str | None
     lease_expires_at: float | None
     cancel_requested: int
+    org_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+    key_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -89,6 +96,8 @@ class Lease:
     expires_at: float
     attempt_start_n: int = 0
     """Journal events before this index belong to earlier (failed) attempts of the run."""
+    owner: Principal | None = None
+    """Whom the run acts for: its tools, approvals and child runs carry this owner."""
 
 
 async def submit_run(
@@ -106,6 +115,7 @@ async def submit_run(
     parent_id: str | None = None,
     session_id: str | None = None,
     start_at: float | None = None,
+    owner: Principal | None = None,
 ) -> str:
     """Queue a run of ``program``; return its id.
 
@@ -113,6 +123,8 @@ async def submit_run(
     ``deadline`` is in seconds from now. A failed execution is retried (up to ``max_attempts``,
     backing off ``retry_backoff * 2**attempt`` seconds) when ``retry_on`` is None or names its
     error code or exception type (for a failed step: the step's original ones too).
+    ``owner`` is whom the run acts for (default: the built-in local administrator); its creation
+    is recorded in the ledger in the same transaction.
     """
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
@@ -121,13 +133,17 @@ async def submit_run(
     digest = blob_hash(data)
     now = time.time()
     deadline_at = now + deadline if deadline is not None else None
+    who = owner or local_admin("system")
+    org_id, team_id, user_id, key_id = who.owner()
+    genesis = genesis_hash(rid, program, digest, now)
     async with store.transaction() as tx:
         await tx.execute(BLOB_INSERT, (digest, len(data), data, now))
         inserted = await tx.execute(
             "INSERT INTO runs (id, program, queue, priority, status, input_hash, parent_id,"
             " session_id, created_at, updated_at, wake_at, deadline_at, attempt, max_attempts,"
-            " retry_backoff, retry_on, fence, cancel_requested, genesis_hash)"
-            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0, ?)"
+            " retry_backoff, retry_on, fence, cancel_requested, genesis_hash,"
+            " org_id, team_id, user_id, key_id)"
+            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 rid,
@@ -144,12 +160,34 @@ async def submit_run(
                 max_attempts,
                 retry_backoff,
                 orjson.dumps(list(retry_on)).decode() if retry_on is not None else None,
-                genesis_hash(rid, program, digest, now),
+                genesis,
+                org_id,
+                team_id,
+                user_id,
+                key_id,
             ),
         )
+        if inserted == 1:
+            await append_entry(
+                tx,
+                "run.created",
+                rid,
+                who.actor(),
+                {
+                    "program": program,
+                    "input_hash": digest,
+                    "genesis": genesis,
+                    "parent_id": parent_id,
+                    "owner": [org_id, team_id, user_id, key_id],
+                },
+            )
     if inserted != 1:
         existing = await get_run(store, rid)
-        if existing.program != program or existing.input_hash != digest:
+        if (
+            existing.program != program
+            or existing.input_hash != digest
+            or (existing.org_id, existing.user_id) != (org_id, user_id)
+        ):
             raise RequestError(
                 f"run {rid} already exists with a different program or input",
                 code="run_conflict",
@@ -159,9 +197,13 @@ async def submit_run(
     return rid
 
 
-async def get_run(store: Store, run_id: str) -> RunInfo:
-    """The run with ``run_id``, or raise ``RunNotFound``."""
-    row = await store.fetchone(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+async def get_run(store: Store, run_id: str, principal: Principal = SYSTEM) -> RunInfo:
+    """The run with ``run_id`` if ``principal`` may see it, else raise ``RunNotFound`` (the
+    same answer whether the run does not exist or belongs to someone else)."""
+    scope, params = principal.scope()
+    row = await store.fetchone(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND {scope}", (run_id, *params)
+    )
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}", hint="`elevenfactor runs list`")
     return RunInfo(*row)
@@ -187,16 +229,19 @@ async def list_runs(
     status: str | None = None,
     program: str | None = None,
     limit: int = 50,
+    principal: Principal = SYSTEM,
 ) -> list[RunInfo]:
-    """Newest runs first, optionally filtered."""
-    where, params = [], []
+    """Newest runs first that ``principal`` may see, optionally filtered."""
+    scope, scope_params = principal.scope()
+    where: list[str] = [scope]
+    params: list[Any] = list(scope_params)
     if status:
         where.append("status = ?")
         params.append(status)
     if program:
         where.append("program = ?")
         params.append(program)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    clause = f" WHERE {' AND '.join(where)}"
     rows = await store.fetchall(
         f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at DESC LIMIT ?",
         (*params, limit),
@@ -258,11 +303,11 @@ async def claim_run(
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
             " fence = fence + 1, updated_at = ?, wake_at = NULL WHERE id = ?"
             " RETURNING id, program, queue, fence, attempt, input_hash, genesis_hash, deadline_at,"
-            " attempt_start_n",
+            " attempt_start_n, org_id, team_id, user_id, key_id",
             (owner, expires, now, row[0]),
         )
     assert claimed is not None
-    rid, program, queue, fence, attempt, input_hash, genesis, deadline_at, start_n = claimed
+    rid, program, queue, fence, attempt, input_hash, genesis, deadline_at, start_n = claimed[:9]
     return Lease(
         rid,
         program,
@@ -274,19 +319,46 @@ async def claim_run(
         deadline_at,
         expires,
         int(start_n),
+        await run_owner(store, claimed[9:]),
     )
 
 
-async def cancel_run(store: Store, run_id: str, reason: str = "cancelled") -> RunInfo:
-    """Cancel a run: at once if it is not running, else at its worker's next heartbeat."""
+async def run_owner(db: Store, owner: Sequence[Any]) -> Principal:
+    """The principal a run acts for, from its owner columns ``(org, team, user, key)``: the
+    user's current roles and groups, or a bare member if the user is gone."""
+    org_id, team_id, user_id, key_id = owner
+    row = await db.fetchone("SELECT name, roles FROM users WHERE id = ?", (user_id,))
+    name, roles = (row[0], row[1]) if row else (str(user_id), "member")
+    groups = await db.fetchall("SELECT group_name FROM group_members WHERE user_id = ?", (user_id,))
+    return Principal(
+        org_id=org_id or "org_default",
+        user_id=user_id or "user_local",
+        user_name=name,
+        team_id=team_id,
+        key_id=key_id,
+        roles=frozenset(r for r in roles.split(",") if r),
+        groups=frozenset(g[0] for g in groups),
+        via="run",
+    )
+
+
+async def cancel_run(
+    store: Store, run_id: str, reason: str = "cancelled", principal: Principal = SYSTEM
+) -> RunInfo:
+    """Cancel a run ``principal`` may see: at once if it is not running, else at its worker's
+    next heartbeat."""
+    await get_run(store, run_id, principal)
     now = time.time()
     error = orjson.dumps({"code": "run_cancelled", "message": reason}).decode()
     async with store.transaction() as tx:
-        await tx.execute(
+        row = await tx.fetchone(
             "UPDATE runs SET status = 'cancelled', error = ?, updated_at = ?,"
-            " cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'waiting')",
+            " cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'waiting')"
+            " RETURNING head_hash",
             (error, now, run_id),
         )
+        if row is not None:
+            await record_end(tx, run_id, principal.actor(), "cancelled", row[0], None, error)
         await tx.execute(
             "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
             " AND status = 'running'",
@@ -296,4 +368,30 @@ async def cancel_run(store: Store, run_id: str, reason: str = "cancelled") -> Ru
             "UPDATE approvals SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
             (run_id,),
         )
-    return await get_run(store, run_id)
+    return await get_run(store, run_id, principal)
+
+
+async def record_end(
+    db: Executor,
+    run_id: str,
+    actor: dict[str, Any] | str,
+    status: str,
+    head_hash: str | None,
+    result_hash: str | None,
+    error: str | None,
+) -> None:
+    """Seal a run's end in the ledger: its status, chain head, event count and result."""
+    count = await db.fetchone("SELECT COUNT(*) FROM journal WHERE run_id = ?", (run_id,))
+    await append_entry(
+        db,
+        "run.ended",
+        run_id,
+        actor,
+        {
+            "status": status,
+            "head_hash": head_hash,
+            "events": int(count[0]) if count else 0,
+            "result_hash": result_hash,
+            "error_hash": blob_hash(error.encode()) if error is not None else None,
+        },
+    )

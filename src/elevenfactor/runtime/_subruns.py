@@ -42,6 +42,7 @@ async def run_child(
         queue=queue or ctx.lease.queue,
         priority=priority,
         max_attempts=max_attempts,
+        owner=ctx.lease.owner,
     )
     child = await get_run(ctx.store, child_id)
     if not child.finished:

@@ -31,7 +31,7 @@ from elevenfactor.observe import log_event
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._programs import Programs
-from elevenfactor.runtime._runs import Lease, claim_run, run_input
+from elevenfactor.runtime._runs import Lease, claim_run, record_end, run_input
 from elevenfactor.store import BLOB_INSERT, Store, blob_hash
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -303,6 +303,15 @@ class Worker:
                     )
                     break
             if changed == 1 and status in ("succeeded", "failed", "cancelled"):
+                await record_end(
+                    tx,
+                    ctx.run_id,
+                    {"worker": self.id, "via": "system"},
+                    status,
+                    ctx.head_hash,
+                    result_hash,
+                    error,
+                )
                 # Wake a parent waiting on this run.
                 await tx.execute(
                     "UPDATE runs SET status = 'queued', wake_at = NULL, updated_at = ?"

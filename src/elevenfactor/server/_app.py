@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
-from elevenfactor.server._auth import authenticate
+from elevenfactor.server._auth import authenticate, check_cross_site
 from elevenfactor.server._chat import chat_completions, trace_id_from
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
@@ -43,9 +43,14 @@ def _json(obj: object, status: int = 200) -> Response:
 
 
 async def models(request: Request) -> Response:
-    """``GET /v1/models``: every route and deployment a client may name."""
+    """``GET /v1/models``: every route and deployment a client may name (needs a key outside
+    dev mode)."""
     gw: Gateway = request.app.state.gateway
     assert gw.registry is not None
+    try:
+        await authenticate(request, gw)
+    except ElevenFactorError as exc:
+        return error_response(exc)
     created = int(gw.started_at)
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "elevenfactor"}
@@ -113,6 +118,11 @@ class GatewayApp:
                 }
             )
             await send({"type": "http.response.body", "body": _DRAINING})
+            return
+        try:
+            check_cross_site(scope, gw.settings)
+        except RequestError as exc:
+            await error_response(exc, {"x-trace-id": trace_id})(scope, receive, send)
             return
         gw.inflight += 1
         try:

@@ -20,7 +20,8 @@ from elevenfactor.errors import (
 from elevenfactor.models import Call, Model, StreamChunk, Usage
 from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
 from elevenfactor.observe import CallRecord
-from elevenfactor.server._auth import authenticate, read_body
+from elevenfactor.governance import Principal
+from elevenfactor.server._auth import authenticate, owner_fields, read_body
 from elevenfactor.server._errors import error_body, error_response
 from elevenfactor.server._sse import SSEResponse
 from elevenfactor.server._state import Gateway
@@ -70,11 +71,11 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
     trace_id: str = request.scope.get("trace_id") or trace_id_from(request.scope)
     headers: dict[str, str] = {"x-trace-id": trace_id}
     call = Call(trace_id=trace_id)
-    key_id: str | None = None
+    principal: Principal | None = None
     raw = b""
     parsed: ChatRequest | None = None
     try:
-        key_id = await authenticate(request, gw)
+        principal = await authenticate(request, gw)
         raw = await read_body(request, gw.settings.max_body_bytes)
         try:
             body = orjson.loads(raw)
@@ -90,11 +91,11 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
         call.route = resolved.route
         headers["x-elevenfactor-route"] = resolved.route
         if parsed.stream:
-            return await _stream(gw, parsed, resolved.model, call, headers, key_id, raw)
+            return await _stream(gw, parsed, resolved.model, call, headers, principal, raw)
         response = await resolved.model.request(parsed.messages, parsed.settings, call)
     except ElevenFactorError as exc:
-        if parsed is not None and isinstance(exc, ModelError):
-            _record_error(gw, call, parsed, exc, key_id, raw)
+        if parsed is not None and principal is not None and isinstance(exc, ModelError):
+            _record_error(gw, call, parsed, exc, principal, raw)
         return error_response(exc, headers)
     out = orjson.dumps(
         response_to_openai(
@@ -114,7 +115,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
             tokens_in=response.usage.input_tokens,
             tokens_out=response.usage.output_tokens,
             cost=_cost(gw, final.deployment if final else None, response.usage),
-            api_key_id=key_id,
+            **owner_fields(principal),
             request=raw,
             response=out,
         )
@@ -127,7 +128,7 @@ def _record_error(
     call: Call,
     parsed: ChatRequest,
     exc: ModelError,
-    key_id: str | None,
+    principal: Principal,
     raw: bytes,
 ) -> None:
     assert gw.recorder is not None
@@ -139,7 +140,7 @@ def _record_error(
             error_class=exc.error_class,
             tokens_in=0,
             tokens_out=0,
-            api_key_id=key_id,
+            **owner_fields(principal),
             request=raw,
         )
     )
@@ -151,7 +152,7 @@ async def _stream(
     model: Model,
     call: Call,
     headers: dict[str, str],
-    key_id: str | None,
+    principal: Principal,
     raw: bytes,
 ) -> SSEResponse:
     """Fetch the first chunk before answering, so an early failure gets a real status code."""
@@ -221,7 +222,7 @@ async def _stream(
                     tokens_in=usage.input_tokens,
                     tokens_out=usage.output_tokens,
                     cost=_cost(gw, final.deployment if final else None, usage),
-                    api_key_id=key_id,
+                    **owner_fields(principal),
                     request=raw,
                     response="".join(text).encode(),
                 )

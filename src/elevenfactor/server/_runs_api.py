@@ -6,7 +6,9 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 import orjson
 from starlette.requests import Request
@@ -25,12 +27,23 @@ from elevenfactor.runtime import (
     run_result,
     submit_run,
 )
+from elevenfactor.governance import Principal, check_id
 from elevenfactor.server._auth import authenticate, read_body
 from elevenfactor.server._errors import error_response
+from elevenfactor.server._schemas import (
+    ApprovalDecision,
+    ApprovalQuery,
+    RunCreate,
+    RunQuery,
+    parse_body,
+    parse_query,
+)
 from elevenfactor.server._state import Gateway
 from elevenfactor.store import Store
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "endpoint"]
+
+M = TypeVar("M", bound=BaseModel)
 
 _POLL = 0.1
 
@@ -49,6 +62,7 @@ def _run(info: RunInfo) -> dict[str, Any]:
         "priority": info.priority,
         "attempt": info.attempt,
         "parent_id": info.parent_id,
+        "owner": {"user_id": info.user_id, "team_id": info.team_id},
         "created_at": info.created_at,
         "updated_at": info.updated_at,
         "error": info.error_dict(),
@@ -72,29 +86,6 @@ def _approval(a: ApprovalInfo) -> dict[str, Any]:
     }
 
 
-async def _body(request: Request, gw: Gateway) -> dict[str, Any]:
-    raw = await read_body(request, gw.settings.max_body_bytes)
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            f"the body is not valid JSON: {exc}", code="invalid_json", param="body"
-        ) from None
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object", code="invalid_type", param="body")
-    return body
-
-
-def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    value = body.get(name, default)
-    if value is not None and (
-        not isinstance(value, kind)
-        or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)))
-    ):
-        raise RequestError(f"'{name}' has the wrong type", code="invalid_type", param=name)
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class _Call:
     """An authenticated API request."""
@@ -102,10 +93,22 @@ class _Call:
     request: Request
     gw: Gateway
     store: Store
-    key_id: str | None
+    principal: Principal
+
+    async def body(self, model: type[M]) -> M:
+        """The JSON body, validated against ``model``."""
+        return parse_body(model, await read_body(self.request, self.gw.settings.max_body_bytes))
+
+    def query(self, model: type[M]) -> M:
+        """The query string, validated against ``model``."""
+        return parse_query(model, self.request.query_params.multi_items())
+
+    def path_id(self, name: str) -> str:
+        """A path parameter that must be an id."""
+        return check_id(self.request.path_params[name], name)
 
 
-def _endpoint(
+def endpoint(
     handler: Callable[[_Call], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
     """Authenticate, run ``handler``, and turn library errors into OpenAI-style error objects."""
@@ -115,39 +118,19 @@ def _endpoint(
         gw: Gateway = request.app.state.gateway
         assert gw.store is not None
         try:
-            key_id = await authenticate(request, gw)
-            return await handler(_Call(request, gw, gw.store, key_id))
+            principal = await authenticate(request, gw)
+            return await handler(_Call(request, gw, gw.store, principal))
         except ElevenFactorError as exc:
             return error_response(exc)
 
     return wrapped
 
 
-_RUN_FIELDS = frozenset(
-    {
-        "program",
-        "agent",
-        "input",
-        "queue",
-        "priority",
-        "id",
-        "max_attempts",
-        "deadline_seconds",
-        "session_id",
-    }
-)
-
-
-@_endpoint
+@endpoint
 async def create_run(call: _Call) -> Response:
-    """``POST /v1/runs``: queue a run of an agent or workflow."""
-    body = await _body(call.request, call.gw)
-    unknown = sorted(set(body) - _RUN_FIELDS)
-    if unknown:
-        raise RequestError(
-            f"unknown field {unknown[0]!r}", code="unknown_parameter", param=unknown[0]
-        )
-    program = _field(body, "program", str, None) or _field(body, "agent", str, None)
+    """``POST /v1/runs``: queue a run of an agent or workflow, owned by the caller."""
+    body = await call.body(RunCreate)
+    program = body.program or body.agent
     if not program:
         raise RequestError(
             "'program' (or 'agent') is required",
@@ -159,23 +142,24 @@ async def create_run(call: _Call) -> Response:
     rid = await submit_run(
         call.store,
         program,
-        body.get("input"),
-        queue=_field(body, "queue", str, "default"),
-        priority=_field(body, "priority", int, 0),
-        run_id=_field(body, "id", str, None),
-        max_attempts=_field(body, "max_attempts", int, 1),
-        deadline=_field(body, "deadline_seconds", (int, float), None),
-        session_id=_field(body, "session_id", str, None),
+        body.input,
+        queue=body.queue,
+        priority=body.priority,
+        run_id=body.id,
+        max_attempts=body.max_attempts,
+        deadline=body.deadline_seconds,
+        session_id=body.session_id,
+        owner=call.principal,
     )
     if call.gw.worker is not None:
         call.gw.worker.notify()
-    return _json(_run(await get_run(call.store, rid)), 201)
+    return _json(_run(await get_run(call.store, rid, call.principal)), 201)
 
 
-@_endpoint
+@endpoint
 async def show_run(call: _Call) -> Response:
     """``GET /v1/runs/{id}``: status, steps and result."""
-    info = await get_run(call.store, call.request.path_params["run_id"])
+    info = await get_run(call.store, call.path_id("run_id"), call.principal)
     return _json(
         {
             **_run(info),
@@ -185,32 +169,31 @@ async def show_run(call: _Call) -> Response:
     )
 
 
-@_endpoint
+@endpoint
 async def index_runs(call: _Call) -> Response:
     """``GET /v1/runs``: newest first; filter by ``status`` and ``program``."""
-    q = call.request.query_params
-    limit = q.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise RequestError("'limit' must be an integer from 1 to 1000", param="limit")
+    q = call.query(RunQuery)
     found = await list_runs(
-        call.store, status=q.get("status"), program=q.get("program"), limit=int(limit)
+        call.store, status=q.status, program=q.program, limit=q.limit, principal=call.principal
     )
     return _json({"object": "list", "data": [_run(r) for r in found]})
 
 
-@_endpoint
+@endpoint
 async def cancel(call: _Call) -> Response:
     """``POST /v1/runs/{id}/cancel``."""
-    run_id = call.request.path_params["run_id"]
-    return _json(_run(await cancel_run(call.store, run_id, "cancelled through the API")))
+    run_id = call.path_id("run_id")
+    return _json(
+        _run(await cancel_run(call.store, run_id, "cancelled through the API", call.principal))
+    )
 
 
-@_endpoint
+@endpoint
 async def run_events(call: _Call) -> Response:
     """``GET /v1/runs/{id}/events``: server-sent events — every journal step as it is written
     (``event: step``), each status change (``event: status``), and ``event: end``."""
     store = call.store
-    info = await get_run(store, call.request.path_params["run_id"])
+    info = await get_run(store, call.path_id("run_id"), call.principal)
 
     async def stream() -> AsyncIterator[bytes]:
         seen, status = 0, None
@@ -234,39 +217,35 @@ async def run_events(call: _Call) -> Response:
     )
 
 
-@_endpoint
+@endpoint
 async def index_approvals(call: _Call) -> Response:
-    """``GET /v1/approvals``: pending by default; filter by ``status``, ``group``, ``run_id``."""
-    q = call.request.query_params
-    status = q.get("status", "pending")
+    """``GET /v1/approvals``: those the caller may see (its runs'; a reviewer's groups'; an
+    admin's organisation's), pending by default; filter by ``status``, ``group``, ``run_id``."""
+    q = call.query(ApprovalQuery)
     found = await list_approvals(
         call.store,
-        status=None if status == "all" else status,
-        group=q.get("group"),
-        run_id=q.get("run_id"),
+        status=None if q.status == "all" else q.status,
+        group=q.group,
+        run_id=q.run_id,
+        limit=q.limit,
+        principal=call.principal,
     )
     return _json({"object": "list", "data": [_approval(a) for a in found]})
 
 
-@_endpoint
+@endpoint
 async def decide(call: _Call) -> Response:
-    """``POST /v1/approvals/{id}``: ``{"action": approve|reject|edit|answer, "by", "reason",
-    "arguments", "answer"}``."""
-    body = await _body(call.request, call.gw)
-    action = _field(body, "action", str, None)
-    if not action:
-        raise RequestError(
-            "'action' is required", code="missing_required_parameter", param="action"
-        )
-    by = _field(body, "by", str, None) or (f"api-key:{call.key_id}" if call.key_id else "dev")
+    """``POST /v1/approvals/{id}``: ``{"action": approve|reject|edit|answer, "reason",
+    "arguments", "answer"}``, decided by the authenticated user."""
+    body = await call.body(ApprovalDecision)
     decided = await decide_approval(
         call.store,
-        call.request.path_params["approval_id"],
-        action,
-        by=by,
-        reason=_field(body, "reason", str, None),
-        arguments=_field(body, "arguments", dict, None),
-        answer=body.get("answer"),
+        call.path_id("approval_id"),
+        body.action,
+        by=call.principal,
+        reason=body.reason,
+        arguments=body.arguments,
+        answer=body.answer,
     )
     if call.gw.worker is not None:
         call.gw.worker.notify()

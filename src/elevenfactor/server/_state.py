@@ -23,6 +23,23 @@ __all__ = ["Gateway"]
 logger = logging.getLogger("elevenfactor.server")
 
 
+def mcp_security(settings: Settings) -> TransportSecuritySettings:
+    """MCP's DNS-rebinding protection: on in dev mode (loopback names and the configured hosts
+    and origins) and wherever ``ELEVENFACTOR_ALLOWED_HOSTS`` is set."""
+    hosts = [h.strip() for h in settings.allowed_hosts.split(",") if h.strip()]
+    origins = [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]
+    if settings.dev:
+        for name in ("localhost", "127.0.0.1", "[::1]"):
+            hosts += [name, f"{name}:*"]
+            origins += [f"http://{name}", f"http://{name}:*", f"https://{name}", f"https://{name}:*"]
+    elif not hosts:
+        # Any Host is served (a deployment behind its own proxy); keys authenticate every call.
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
 @dataclass
 class Gateway:
     """The server's long-lived parts, opened inside the serving event loop."""
@@ -67,8 +84,7 @@ class Gateway:
             ),
             stateless=True,
             json_response=True,
-            # Requests are authenticated with our API keys before they get here.
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            security_settings=mcp_security(self.settings),
         )
         await self._stack.enter_async_context(self.mcp.run())
         self._ready = True

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 from elevenfactor.errors import MigrationRequired
 from elevenfactor.store._base import Store
-from elevenfactor.store.migrations import m001_initial, m002_runtime
+from elevenfactor.store.migrations import m001_initial, m002_runtime, m003_trust
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema change. ``{blob}``, ``{real}`` and ``{bool}`` are replaced per dialect."""
+    """One schema change. ``{blob}``, ``{real}``, ``{bigint}`` and ``{serial}`` (an
+    auto-incrementing primary key) are replaced per dialect."""
 
     name: str
     statements: tuple[str, ...]
@@ -27,8 +28,18 @@ class Migration:
     def sql(self, dialect: str) -> list[str]:
         """The statements for ``dialect``."""
         types = {
-            "sqlite": {"blob": "BLOB", "real": "REAL", "bigint": "INTEGER"},
-            "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "bigint": "BIGINT"},
+            "sqlite": {
+                "blob": "BLOB",
+                "real": "REAL",
+                "bigint": "INTEGER",
+                "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            },
+            "postgresql": {
+                "blob": "BYTEA",
+                "real": "DOUBLE PRECISION",
+                "bigint": "BIGINT",
+                "serial": "BIGSERIAL PRIMARY KEY",
+            },
         }[dialect]
         return [s.format(**types) for s in self.statements]
 
@@ -36,6 +47,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_initial", m001_initial.STATEMENTS),
     Migration("m002_runtime", m002_runtime.STATEMENTS),
+    Migration("m003_trust", m003_trust.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,59 @@
+"""Identifier rules, shared by the API schemas, the CLI and the library.
+
+- **ids** (runs, sessions, approvals): 1 to 200 characters from ``A-Z a-z 0-9 . _ : -``,
+  starting with a letter or digit. A child run's id is its parent's id plus ``.<step>``.
+- **names** (users, teams, reviewer groups, keys, queues, programs): 1 to 64 characters from
+  ``A-Z a-z 0-9 . _ -``, starting with a letter or digit.
+
+Neither may hold ``/`` (it would make a URL path ambiguous), whitespace or control characters
+(NUL cannot be stored by PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import re
+
+from elevenfactor.errors import RequestError
+
+__all__ = ["ID_PATTERN", "NAME_PATTERN", "check_id", "check_name", "check_text"]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ID = re.compile(ID_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def check_id(value: str, param: str) -> str:
+    """``value`` if it is a valid id, else a ``RequestError`` naming ``param``."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise RequestError(
+            f"{param!r} must be 1-200 characters of A-Z a-z 0-9 . _ : - (starting with a letter"
+            f" or digit); got {value!r:.60}",
+            code="invalid_id",
+            param=param,
+        )
+    return value
+
+
+def check_name(value: str, param: str) -> str:
+    """``value`` if it is a valid name, else a ``RequestError`` naming ``param``."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise RequestError(
+            f"{param!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (starting with a letter or"
+            f" digit); got {value!r:.60}",
+            code="invalid_name",
+            param=param,
+        )
+    return value
+
+
+def check_text(value: str, param: str, max_length: int = 4000) -> str:
+    """Free text (a reason): no NUL or other control characters except tab and newlines."""
+    if len(value) > max_length or _CONTROL.search(value):
+        raise RequestError(
+            f"{param!r} must be at most {max_length} characters without control characters",
+            code="invalid_text",
+            param=param,
+        )
+    return value

@@ -1,0 +1,188 @@
+"""One schema per endpoint, for its JSON body and its query string.
+
+The same pydantic models validate requests and (through ``model_json_schema``) describe them, so
+the documentation cannot drift from what is enforced. Integers are strict (no booleans, no
+strings) and bounded; strings have a documented character set or refuse control characters
+(PostgreSQL cannot store NUL); unknown fields are refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+)
+from pydantic import StringConstraints as SC
+
+from elevenfactor.errors import RequestError
+from elevenfactor.governance import ID_PATTERN, NAME_PATTERN
+
+__all__ = [
+    "AdminKeyCreate",
+    "AdminKeyUpdate",
+    "AdminTeamCreate",
+    "AdminUserCreate",
+    "AdminUserUpdate",
+    "ApprovalDecision",
+    "ApprovalQuery",
+    "RunCreate",
+    "RunQuery",
+    "parse_body",
+    "parse_query",
+]
+
+Id = Annotated[str, SC(pattern=ID_PATTERN, max_length=200)]
+Name = Annotated[str, SC(pattern=NAME_PATTERN, max_length=64)]
+Text = Annotated[str, SC(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$", max_length=4000)]
+Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
+RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+ApprovalStatus = Literal[
+    "pending", "approved", "rejected", "edited", "answered", "expired", "cancelled", "all"
+]
+Role = Literal["member", "reviewer", "admin"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunCreate(_Schema):
+    """``POST /v1/runs``: queue a run of an agent or workflow (``program`` or ``agent``)."""
+
+    program: Id | None = Field(default=None, description="The program or agent to run.")
+    agent: Id | None = Field(default=None, description="Alias of `program`.")
+    input: Any = Field(default=None, description="The run's input: any JSON value.")
+    queue: Name = Field(default="default", description="The queue the run waits in.")
+    priority: Int32 = Field(default=0, description="Higher runs first.")
+    id: Id | None = Field(
+        default=None, description="Your id for the run: submitting it again is idempotent."
+    )
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] = 1
+    deadline_seconds: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10 * 365 * 86400)] | None = (
+        None
+    )
+    session_id: Id | None = None
+
+
+class RunQuery(_Schema):
+    """``GET /v1/runs`` query string."""
+
+    status: RunStatus | None = None
+    program: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class ApprovalQuery(_Schema):
+    """``GET /v1/approvals`` query string (``status=all`` for every status)."""
+
+    status: ApprovalStatus = "pending"
+    group: Name | None = None
+    run_id: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class ApprovalDecision(_Schema):
+    """``POST /v1/approvals/{id}``. The decider is the authenticated user, never a field."""
+
+    action: Literal["approve", "reject", "edit", "answer"]
+    reason: Text | None = Field(default=None, description="Free text; the agent's model sees it.")
+    arguments: dict[str, Any] | None = Field(
+        default=None, description="For `edit`: the arguments the tool runs with instead."
+    )
+    answer: Any = Field(default=None, description="For `answer`: the tool's result instead.")
+
+
+class AdminUserCreate(_Schema):
+    """``POST /v1/admin/users``."""
+
+    name: Name
+    team: Name | None = None
+    roles: list[Role] = Field(default_factory=lambda: ["member"], max_length=3)
+    groups: list[Name] = Field(default_factory=list, max_length=100)
+    kind: Literal["user", "service"] = "user"
+
+
+class AdminUserUpdate(_Schema):
+    """``PATCH /v1/admin/users/{name}``: only the fields given change (``team: null`` removes
+    the user from its team)."""
+
+    team: Name | None = None
+    roles: list[Role] | None = Field(default=None, max_length=3)
+    groups: list[Name] | None = Field(default=None, max_length=100)
+    enabled: StrictBool | None = None
+
+
+class AdminTeamCreate(_Schema):
+    """``POST /v1/admin/teams``."""
+
+    name: Name
+    shares: StrictBool = Field(default=False, description="Members see each other's runs.")
+
+
+class AdminKeyCreate(_Schema):
+    """``POST /v1/admin/keys``: a key for ``user``, or for a service account called ``name``."""
+
+    name: Name
+    user: Name | None = None
+
+
+class AdminKeyUpdate(_Schema):
+    """``PATCH /v1/admin/keys/{id}``."""
+
+    name: Name
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _error(exc: ValidationError) -> RequestError:
+    err = exc.errors(include_url=False)[0]
+    param = ".".join(str(p) for p in err["loc"]) or "body"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown parameter {param!r}"
+        if param == "by":
+            message = "'by' is not accepted: the decider is the authenticated user"
+        return RequestError(message, code="unknown_parameter", param=param)
+    if kind == "missing":
+        return RequestError(
+            f"{param!r} is required", code="missing_required_parameter", param=param
+        )
+    return RequestError(f"{param!r}: {err['msg']}", code="invalid_value", param=param)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Validate a JSON body against ``model``; a clear 400 naming the parameter otherwise."""
+    try:
+        data = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(
+            f"the body is not valid JSON: {exc}", code="invalid_json", param="body"
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestError("the body must be a JSON object", code="invalid_type", param="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _error(exc) from None
+
+
+def parse_query(model: type[M], items: list[tuple[str, str]]) -> M:
+    """Validate a query string against ``model`` (each parameter at most once)."""
+    data: dict[str, str] = {}
+    for key, value in items:
+        if key in data:
+            raise RequestError(f"{key!r} is given twice", code="invalid_value", param=key)
+        data[key] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _error(exc) from None
