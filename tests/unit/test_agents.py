@@ -194,7 +194,11 @@ async def test_big_transfer_parks_and_runs_with_edited_arguments(store: Store) -
     assert pending.request["arguments"] == {"to": "mallory", "amount": 500}
     assert pending.request["risk"] == "write"
     await decide_approval(
-        store, pending.id, "edit", by=reviewer("carol", "finance"), arguments={"to": "bob", "amount": 400}
+        store,
+        pending.id,
+        "edit",
+        by=reviewer("carol", "finance"),
+        arguments={"to": "bob", "amount": 400},
     )
     await worker.run_until_idle()
     result = await run_result(store, await get_run(store, rid))
@@ -208,7 +212,9 @@ async def test_rejection_reason_goes_to_the_model(store: Store) -> None:
     worker = Worker(store, programs)
     await worker.run_until_idle()
     [pending] = await list_approvals(store)
-    await decide_approval(store, pending.id, "reject", by=reviewer("carol", "finance"), reason="fraud risk")
+    await decide_approval(
+        store, pending.id, "reject", by=reviewer("carol", "finance"), reason="fraud risk"
+    )
     await worker.run_until_idle()
     result = await run_result(store, await get_run(store, rid))
     assert result["output"] == "The reviewer rejected this call: fraud risk"

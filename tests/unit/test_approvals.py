@@ -13,7 +13,8 @@ from aiohttp import web
 from elevenfactor.errors import (
     ApprovalConflict,
     ApprovalNotFound,
-    PermissionDenied, RequestError,
+    PermissionDenied,
+    RequestError,
     StepFailed,
 )
 from elevenfactor.runtime import (

@@ -234,7 +234,8 @@ def keys_revoke(key_id: str, config: Path | None) -> None:
 
 
 def _register() -> None:
-    from elevenfactor.cli._runtime import approvals, audit, mcp, run_cmd, runs, worker
+    from elevenfactor.cli._audit import audit
+    from elevenfactor.cli._runtime import approvals, mcp, run_cmd, runs, worker
 
     for command in (worker, run_cmd, runs, approvals, audit, mcp):
         main.add_command(command)

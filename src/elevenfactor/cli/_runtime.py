@@ -37,11 +37,10 @@ from elevenfactor.runtime import (
     list_runs,
     run_result,
     submit_run,
-    verify_run,
 )
 from elevenfactor.store import Store, require_migrated
 
-__all__ = ["approvals", "audit", "mcp", "run_cmd", "runs", "worker"]
+__all__ = ["approvals", "mcp", "run_cmd", "runs", "worker"]
 
 
 def _when(ts: float | None) -> str:
@@ -270,57 +269,6 @@ def runs_cancel(run_id: str, reason: str, config: Path | None) -> None:
         f"run {info.id}: {info.status}"
         + (" (cancel requested)" if info.status == "running" else "")
     )
-
-
-@click.group()
-def audit() -> None:
-    """Verify the tamper-evident journal."""
-
-
-@audit.command("verify")
-@click.argument("run_ids", nargs=-1)
-@config_option
-@json_option
-@handle_errors
-def audit_verify(run_ids: tuple[str, ...], config: Path | None, as_json: bool) -> None:
-    """Recompute the hash chain of RUN_IDS (default: every run); report the first broken link."""
-    settings = settings_from(config)
-
-    async def main(store: Store) -> list[Any]:
-        ids = list(run_ids) or [
-            r[0] for r in await store.fetchall("SELECT id FROM runs ORDER BY created_at")
-        ]
-        reports = []
-        with click.progressbar(ids, label="verifying", file=sys.stderr, show_pos=True) as bar:
-            for rid in bar:
-                reports.append(await verify_run(store, rid))
-        return reports
-
-    reports = run(with_store(settings, main))
-    broken = [r for r in reports if not r.ok]
-    if as_json:
-        print_json(
-            [
-                {
-                    "run_id": r.run_id,
-                    "ok": r.ok,
-                    "events": r.events,
-                    "broken_at": r.broken_at,
-                    "reason": r.reason,
-                }
-                for r in reports
-            ]
-        )
-    else:
-        click.echo(
-            f"{len(reports)} runs, {sum(r.events for r in reports)} events checked; "
-            f"{len(broken)} broken"
-        )
-        for r in broken:
-            where = f"event {r.broken_at}" if r.broken_at is not None else "run row"
-            click.echo(f"BROKEN run {r.run_id} at {where}: {r.reason}")
-    if broken:
-        sys.exit(1)
 
 
 @click.group()

@@ -98,9 +98,7 @@ async def _team_id(db: Executor, org_id: str, name: str | None) -> str | None:
         return None
     row = await db.fetchone("SELECT id FROM teams WHERE org_id = ? AND name = ?", (org_id, name))
     if row is None:
-        raise NotFound(
-            f"no team {name!r}", hint="create it with `elevenfactor teams create NAME`"
-        )
+        raise NotFound(f"no team {name!r}", hint="create it with `elevenfactor teams create NAME`")
     return str(row[0])
 
 

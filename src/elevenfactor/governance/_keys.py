@@ -143,7 +143,9 @@ async def revoke_key(store: Store, actor: Principal, ident: str) -> ApiKey:
             await tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), key.id)
             )
-            await append_entry(tx, "admin.key.revoke", key.id, actor.actor(), {"prefix": key.prefix})
+            await append_entry(
+                tx, "admin.key.revoke", key.id, actor.actor(), {"prefix": key.prefix}
+            )
         return await get_key(tx, actor, key.id)
 
 

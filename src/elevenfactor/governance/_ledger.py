@@ -128,7 +128,8 @@ async def append_entry(
     actor_s = actor if isinstance(actor, str) else canonical(actor)
     body_s = canonical(body)
     await db.execute(
-        _INSERT, (kind, subject, actor_s, body_s, now, entry_hash(kind, subject, actor_s, body_s, now))
+        _INSERT,
+        (kind, subject, actor_s, body_s, now, entry_hash(kind, subject, actor_s, body_s, now)),
     )
 
 

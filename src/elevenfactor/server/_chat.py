@@ -17,10 +17,10 @@ from elevenfactor.errors import (
     ModelError,
     RequestError,
 )
+from elevenfactor.governance import Principal
 from elevenfactor.models import Call, Model, StreamChunk, Usage
 from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
 from elevenfactor.observe import CallRecord
-from elevenfactor.governance import Principal
 from elevenfactor.server._auth import authenticate, owner_fields, read_body
 from elevenfactor.server._errors import error_body, error_response
 from elevenfactor.server._sse import SSEResponse

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from elevenfactor.errors import ElevenFactorError, RequestError
+from elevenfactor.governance import Principal, check_id
 from elevenfactor.runtime import (
     ApprovalInfo,
     RunInfo,
@@ -27,7 +27,6 @@ from elevenfactor.runtime import (
     run_result,
     submit_run,
 )
-from elevenfactor.governance import Principal, check_id
 from elevenfactor.server._auth import authenticate, read_body
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._schemas import (

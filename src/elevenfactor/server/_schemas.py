@@ -66,9 +66,9 @@ class RunCreate(_Schema):
         default=None, description="Your id for the run: submitting it again is idempotent."
     )
     max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] = 1
-    deadline_seconds: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10 * 365 * 86400)] | None = (
-        None
-    )
+    deadline_seconds: (
+        Annotated[StrictFloat | StrictInt, Field(gt=0, le=10 * 365 * 86400)] | None
+    ) = None
     session_id: Id | None = None
 
 

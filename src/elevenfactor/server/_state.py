@@ -31,7 +31,12 @@ def mcp_security(settings: Settings) -> TransportSecuritySettings:
     if settings.dev:
         for name in ("localhost", "127.0.0.1", "[::1]"):
             hosts += [name, f"{name}:*"]
-            origins += [f"http://{name}", f"http://{name}:*", f"https://{name}", f"https://{name}:*"]
+            origins += [
+                f"http://{name}",
+                f"http://{name}:*",
+                f"https://{name}",
+                f"https://{name}:*",
+            ]
     elif not hosts:
         # Any Host is served (a deployment behind its own proxy); keys authenticate every call.
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
