@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.principals import reviewer
 from elevenfactor.config import ProjectConfig
 from elevenfactor.errors import ConfigError
 from elevenfactor.models import (
@@ -42,6 +41,7 @@ from elevenfactor.runtime import (
 )
 from elevenfactor.store import Store
 from elevenfactor.tools import FunctionToolset
+from tests.support.principals import reviewer
 
 effects: Counter[str] = Counter()
 bank = FunctionToolset(name="bank")
