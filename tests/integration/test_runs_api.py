@@ -96,7 +96,6 @@ def test_approval_survives_a_restart_and_edits_the_arguments(server: Server) -> 
         f"{server.base}/v1/approvals/{item['id']}",
         json={
             "action": "edit",
-            "by": "alice",
             "reason": "payee fixed",
             "arguments": {"to": "bob", "amount": 90},
         },
@@ -106,10 +105,11 @@ def test_approval_survives_a_restart_and_edits_the_arguments(server: Server) -> 
     assert again.status_code == 409
     wait_for(lambda: _status(server.base, rid) == "succeeded", "the run to finish")
     shown = httpx.get(f"{server.base}/v1/runs/{rid}").json()
-    assert shown["result"] == {"done": True, "to": "bob", "amount": 90, "by": "alice"}
+    assert shown["result"] == {"done": True, "to": "bob", "amount": 90, "by": "user:local"}
     approval_step = shown["steps"][0]
     assert approval_step["kind"] == "approval"
-    assert approval_step["output"]["decided_by"] == "alice"
+    assert approval_step["output"]["decided_by"] == "user:local"
+    assert approval_step["output"]["decider"]["via"] == "dev"
     assert approval_step["output"]["reason"] == "payee fixed"
     effects = (server.home / "effects.log").read_text().splitlines()
     assert effects == [f"send:bob {rid}:1"]
@@ -120,6 +120,6 @@ def test_cancel_a_waiting_run(server: Server) -> None:
         server.base + "/v1/runs", json={"program": "transfer", "input": {"to": "x", "amount": 1}}
     ).json()["id"]
     wait_for(lambda: _status(server.base, rid) == "waiting", "the run to park")
-    cancelled = httpx.post(f"{server.base}/v1/runs/{rid}/cancel")
+    cancelled = httpx.post(f"{server.base}/v1/runs/{rid}/cancel", json={})
     assert cancelled.json()["status"] == "cancelled"
     assert httpx.get(server.base + "/v1/approvals").json()["data"] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -19,15 +20,40 @@ import orjson
 from elevenfactor.models import Call
 from elevenfactor.store import BLOB_INSERT, Store, blob_hash
 
-__all__ = ["CallRecord", "CallRecorder"]
+__all__ = ["RECORD_COLUMNS", "CallRecord", "CallRecorder", "record_hash"]
 
 logger = logging.getLogger("elevenfactor.calls")
 
+RECORD_COLUMNS = (
+    "id",
+    "trace_id",
+    "created_at",
+    "api_key_id",
+    "route",
+    "provider",
+    "deployment",
+    "model",
+    "stream",
+    "status",
+    "error_class",
+    "tokens_in",
+    "tokens_out",
+    "latency_ms",
+    "cost",
+    "cache_hit",
+    "failover_path",
+    "request_hash",
+    "response_hash",
+    "org_id",
+    "team_id",
+    "user_id",
+    "run_id",
+)
+"""The columns of a call record that ``record_hash`` covers, in order."""
 _INSERT = (
-    "INSERT INTO model_calls (id, trace_id, created_at, api_key_id, route, provider, deployment,"
-    " model, stream, status, error_class, tokens_in, tokens_out, latency_ms, cost, cache_hit,"
-    " failover_path, request_hash, response_hash, org_id, team_id, user_id, run_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO model_calls ("
+    f" {', '.join(RECORD_COLUMNS)}, record_hash)"
+    f" VALUES ({', '.join('?' for _ in RECORD_COLUMNS)}, ?)"
 )
 
 
@@ -93,6 +119,12 @@ class CallRecord:
             "failover_path": self.failover_path,
             "error_class": self.error_class,
         }
+
+
+def record_hash(row: tuple[Any, ...]) -> str:
+    """SHA-256 over a call record's columns (``RECORD_COLUMNS``): what ``audit verify``
+    recomputes, so an edited token count or cost is caught."""
+    return hashlib.sha256(orjson.dumps(list(row))).hexdigest()
 
 
 class CallRecorder:
@@ -190,33 +222,32 @@ class CallRecorder:
             if self.record_payloads and r.response is not None:
                 resp_hash = blob_hash(r.response)
                 blobs[resp_hash] = r.response
-            rows.append(
-                (
-                    r.id,
-                    r.trace_id,
-                    r.created_at,
-                    r.api_key_id,
-                    r.route,
-                    r.provider,
-                    r.deployment,
-                    r.model,
-                    int(r.stream),
-                    r.status,
-                    r.error_class,
-                    r.tokens_in,
-                    r.tokens_out,
-                    r.latency_ms,
-                    r.cost,
-                    int(r.cache_hit),
-                    orjson.dumps(r.failover_path).decode(),
-                    req_hash,
-                    resp_hash,
-                    r.org_id,
-                    r.team_id,
-                    r.user_id,
-                    r.run_id,
-                )
+            row = (
+                r.id,
+                r.trace_id,
+                r.created_at,
+                r.api_key_id,
+                r.route,
+                r.provider,
+                r.deployment,
+                r.model,
+                int(r.stream),
+                r.status,
+                r.error_class,
+                r.tokens_in,
+                r.tokens_out,
+                r.latency_ms,
+                r.cost,
+                int(r.cache_hit),
+                orjson.dumps(r.failover_path).decode(),
+                req_hash,
+                resp_hash,
+                r.org_id,
+                r.team_id,
+                r.user_id,
+                r.run_id,
             )
+            rows.append((*row, record_hash(row)))
         try:
             now = time.time()
             await self.store.write_batch(

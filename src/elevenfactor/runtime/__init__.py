@@ -10,13 +10,20 @@ from elevenfactor.runtime._approvals import (
     get_approval,
     list_approvals,
 )
+from elevenfactor.runtime._audit import (
+    AuditReport,
+    Finding,
+    audit,
+    check_chain,
+    verify_one_run,
+    verify_run,
+)
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
 from elevenfactor.runtime._journal import (
     Event,
     VerifyReport,
     describe_steps,
     load_events,
-    verify_run,
 )
 from elevenfactor.runtime._loader import load_programs
 from elevenfactor.runtime._programs import Program, Programs
@@ -42,8 +49,10 @@ __all__ = [
     "AgentDeps",
     "AgentSpec",
     "ApprovalInfo",
+    "AuditReport",
     "Decision",
     "Event",
+    "Finding",
     "Lease",
     "Park",
     "Program",
@@ -57,9 +66,11 @@ __all__ = [
     "Worker",
     "WorkerOptions",
     "approval",
+    "audit",
     "build_runtime",
     "build_worker",
     "cancel_run",
+    "check_chain",
     "claim_run",
     "decide_approval",
     "describe_steps",
@@ -75,6 +86,7 @@ __all__ = [
     "run_result",
     "step_key",
     "submit_run",
+    "verify_one_run",
     "verify_run",
     "webhook_hook",
 ]

@@ -28,7 +28,6 @@ __all__ = [
     "event_hash",
     "genesis_hash",
     "load_events",
-    "verify_run",
 ]
 
 _APPEND = (
@@ -222,51 +221,3 @@ class VerifyReport:
     ok: bool
     broken_at: int | None = None
     reason: str | None = None
-
-
-async def verify_run(store: Store, run_id: str) -> VerifyReport:
-    """Recompute the chain of ``run_id``; report the first broken link (by write index)."""
-    row = await store.fetchone(
-        "SELECT program, input_hash, created_at, genesis_hash, head_hash FROM runs WHERE id = ?",
-        (run_id,),
-    )
-    if row is None:
-        return VerifyReport(run_id, 0, False, None, "the run row is missing")
-    program, input_hash, created_at, stored_genesis, head = row
-    expected_prev = genesis_hash(run_id, program, input_hash, created_at)
-    if stored_genesis != expected_prev:
-        return VerifyReport(
-            run_id,
-            0,
-            False,
-            None,
-            "the run's identity or input was changed (genesis hash mismatch)",
-        )
-    events = await load_events(store, run_id)
-    for i, ev in enumerate(events):
-        if ev.n != i:
-            return VerifyReport(
-                run_id,
-                len(events),
-                False,
-                i,
-                f"event {i} is missing (found event {ev.n} in its place)",
-            )
-        if ev.prev_hash != expected_prev:
-            return VerifyReport(
-                run_id, len(events), False, i, "prev_hash does not match the previous event"
-            )
-        if ev.expected_hash() != ev.hash:
-            return VerifyReport(
-                run_id, len(events), False, i, "content does not match its hash (edited)"
-            )
-        expected_prev = ev.hash
-    if head is not None and head != expected_prev:
-        return VerifyReport(
-            run_id,
-            len(events),
-            False,
-            len(events),
-            "events were removed from the end: the run's head hash is not the last event's",
-        )
-    return VerifyReport(run_id, len(events), True)

@@ -379,18 +379,23 @@ async def record_end(
     head_hash: str | None,
     result_hash: str | None,
     error: str | None,
+    *,
+    events: int | None = None,
 ) -> None:
-    """Seal a run's end in the ledger: its status, chain head, event count and result."""
-    count = await db.fetchone("SELECT COUNT(*) FROM journal WHERE run_id = ?", (run_id,))
+    """Seal a run's end in the ledger (or, for a run that parks or is retried, a checkpoint):
+    its status, chain head, event count and result."""
+    if events is None:
+        count = await db.fetchone("SELECT COUNT(*) FROM journal WHERE run_id = ?", (run_id,))
+        events = int(count[0]) if count else 0
     await append_entry(
         db,
-        "run.ended",
+        "run.ended" if status in FINAL else "run.checkpoint",
         run_id,
         actor,
         {
             "status": status,
             "head_hash": head_hash,
-            "events": int(count[0]) if count else 0,
+            "events": events,
             "result_hash": result_hash,
             "error_hash": blob_hash(error.encode()) if error is not None else None,
         },

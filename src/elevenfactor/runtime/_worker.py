@@ -302,7 +302,7 @@ class Worker:
                         (ctx.run_id,),
                     )
                     break
-            if changed == 1 and status in ("succeeded", "failed", "cancelled"):
+            if changed == 1:
                 await record_end(
                     tx,
                     ctx.run_id,
@@ -311,7 +311,9 @@ class Worker:
                     ctx.head_hash,
                     result_hash,
                     error,
+                    events=ctx.events_written,
                 )
+            if changed == 1 and status in ("succeeded", "failed", "cancelled"):
                 # Wake a parent waiting on this run.
                 await tx.execute(
                     "UPDATE runs SET status = 'queued', wake_at = NULL, updated_at = ?"

@@ -7,7 +7,8 @@ Anything a browser could send from another site must not reach it, so in dev mod
 - the ``Host`` must be a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``, any port) or one
   of ``ELEVENFACTOR_ALLOWED_HOSTS`` — a DNS-rebound name is refused;
 - an ``Origin``, when sent, must be a loopback origin or one of ``ELEVENFACTOR_ALLOWED_ORIGINS``;
-- a key that is given is checked (a mistyped key fails in development as it would in production).
+- a key that is given is checked (a mistyped key fails in development as it would in production);
+  ``api_key="dev"`` is the documented placeholder for "no key", for clients that must send one.
 
 In every mode, POST requests must be ``application/json``: a browser cannot send that cross-site
 without a CORS preflight, which this server never grants (PUT, PATCH and DELETE always need one).
@@ -29,6 +30,9 @@ from elevenfactor.server._state import Gateway
 
 __all__ = ["authenticate", "check_cross_site", "owner_fields", "read_body"]
 
+DEV_PLACEHOLDER = "Bearer dev"
+"""What clients that insist on a key (the ``openai`` SDK) send in dev mode: ``api_key="dev"``.
+It is no key at all (real keys start with ``ef_``), so a mistyped real key is still refused."""
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _UNSAFE = frozenset({"POST"})  # PUT, PATCH and DELETE always need a preflight cross-site
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -110,7 +114,7 @@ async def authenticate(request: Request, gw: Gateway) -> Principal:
     loopback, the local administrator."""
     header = request.headers.get("authorization")
     assert gw.keys is not None
-    if not header:
+    if not header or header == DEV_PLACEHOLDER:
         if gw.settings.dev and _loopback(request):
             return local_admin("dev")
         raise AuthenticationFailed(

@@ -156,7 +156,8 @@ def _error(exc: ValidationError) -> RequestError:
         return RequestError(
             f"{param!r} is required", code="missing_required_parameter", param=param
         )
-    return RequestError(f"{param!r}: {err['msg']}", code="invalid_value", param=param)
+    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    return RequestError(f"{param!r}: {err['msg']}", code=code, param=param)
 
 
 def parse_body(model: type[M], raw: bytes) -> M:

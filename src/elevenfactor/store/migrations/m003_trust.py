@@ -65,6 +65,7 @@ STATEMENTS = (
     "ALTER TABLE model_calls ADD COLUMN team_id TEXT",
     "ALTER TABLE model_calls ADD COLUMN user_id TEXT",
     "ALTER TABLE model_calls ADD COLUMN run_id TEXT",
+    "ALTER TABLE model_calls ADD COLUMN record_hash TEXT",
     "CREATE INDEX model_calls_owner ON model_calls (org_id, user_id, created_at)",
     """CREATE TABLE ledger (
         seq {serial},
