@@ -46,6 +46,14 @@ from elevenfactor.governance._principal import (
     Principal,
     local_admin,
 )
+from elevenfactor.governance._sealer import Sealer, export_head, write_head
+from elevenfactor.governance._signing import (
+    SignedHead,
+    generate_keypair,
+    public_key_of,
+    sign_head,
+    verify_head,
+)
 
 __all__ = [
     "DEFAULT_ORG",
@@ -59,6 +67,8 @@ __all__ = [
     "KeyVerifier",
     "LedgerEntry",
     "Principal",
+    "Sealer",
+    "SignedHead",
     "Team",
     "User",
     "append_entry",
@@ -70,6 +80,8 @@ __all__ = [
     "create_team",
     "create_user",
     "disable_user",
+    "export_head",
+    "generate_keypair",
     "get_key",
     "get_user",
     "iter_blocks",
@@ -80,8 +92,12 @@ __all__ = [
     "local_admin",
     "principal_for_key",
     "principal_for_user",
+    "public_key_of",
     "rename_key",
     "revoke_key",
     "seal",
+    "sign_head",
     "update_user",
+    "verify_head",
+    "write_head",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "append_entry",
     "block_hash",
     "canonical",
+    "count_sealed",
     "entry_hash",
     "iter_blocks",
     "ledger_head",
@@ -175,6 +176,12 @@ async def seal(store: Store) -> Block | None:
             (block.n, block.prev_hash, block.root, block.entries, block.sealed_at, block.hash),
         )
     return block
+
+
+async def count_sealed(db: Executor) -> int:
+    """How many entries the sealed blocks hold."""
+    row = await db.fetchone("SELECT COALESCE(SUM(entries), 0) FROM ledger_blocks")
+    return int(row[0]) if row else 0
 
 
 async def iter_blocks(

@@ -33,6 +33,7 @@ import orjson
 
 from elevenfactor.governance import Block, LedgerEntry, iter_blocks, seal
 from elevenfactor.governance._ledger import GENESIS, merkle_root
+from elevenfactor.governance._signing import SignedHead
 from elevenfactor.observe._calls import RECORD_COLUMNS, record_hash
 from elevenfactor.runtime._journal import (
     Event,
@@ -569,20 +570,43 @@ async def _run_pages(store: Store) -> AsyncIterator[list[tuple[Any, ...]]]:
         after = rows[-1][0]
 
 
+async def _check_against(store: Store, report: AuditReport, head: SignedHead) -> None:
+    row = await store.fetchone("SELECT hash FROM ledger_blocks WHERE n = ?", (head.n,))
+    subject = f"block {head.n}"
+    if row is None:
+        report.findings.append(
+            Finding("ledger", subject, None, "the block of the signed head is gone (truncated)")
+        )
+    elif row[0] != head.hash:
+        report.findings.append(
+            Finding(
+                "ledger",
+                subject,
+                None,
+                "the ledger was rewritten before the signed head: block"
+                f" {head.n} no longer has the hash signed at {head.signed_at:.0f}",
+            )
+        )
+
+
 async def audit(
     store: Store,
     *,
     seal_first: bool = True,
+    against: SignedHead | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AuditReport:
-    """Check the ledger, every run, approval and call record; ``progress(n)`` is called as
-    runs are done."""
+    """Check the ledger (and, given ``against``, that nothing before a signed head was
+    rewritten), every run, approval and call record; ``progress(n)`` is called as runs are
+    done."""
     started = time.perf_counter()
     report = AuditReport()
     if seal_first:
         while await seal(store) is not None:
             pass
     await _check_ledger(store, report)
+    if against is not None:
+        await _check_against(store, report, against)
     async for page in _run_pages(store):
         for row in page:
             await _Run(report, row).check(store)

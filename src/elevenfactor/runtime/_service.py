@@ -14,6 +14,7 @@ from elevenfactor.models import ModelRegistry
 from elevenfactor.runtime._agent import Agent, AgentDeps
 from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
 from elevenfactor.runtime._loader import load_programs
+from elevenfactor.runtime._mcp_tools import MCP_TOOL, McpToolProgram, McpTools
 from elevenfactor.runtime._programs import Programs
 from elevenfactor.runtime._webhooks import webhook_hook
 from elevenfactor.runtime._worker import Worker, WorkerOptions, queues_from
@@ -62,7 +63,8 @@ def _import(ref: str, key: str, base: Path) -> object:
 def build_runtime(
     settings: Settings, project: ProjectConfig, registry: ModelRegistry | None = None
 ) -> Runtime:
-    """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets.
+    """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets,
+    and ``mcp.tool`` (gated tool calls of the MCP server).
 
     Nothing connects yet: MCP servers start on first use.
     """
@@ -88,6 +90,15 @@ def build_runtime(
     registry = registry or ModelRegistry.from_project(project)
     specs = load_agents(base / project.agents_dir, toolsets, set(registry.names()))
     deps = AgentDeps(registry, toolsets, specs)
+    if MCP_TOOL in programs:
+        raise ConfigError(
+            f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls", key="programs"
+        )
+    source = settings.resolved_config_file()
+    tools = McpTools(
+        project.mcp_server, toolsets, specs, source=str(source) if source is not None else None
+    )
+    programs.register(MCP_TOOL, McpToolProgram(tools))
     for name, spec in specs.items():
         if name in programs:
             raise ConfigError(
