@@ -11,7 +11,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from elevenfactor.config import ProjectConfig, Settings
-from elevenfactor.governance import KeyVerifier
+from elevenfactor.governance import KeyVerifier, Sealer
 from elevenfactor.models import ModelRegistry
 from elevenfactor.observe import CallRecorder, log_event
 from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
@@ -61,6 +61,7 @@ class Gateway:
     runtime: Runtime | None = None
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    sealer: Sealer | None = None
     draining: bool = False
     inflight: int = 0
     started_at: float = 0.0
@@ -78,6 +79,8 @@ class Gateway:
         self.recorder = CallRecorder(self.store, record_payloads=self.settings.record_payloads)
         self.recorder.start()
         self.keys = KeyVerifier(self.store)
+        self.sealer = Sealer(self.store, self.settings)
+        self.sealer.start()
         self.runtime = build_runtime(self.settings, self.project, self.registry)
         self.programs = self.runtime.programs
         if self.settings.serves_worker():
@@ -121,6 +124,8 @@ class Gateway:
             await self._worker_task
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.sealer is not None:
+            await self.sealer.aclose()
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.registry is not None:
