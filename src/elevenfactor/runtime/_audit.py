@@ -546,7 +546,7 @@ async def _deleted_runs(db: Executor, report: AuditReport) -> None:
             f"SELECT l.subject FROM ledger l WHERE l.kind = ? AND NOT EXISTS"
             f" (SELECT 1 FROM {table} r WHERE r.id = l.subject) AND NOT EXISTS"
             " (SELECT 1 FROM ledger d WHERE d.subject = l.subject AND d.kind IN"
-            " ('run.deleted', 'run.purged'))",
+            " ('run.deleted', 'approval.deleted'))",
             (kind,),
         )
         for (subject,) in rows:

@@ -28,6 +28,7 @@ __all__ = [
     "RunInfo",
     "cancel_run",
     "claim_run",
+    "delete_run",
     "get_run",
     "list_runs",
     "record_end",
@@ -369,6 +370,38 @@ async def cancel_run(
             (run_id,),
         )
     return await get_run(store, run_id, principal)
+
+
+async def delete_run(store: Store, run_id: str, principal: Principal, reason: str) -> None:
+    """Delete a finished run, its journal and its approvals (an admin's act, e.g. on a data
+    subject's request). The deletion is recorded in the ledger with who, why and the run's
+    sealed head, so ``audit verify`` tells a deletion from a tampering."""
+    principal.require_admin("deleting a run")
+    info = await get_run(store, run_id, principal)
+    if not info.finished:
+        raise RequestError(
+            f"run {run_id} is {info.status}; only finished runs can be deleted",
+            code="run_not_finished",
+            status=409,
+            hint="cancel it first",
+        )
+    async with store.transaction() as tx:
+        approvals = await tx.fetchall("SELECT id FROM approvals WHERE run_id = ?", (run_id,))
+        count = await tx.fetchone("SELECT COUNT(*) FROM journal WHERE run_id = ?", (run_id,))
+        await tx.execute("DELETE FROM journal WHERE run_id = ?", (run_id,))
+        await tx.execute("DELETE FROM approvals WHERE run_id = ?", (run_id,))
+        await tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        for (approval_id,) in approvals:
+            await append_entry(
+                tx, "approval.deleted", approval_id, principal.actor(), {"run_id": run_id}
+            )
+        await append_entry(
+            tx,
+            "run.deleted",
+            run_id,
+            principal.actor(),
+            {"reason": reason, "events": int(count[0]) if count else 0},
+        )
 
 
 async def record_end(
