@@ -40,13 +40,15 @@ from elevenfactor.runtime._journal import (
     VerifyReport,
     event_hash,
     genesis_hash,
-    load_events,
 )
 from elevenfactor.store import Executor, Store, blob_hash
 
 __all__ = ["AuditReport", "Finding", "audit", "check_chain", "verify_one_run", "verify_run"]
 
 _PAGE = 500
+_EVENT_COLUMNS = (
+    "run_id, n, step_id, kind, name, status, output_hash, error, fence, created_at, prev_hash, hash"
+)
 _FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -191,6 +193,39 @@ async def _payloads(db: Executor, hashes: set[str]) -> dict[str, bytes | None]:
     return out
 
 
+class _Page:
+    """What the checks of a page of runs need, in a handful of queries: their ledger entries,
+    their journals and every payload they reference."""
+
+    def __init__(self) -> None:
+        self.ledger: dict[str, list[LedgerEntry]] = {}
+        self.events: dict[str, list[Event]] = {}
+        self.contents: dict[str, bytes | None] = {}
+
+    @classmethod
+    async def load(cls, db: Executor, runs: list[_Run]) -> _Page:
+        page = cls()
+        ids = [r.id for r in runs]
+        marks = ", ".join("?" for _ in ids)
+        for row in await db.fetchall(
+            "SELECT seq, kind, subject, actor, body, created_at, hash, block FROM ledger"
+            f" WHERE subject IN ({marks}) ORDER BY seq",
+            ids,
+        ):
+            entry = LedgerEntry(*row)
+            page.ledger.setdefault(entry.subject, []).append(entry)
+        for row in await db.fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM journal WHERE run_id IN ({marks}) ORDER BY run_id, n",
+            ids,
+        ):
+            ev = Event(*row)
+            page.events.setdefault(ev.run_id, []).append(ev)
+        wanted = {h for r in runs for h in r.blobs()}
+        wanted |= {e.output_hash for evs in page.events.values() for e in evs if e.output_hash}
+        page.contents = await _payloads(db, wanted)
+        return page
+
+
 class _Run:
     """The checks of one run; ``found`` collects what does not check out."""
 
@@ -215,8 +250,14 @@ class _Run:
         self.report.findings.append(Finding(kind, self.id, where, message))
 
     async def check(self, db: Executor) -> None:
+        """Check this run alone (its own queries)."""
+        page = await _Page.load(db, [self])
+        self.check_loaded(page)
+
+    def check_loaded(self, page: _Page) -> None:
+        """Check this run against what ``page`` loaded for it."""
         self.report.runs += 1
-        entries = await _ledger_for(db, self.id)
+        entries = page.ledger.get(self.id, [])
         created = [e for e in entries if e.kind == "run.created"]
         if not created:
             self.found(None, "the run is not in the ledger (inserted outside the runtime?)")
@@ -225,18 +266,18 @@ class _Run:
         expected_genesis = genesis_hash(self.id, self.program, self.input_hash, self.created_at)
         if self.genesis != expected_genesis:
             self.found(None, "the run's identity or input was changed (genesis hash mismatch)")
-        events = await load_events(db, self.id)
+        events = page.events.get(self.id, [])
         self.report.events += len(events)
         broken = check_chain(events, self.genesis)
         if broken is not None:
             self.found(f"event {broken[0]}", broken[1], "journal")
-        blobs = {self.input_hash, *(e.output_hash for e in events if e.output_hash)}
-        if self.result_hash:
-            blobs.add(self.result_hash)
-        contents = await _payloads(db, {b for b in blobs if b})
-        self._check_payloads(events, contents)
+        self._check_payloads(events, page.contents)
         anchors = [e for e in entries if e.kind in ("run.checkpoint", "run.ended")]
         self._check_anchor(events, anchors[-1] if anchors else None, broken is None)
+
+    def blobs(self) -> set[str]:
+        """The payloads this run's row references."""
+        return {h for h in (self.input_hash, self.result_hash) if h}
 
     def _check_created(self, body: dict[str, Any]) -> None:
         expected = {
@@ -607,11 +648,13 @@ async def audit(
     await _check_ledger(store, report)
     if against is not None:
         await _check_against(store, report, against)
-    async for page in _run_pages(store):
-        for row in page:
-            await _Run(report, row).check(store)
+    async for rows in _run_pages(store):
+        runs = [_Run(report, row) for row in rows]
+        page = await _Page.load(store, runs)
+        for one in runs:
+            one.check_loaded(page)
         if progress is not None:
-            progress(len(page))
+            progress(len(rows))
     await _check_approvals(store, report, "", ())
     await _deleted_runs(store, report)
     orphans = await store.fetchall(
