@@ -130,10 +130,14 @@ class Agent:
         call = Call(trace_id=run_id, route=resolved.route)
         return await resolved.model.request(messages, settings, call)
 
-    async def _call_tool(self, name: str, args: dict[str, Any], run_id: str) -> dict[str, Any]:
+    async def _call_tool(
+        self, name: str, args: dict[str, Any], run_id: str, owner: Mapping[str, Any]
+    ) -> dict[str, Any]:
         assert self.toolset is not None
         result = await self.toolset.call_tool(
-            name, args, ToolContext(run_id=run_id, step_key=step_key(), caller=self.spec.name)
+            name,
+            args,
+            ToolContext(run_id=run_id, step_key=step_key(), caller=self.spec.name, owner=owner),
         )
         return {
             "content": result.content,
@@ -301,7 +305,10 @@ class Agent:
             result = await run_child(ctx, name[len(DELEGATE) :], {"input": str(args.get("task"))})
             output = result.get("output") if isinstance(result, dict) else result
             return output if isinstance(output, str) else json.dumps(output)
-        out = await ctx.step(f"tool:{name}", self._call_tool, name, args, ctx.run_id, kind="tool")
+        owner = ctx.lease.owner.actor() if ctx.lease.owner is not None else {}
+        out = await ctx.step(
+            f"tool:{name}", self._call_tool, name, args, ctx.run_id, owner, kind="tool"
+        )
         return f"Error: {out['content']}" if out["is_error"] else str(out["content"])
 
 

@@ -61,6 +61,9 @@ class ToolContext:
     caller: str | None = None
     """Who asked: an agent name, a user id, a service."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    owner: Mapping[str, Any] = field(default_factory=dict)
+    """On whose behalf: the run owner's organisation, user and key ids (``Principal.actor()``);
+    a tool that touches per-user data scopes it by these."""
 
 
 @dataclass(frozen=True, slots=True)
