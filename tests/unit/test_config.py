@@ -115,3 +115,26 @@ def test_embedded_default_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("ELEVENFACTOR_DATA_DIR", str(tmp_path))
     assert load_settings().resolved_database_url() == f"sqlite:///{tmp_path}/elevenfactor.db"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    """The configuration table cannot drift from the code: each setting's variable is in it."""
+    from pathlib import Path
+
+    from elevenfactor.config import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    internal = {"listen_fd"}  # set by the `serve --workers` supervisor for its children
+    aliases = {
+        "database_url": "DATABASE_URL",
+        "redis_url": "REDIS_URL",
+        "port": "PORT",
+        "web_concurrency": "WEB_CONCURRENCY",
+    }
+    missing = [
+        aliases.get(name, f"ELEVENFACTOR_{name.upper()}")
+        for name in Settings.model_fields
+        if name not in internal
+        and f"`{aliases.get(name, f'ELEVENFACTOR_{name.upper()}')}`" not in readme
+    ]
+    assert not missing, f"settings missing from the README's configuration table: {missing}"
