@@ -380,7 +380,7 @@ async def verify_one_run(store: Store, run_id: str) -> AuditReport:
             report.findings.append(Finding("run", run_id, None, message))
         return report
     await _Run(report, row).check(store)
-    await _check_approvals(store, report, "WHERE run_id = ?", (run_id,))
+    await _check_approvals(store, report, "AND run_id = ?", (run_id,))
     return report
 
 
@@ -408,13 +408,35 @@ async def verify_run(store: Store, run_id: str) -> VerifyReport:
 async def _check_approvals(
     db: Executor, report: AuditReport, where: str, params: tuple[Any, ...]
 ) -> None:
-    rows = await db.fetchall(
-        "SELECT id, run_id, step_id, name, request_hash, reviewer_group, status, decision,"
-        f" decision_hash, decided_by, decided_by_id, decided_at, org_id, user_id FROM approvals"
-        f" {where} ORDER BY id",
-        params,
-    )
+    """Check the approvals selected by ``where`` (``"AND ..."``), a page at a time."""
+    after = ""
+    while True:
+        rows = await db.fetchall(
+            "SELECT id, run_id, step_id, name, request_hash, reviewer_group, status, decision,"
+            " decision_hash, decided_by, decided_by_id, decided_at, org_id, user_id"
+            f" FROM approvals WHERE id > ? {where} ORDER BY id LIMIT ?",
+            (after, *params, _PAGE),
+        )
+        if not rows:
+            return
+        await _check_approval_page(db, report, rows)
+        after = rows[-1][0]
+
+
+async def _check_approval_page(
+    db: Executor, report: AuditReport, rows: list[tuple[Any, ...]]
+) -> None:
     contents = await _payloads(db, {r[4] for r in rows})
+    ids = [r[0] for r in rows]
+    marks = ", ".join("?" for _ in ids)
+    ledger: dict[str, list[LedgerEntry]] = {}
+    for row in await db.fetchall(
+        "SELECT seq, kind, subject, actor, body, created_at, hash, block FROM ledger"
+        f" WHERE subject IN ({marks}) ORDER BY seq",
+        ids,
+    ):
+        entry = LedgerEntry(*row)
+        ledger.setdefault(entry.subject, []).append(entry)
     for r in rows:
         (aid, run_id, step_id, name, request_hash, group, status, decision, decision_hash,
          decided_by, decided_by_id, decided_at, org_id, user_id) = r  # fmt: skip
@@ -429,7 +451,7 @@ async def _check_approvals(
             found(f"the request payload {request_hash} is missing", "request")
         elif blob_hash(content) != request_hash:
             found(f"the request payload {request_hash} was changed", "request")
-        entries = await _ledger_for(db, aid)
+        entries = ledger.get(aid, [])
         created = next((e.data() for e in entries if e.kind == "approval.created"), None)
         if created is None:
             found("the approval is not in the ledger (inserted outside the runtime?)")
