@@ -110,7 +110,7 @@ def test_version_and_keys_lifecycle(project: Path) -> None:
     assert _cli(project, "keys", "revoke", created["prefix"]).returncode == 0
     assert json.loads(_cli(project, "keys", "list", "--json").stdout)[0]["revoked_at"]
     missing = _cli(project, "keys", "revoke", "nope")
-    assert missing.returncode == 2 and "key_not_found" in missing.stderr
+    assert missing.returncode == 2 and "not_found" in missing.stderr
 
 
 @pytest.fixture

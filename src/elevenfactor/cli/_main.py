@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 
@@ -15,14 +14,12 @@ from elevenfactor.cli._common import (
     handle_errors,
     json_option,
     print_json,
-    print_table,
     project_from,
     run,
     settings_from,
     with_store,
 )
 from elevenfactor.config import mask_url
-from elevenfactor.governance import create_key, list_keys, revoke_key
 from elevenfactor.store import Store, pending
 from elevenfactor.store import migrate as migrate_store
 
@@ -155,89 +152,12 @@ def serve(
     serve_app(settings, project)
 
 
-@main.group()
-def keys() -> None:
-    """Create, list and revoke API keys (stored hashed)."""
-
-
-@keys.command("create")
-@click.argument("name")
-@config_option
-@json_option
-@handle_errors
-def keys_create(name: str, config: Path | None, as_json: bool) -> None:
-    """Create a key called NAME and print its secret once."""
-    settings = settings_from(config)
-    key, secret = run(with_store(settings, lambda s: create_key(s, name)))
-    if as_json:
-        print_json({"id": key.id, "name": key.name, "prefix": key.prefix, "key": secret})
-        return
-    click.echo(secret)
-    click.echo(
-        f"created key {key.prefix} ({key.name}); store it now, it is not shown again", err=True
-    )
-
-
-def _when(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@keys.command("list")
-@config_option
-@json_option
-@handle_errors
-def keys_list(config: Path | None, as_json: bool) -> None:
-    """List keys (never their secrets)."""
-    settings = settings_from(config)
-    found = run(with_store(settings, list_keys))
-    if as_json:
-        print_json(
-            [
-                {
-                    "id": k.id,
-                    "name": k.name,
-                    "prefix": k.prefix,
-                    "created_at": k.created_at,
-                    "revoked_at": k.revoked_at,
-                }
-                for k in found
-            ]
-        )
-        return
-    print_table(
-        "API keys",
-        ["prefix", "name", "created", "status", "id"],
-        [
-            (
-                k.prefix,
-                k.name,
-                _when(k.created_at),
-                "active" if k.active else f"revoked {_when(k.revoked_at)}",
-                k.id,
-            )
-            for k in found
-        ],
-    )
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-@config_option
-@handle_errors
-def keys_revoke(key_id: str, config: Path | None) -> None:
-    """Revoke the key with id or prefix KEY_ID."""
-    settings = settings_from(config)
-    key = run(with_store(settings, lambda s: revoke_key(s, key_id)))
-    click.echo(f"revoked {key.prefix} ({key.name})")
-
-
 def _register() -> None:
+    from elevenfactor.cli._admin import keys, teams, users
     from elevenfactor.cli._audit import audit
     from elevenfactor.cli._runtime import approvals, mcp, run_cmd, runs, worker
 
-    for command in (worker, run_cmd, runs, approvals, audit, mcp):
+    for command in (worker, run_cmd, runs, approvals, audit, mcp, users, teams, keys):
         main.add_command(command)
 
 

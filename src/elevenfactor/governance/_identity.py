@@ -270,6 +270,14 @@ async def update_user(
         if groups is not None:
             await _set_groups(tx, actor.org_id, user.id, groups)
             changes["groups"] = list(dict.fromkeys(groups))
+        if enabled is False and user.id == actor.user_id:
+            raise RequestError(
+                "an admin cannot disable itself",
+                code="conflict",
+                status=409,
+                param="enabled",
+                hint="let another admin do it",
+            )
         if enabled is not None:
             await tx.execute(
                 "UPDATE users SET disabled_at = ? WHERE id = ?",
@@ -282,8 +290,4 @@ async def update_user(
 
 async def disable_user(store: Store, actor: Principal, ident: str) -> User:
     """Disable a user: its keys stop working at once (within the key cache's TTL)."""
-    if ident in (actor.user_id, actor.user_name):
-        raise RequestError(
-            "an admin cannot disable itself", code="conflict", status=409, param="user"
-        )
     return await update_user(store, actor, ident, enabled=False)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from elevenfactor.errors import AuthenticationFailed, NotFound
+from elevenfactor.errors import AuthenticationFailed, NotFound, RequestError
 from elevenfactor.governance._identity import ensure_service_account, get_user
 from elevenfactor.governance._ledger import append_entry
 from elevenfactor.governance._names import check_name
@@ -91,6 +91,14 @@ async def create_key(
             if user is not None
             else await ensure_service_account(tx, actor, name)
         )
+        if owner.disabled_at is not None:
+            raise RequestError(
+                f"user {owner.name!r} is disabled",
+                code="conflict",
+                status=409,
+                param="user",
+                hint=f"enable it first: `elevenfactor users update {owner.name} --enable`",
+            )
         key = ApiKey(uuid.uuid4().hex, name, prefix, now, None, owner.name)
         await tx.execute(
             "INSERT INTO api_keys (id, name, prefix, key_hash, created_at, user_id)"

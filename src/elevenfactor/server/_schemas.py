@@ -100,13 +100,17 @@ class ApprovalDecision(_Schema):
     answer: Any = Field(default=None, description="For `answer`: the tool's result instead.")
 
 
+def _member() -> list[Role]:
+    return ["member"]
+
+
 class AdminUserCreate(_Schema):
-    """``POST /v1/admin/users``."""
+    """``POST /v1/admin/users``: a user (or, with ``kind: service``, a service account)."""
 
     name: Name
-    team: Name | None = None
-    roles: list[Role] = Field(default_factory=lambda: ["member"], max_length=3)
-    groups: list[Name] = Field(default_factory=list, max_length=100)
+    team: Name | None = Field(default=None, description="The user's team.")
+    roles: list[Role] = Field(default_factory=_member, max_length=3)
+    groups: list[Name] = Field(default_factory=list, max_length=100, description="Reviewer groups.")
     kind: Literal["user", "service"] = "user"
 
 
