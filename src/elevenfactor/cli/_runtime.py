@@ -12,6 +12,7 @@ from typing import Any
 import click
 import orjson
 
+from elevenfactor.cli._admin import as_option, run_as
 from elevenfactor.cli._common import (
     config_option,
     console,
@@ -25,6 +26,7 @@ from elevenfactor.cli._common import (
     with_store,
 )
 from elevenfactor.errors import RequestError
+from elevenfactor.governance import Principal, principal_for_user
 from elevenfactor.runtime import (
     RunInfo,
     build_runtime,
@@ -111,6 +113,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
     help="Execute in this process until the run settles (no separate worker).",
 )
 @click.option("--wait", is_flag=True, help="Wait for a worker to finish the run.")
+@as_option
 @config_option
 @json_option
 @handle_errors
@@ -122,10 +125,12 @@ def run_cmd(
     run_id: str | None,
     execute: bool,
     wait: bool,
+    as_user: str,
     config: Path | None,
     as_json: bool,
 ) -> None:
-    """Submit a run of PROGRAM (an agent or workflow) and print its id or its result."""
+    """Submit a run of PROGRAM (an agent or workflow), owned by --as, and print its id or its
+    result."""
     try:
         payload = orjson.loads(input_json)
     except orjson.JSONDecodeError as exc:
@@ -135,6 +140,7 @@ def run_cmd(
 
     async def main(store: Store) -> RunInfo:
         await require_migrated(store)
+        owner = await principal_for_user(store, as_user)
         runtime = build_runtime(settings, project) if execute else None
         w = (
             build_worker(store, settings, project, runtime.programs, queues=[queue])
@@ -144,14 +150,14 @@ def run_cmd(
         if w is not None:
             w.programs.get(program)  # fail before submitting an unknown program
         rid = await submit_run(
-            store, program, payload, queue=queue, priority=priority, run_id=run_id
+            store, program, payload, queue=queue, priority=priority, run_id=run_id, owner=owner
         )
-        info = await get_run(store, rid)
+        info = await get_run(store, rid, owner)
         with console.status(f"run {rid}: {info.status}") as status:
             while (execute or wait) and not info.finished:
                 if w is None or not await w.run_once():
                     await asyncio.sleep(0.1)
-                info = await get_run(store, rid)
+                info = await get_run(store, rid, owner)
                 status.update(f"run {rid}: {info.status}")
         if runtime is not None:
             await runtime.aclose()
@@ -184,16 +190,23 @@ def runs() -> None:
 @click.option("--status", default=None, help="Only runs in this status.")
 @click.option("--program", default=None, help="Only runs of this program.")
 @click.option("--limit", type=int, default=50, show_default=True)
+@as_option
 @config_option
 @json_option
 @handle_errors
 def runs_list(
-    status: str | None, program: str | None, limit: int, config: Path | None, as_json: bool
+    status: str | None,
+    program: str | None,
+    limit: int,
+    as_user: str,
+    config: Path | None,
+    as_json: bool,
 ) -> None:
-    """List runs, newest first."""
-    settings = settings_from(config)
-    found = run(
-        with_store(settings, lambda s: list_runs(s, status=status, program=program, limit=limit))
+    """List the runs --as may see, newest first."""
+    found = run_as(
+        config,
+        as_user,
+        lambda s, p: list_runs(s, status=status, program=program, limit=limit, principal=p),
     )
     if as_json:
         print_json([_run_dict(r) for r in found])
@@ -218,19 +231,19 @@ def runs_list(
 
 @runs.command("show")
 @click.argument("run_id")
+@as_option
 @config_option
 @json_option
 @handle_errors
-def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
+def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> None:
     """Show a run: status, result or error, and its journal."""
-    settings = settings_from(config)
 
-    async def main(store: Store) -> dict[str, Any]:
-        info = await get_run(store, run_id)
-        steps = await describe_steps(store, run_id)
+    async def main(store: Store, principal: Principal) -> dict[str, Any]:
+        info = await get_run(store, run_id, principal)
+        steps = await describe_steps(store, info.id)
         return {**_run_dict(info), "result": await run_result(store, info), "steps": steps}
 
-    shown = run(with_store(settings, main))
+    shown = run_as(config, as_user, main)
     if as_json:
         print_json(shown)
         return
@@ -259,12 +272,12 @@ def runs_show(run_id: str, config: Path | None, as_json: bool) -> None:
 @runs.command("cancel")
 @click.argument("run_id")
 @click.option("--reason", default="cancelled from the CLI")
+@as_option
 @config_option
 @handle_errors
-def runs_cancel(run_id: str, reason: str, config: Path | None) -> None:
+def runs_cancel(run_id: str, reason: str, as_user: str, config: Path | None) -> None:
     """Cancel a run (at once if not running; at its next heartbeat if running)."""
-    settings = settings_from(config)
-    info = run(with_store(settings, lambda s: cancel_run(s, run_id, reason)))
+    info = run_as(config, as_user, lambda s, p: cancel_run(s, run_id, reason, p))
     click.echo(
         f"run {info.id}: {info.status}"
         + (" (cancel requested)" if info.status == "running" else "")
@@ -279,17 +292,20 @@ def approvals() -> None:
 @approvals.command("list")
 @click.option("--status", default="pending", show_default=True, help="Or 'all'.")
 @click.option("--group", default=None, help="Only this reviewer group.")
+@as_option
 @config_option
 @json_option
 @handle_errors
-def approvals_list(status: str, group: str | None, config: Path | None, as_json: bool) -> None:
-    """List approvals, oldest first."""
-    settings = settings_from(config)
-    found = run(
-        with_store(
-            settings,
-            lambda s: list_approvals(s, status=None if status == "all" else status, group=group),
-        )
+def approvals_list(
+    status: str, group: str | None, as_user: str, config: Path | None, as_json: bool
+) -> None:
+    """List the approvals --as may see, oldest first."""
+    found = run_as(
+        config,
+        as_user,
+        lambda s, p: list_approvals(
+            s, status=None if status == "all" else status, group=group, principal=p
+        ),
     )
     if as_json:
         print_json(
@@ -330,7 +346,7 @@ def approvals_list(status: str, group: str | None, config: Path | None, as_json:
 def _decide(
     approval_id: str,
     action: str,
-    by: str,
+    as_user: str,
     reason: str | None,
     config: Path | None,
     arguments: str | None = None,
@@ -341,39 +357,38 @@ def _decide(
             args = orjson.loads(arguments)
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"--arguments is not valid JSON: {exc}", param="arguments") from None
-    settings = settings_from(config)
-    decided = run(
-        with_store(
-            settings,
-            lambda s: decide_approval(s, approval_id, action, by=by, reason=reason, arguments=args),
-        )
+    decided = run_as(
+        config,
+        as_user,
+        lambda s, p: decide_approval(s, approval_id, action, by=p, reason=reason, arguments=args),
     )
     click.echo(f"approval {decided.id}: {decided.status} (run {decided.run_id} resumes)")
 
 
 @approvals.command("approve")
 @click.argument("approval_id")
-@click.option("--by", required=True, help="Who decides (journaled).")
 @click.option("--reason", default=None)
 @click.option("--arguments", default=None, help="Edited arguments, as JSON (an edit).")
+@as_option
 @config_option
 @handle_errors
 def approvals_approve(
-    approval_id: str, by: str, reason: str | None, arguments: str | None, config: Path | None
+    approval_id: str, reason: str | None, arguments: str | None, as_user: str, config: Path | None
 ) -> None:
-    """Approve APPROVAL_ID, optionally with edited arguments."""
-    _decide(approval_id, "edit" if arguments else "approve", by, reason, config, arguments)
+    """Approve APPROVAL_ID as --as (journaled as the decider), optionally with edited
+    arguments."""
+    _decide(approval_id, "edit" if arguments else "approve", as_user, reason, config, arguments)
 
 
 @approvals.command("reject")
 @click.argument("approval_id")
-@click.option("--by", required=True, help="Who decides (journaled).")
 @click.option("--reason", required=True, help="Why; the agent's model sees it.")
+@as_option
 @config_option
 @handle_errors
-def approvals_reject(approval_id: str, by: str, reason: str, config: Path | None) -> None:
-    """Reject APPROVAL_ID with a reason."""
-    _decide(approval_id, "reject", by, reason, config)
+def approvals_reject(approval_id: str, reason: str, as_user: str, config: Path | None) -> None:
+    """Reject APPROVAL_ID with a reason, as --as (journaled as the decider)."""
+    _decide(approval_id, "reject", as_user, reason, config)
 
 
 @click.group()
@@ -388,9 +403,11 @@ def mcp() -> None:
     is_flag=True,
     help="Do not execute runs here (a separate `elevenfactor worker` does).",
 )
+@as_option
 @handle_errors
-def mcp_serve(config: Path | None, no_worker: bool) -> None:
-    """Serve the project's agents and selected tools over stdio (logs go to stderr)."""
+def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
+    """Serve the project's agents and selected tools over stdio (logs go to stderr), acting
+    for --as: it owns the runs and approvals the calls create."""
     from mcp.server.stdio import stdio_server
 
     from elevenfactor.observe import configure_logging
@@ -402,10 +419,11 @@ def mcp_serve(config: Path | None, no_worker: bool) -> None:
 
     async def main(store: Store) -> None:
         await require_migrated(store)
+        principal = await principal_for_user(store, as_user)
         runtime = build_runtime(settings, project)
         w = None if no_worker else build_worker(store, settings, project, runtime.programs)
         task = asyncio.create_task(w.serve()) if w is not None else None
-        server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w))
+        server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w), principal)
         try:
             async with stdio_server() as (read, write):
                 await server.run(read, write, server.create_initialization_options())

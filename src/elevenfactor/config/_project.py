@@ -171,17 +171,53 @@ class QueueConfig(_Strict):
 
 
 class McpServerSettings(_Strict):
-    """What elevenfactor exposes as an MCP server (at ``/mcp`` and ``elevenfactor mcp serve``)."""
+    """What elevenfactor exposes as an MCP server (at ``/mcp`` and ``elevenfactor mcp serve``).
+
+    Every call acts for the caller: the API key's user over HTTP, ``mcp serve --as USER`` over
+    stdio. Agents run as durable runs owned by that user. A call of an exposed tool goes through
+    the same approval policy as inside an agent: the first rule that matches among ``approval``
+    (matched against ``<toolset>.<tool>``) and then the ``approval`` rules of every agent using
+    that toolset (matched against the name the agent sees, with its prefix). A gated call is a
+    durable run of the built-in ``mcp.tool`` program that waits for a reviewer; the call answers
+    within ``wait_seconds`` with the tool's result, or with the run id while it waits. A
+    destructive tool that no rule governs is neither listed nor callable unless
+    ``allow_destructive`` names it.
+
+    ```yaml
+    mcp_server:
+      tools: ["billing.*"]
+      approval:
+        - tools: [billing.refund]
+          when: [{arg: amount, op: ">", value: 100}]
+          group: finance
+          timeout: 3600
+      allow_destructive: [billing.purge_cache]
+    ```
+    """
 
     agents: list[str] | None = Field(default=None, description="Agents to expose; None: all.")
     tools: list[str] = Field(
         default_factory=list,
         description="Tools to expose, as '<toolset>.<tool>' names or shell-style patterns.",
     )
+    approval: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Approval rules for the exposed tools, with the schema of an agent's "
+        "`approval:` rules (tools, risk, when, group, timeout, on_timeout; no before_model), "
+        "matched against '<toolset>.<tool>'. They come before the agents' rules; the first "
+        "rule that matches a call gates it. Validated when the runtime is built.",
+    )
+    allow_destructive: list[str] = Field(
+        default_factory=list,
+        description="Destructive tools to expose although no approval rule governs them, as "
+        "'<toolset>.<tool>' names or patterns. Without a match such a tool is neither listed "
+        "nor callable.",
+    )
     wait_seconds: float = Field(
         default=120.0,
         gt=0,
-        description="How long a call waits for an agent run before answering with its run id.",
+        description="How long a call waits for its run (an agent, or a tool call awaiting "
+        "approval) before answering with the run id.",
     )
 
 

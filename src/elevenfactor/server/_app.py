@@ -16,9 +16,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
+from elevenfactor.server._admin_api import ROUTES as ADMIN_ROUTES
 from elevenfactor.server._auth import authenticate, check_cross_site
 from elevenfactor.server._chat import chat_completions, trace_id_from
 from elevenfactor.server._errors import error_response
+from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
 from elevenfactor.server._state import Gateway
 
@@ -144,10 +146,13 @@ class GatewayApp:
 
     async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await authenticate(Request(scope, receive), self.gateway)
+            principal = await authenticate(Request(scope, receive), self.gateway)
         except ElevenFactorError as exc:
             await error_response(exc, {"x-trace-id": scope["trace_id"]})(scope, receive, send)
             return
+        # The MCP handlers run in the session manager's tasks; they read the caller from the
+        # request scope the SDK hands them (see elevenfactor.server._mcp).
+        scope[PRINCIPAL_SCOPE_KEY] = principal
         assert self.gateway.mcp is not None
         await self.gateway.mcp.handle_request(scope, receive, send)
 
@@ -183,6 +188,7 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             *(Route(path, fn, methods=methods) for path, fn, methods in RUN_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in ADMIN_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: not_found, 500: server_error},
