@@ -123,3 +123,29 @@ def test_cancel_a_waiting_run(server: Server) -> None:
     cancelled = httpx.post(f"{server.base}/v1/runs/{rid}/cancel", json={})
     assert cancelled.json()["status"] == "cancelled"
     assert httpx.get(server.base + "/v1/approvals").json()["data"] == []
+
+
+def test_delete_a_finished_run_is_recorded_and_audited(server: Server) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rid = httpx.post(
+        server.base + "/v1/runs", json={"program": "greet", "input": {"name": "x"}}
+    ).json()["id"]
+    wait_for(lambda: _status(server.base, rid) == "succeeded", "the run to finish")
+    no_reason = httpx.delete(f"{server.base}/v1/runs/{rid}")
+    assert no_reason.status_code == 400 and no_reason.json()["error"]["param"] == "reason"
+    gone = httpx.delete(f"{server.base}/v1/runs/{rid}", params={"reason": "erasure request"})
+    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert httpx.get(f"{server.base}/v1/runs/{rid}").status_code == 404
+    verified = subprocess.run(
+        [sys.executable, "-m", "elevenfactor", "audit", "verify", "--json"],
+        cwd=server.home,
+        env={**os.environ, "DATABASE_URL": server.db_url, "PYTHONPATH": str(server.home)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert orjson.loads(verified.stdout)["ok"] is True

@@ -26,13 +26,14 @@ from elevenfactor.cli._common import (
     with_store,
 )
 from elevenfactor.errors import RequestError
-from elevenfactor.governance import Principal, principal_for_user
+from elevenfactor.governance import Principal, Sealer, principal_for_user
 from elevenfactor.runtime import (
     RunInfo,
     build_runtime,
     build_worker,
     cancel_run,
     decide_approval,
+    delete_run,
     describe_steps,
     get_run,
     list_approvals,
@@ -93,9 +94,12 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
+        sealer = Sealer(store, settings)
+        sealer.start()
         try:
             await w.serve()
         finally:
+            await sealer.aclose()
             await runtime.aclose()
 
     run(with_store(settings, main))
@@ -284,6 +288,19 @@ def runs_cancel(run_id: str, reason: str, as_user: str, config: Path | None) -> 
     )
 
 
+@runs.command("delete")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why (recorded in the ledger).")
+@as_option
+@config_option
+@handle_errors
+def runs_delete(run_id: str, reason: str, as_user: str, config: Path | None) -> None:
+    """Delete a finished run, its journal and approvals (admins; recorded in the ledger, so
+    `audit verify` tells it from tampering)."""
+    run_as(config, as_user, lambda s, p: delete_run(s, run_id, p, reason))
+    click.echo(f"deleted run {run_id}")
+
+
 @click.group()
 def approvals() -> None:
     """Review pending approvals."""
@@ -424,10 +441,13 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
         w = None if no_worker else build_worker(store, settings, project, runtime.programs)
         task = asyncio.create_task(w.serve()) if w is not None else None
         server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w), principal)
+        sealer = Sealer(store, settings)
+        sealer.start()
         try:
             async with stdio_server() as (read, write):
                 await server.run(read, write, server.create_initialization_options())
         finally:
+            await sealer.aclose()
             if w is not None and task is not None:
                 await w.shutdown(settings.shutdown_timeout)
                 await task

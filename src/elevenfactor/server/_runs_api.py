@@ -20,6 +20,7 @@ from elevenfactor.runtime import (
     RunInfo,
     cancel_run,
     decide_approval,
+    delete_run,
     describe_steps,
     get_run,
     list_approvals,
@@ -33,6 +34,7 @@ from elevenfactor.server._schemas import (
     ApprovalDecision,
     ApprovalQuery,
     RunCreate,
+    RunDeleteQuery,
     RunQuery,
     parse_body,
     parse_query,
@@ -188,6 +190,16 @@ async def cancel(call: _Call) -> Response:
 
 
 @endpoint
+async def delete(call: _Call) -> Response:
+    """``DELETE /v1/runs/{id}?reason=...``: an admin deletes a finished run (recorded in the
+    ledger)."""
+    q = call.query(RunDeleteQuery)
+    run_id = call.path_id("run_id")
+    await delete_run(call.store, run_id, call.principal, q.reason)
+    return _json({"id": run_id, "object": "run", "deleted": True})
+
+
+@endpoint
 async def run_events(call: _Call) -> Response:
     """``GET /v1/runs/{id}/events``: server-sent events — every journal step as it is written
     (``event: step``), each status change (``event: status``), and ``event: end``."""
@@ -255,6 +267,7 @@ ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/v1/runs", create_run, ["POST"]),
     ("/v1/runs", index_runs, ["GET"]),
     ("/v1/runs/{run_id}", show_run, ["GET"]),
+    ("/v1/runs/{run_id}", delete, ["DELETE"]),
     ("/v1/runs/{run_id}/events", run_events, ["GET"]),
     ("/v1/runs/{run_id}/cancel", cancel, ["POST"]),
     ("/v1/approvals", index_approvals, ["GET"]),

@@ -34,6 +34,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalQuery",
     "RunCreate",
+    "RunDeleteQuery",
     "RunQuery",
     "parse_body",
     "parse_query",
@@ -78,6 +79,12 @@ class RunQuery(_Schema):
     status: RunStatus | None = None
     program: Id | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class RunDeleteQuery(_Schema):
+    """``DELETE /v1/runs/{id}`` query string: why (recorded in the ledger)."""
+
+    reason: Annotated[Text, SC(min_length=1)]
 
 
 class ApprovalQuery(_Schema):
