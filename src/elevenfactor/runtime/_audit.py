@@ -313,9 +313,22 @@ class _Run:
         if anchor is None:
             if self.status in _FINAL:
                 self.found(None, f"the run is {self.status} but its end is not in the ledger")
+            elif self.result_hash is not None or self.error is not None:
+                # Both are only ever written with a checkpoint or an end in the same transaction.
+                self.found(
+                    None, "the run has a result or an error but no checkpoint or end in the ledger"
+                )
             return
         body = anchor.data()
         sealed_events = int(body.get("events") or 0)
+        # The result and the error only change when the run settles, which writes the anchor in
+        # the same transaction: a checkpoint covers them as an end does.
+        sealed_at = "at its end" if anchor.kind == "run.ended" else "at its last checkpoint"
+        if self.result_hash != body.get("result_hash"):
+            self.found("result", f"the run's result differs from the one sealed {sealed_at}")
+        error_hash = blob_hash(self.error.encode()) if self.error is not None else None
+        if error_hash != body.get("error_hash"):
+            self.found(None, f"the run's error differs from the one sealed {sealed_at}")
         if anchor.kind == "run.ended":
             if self.status != body.get("status"):
                 self.found(
@@ -323,11 +336,6 @@ class _Run:
                     f"the run's status is {self.status} but the ledger sealed it as"
                     f" {body.get('status')}",
                 )
-            if self.result_hash != body.get("result_hash"):
-                self.found("result", "the run's result differs from the one sealed at its end")
-            error_hash = blob_hash(self.error.encode()) if self.error is not None else None
-            if error_hash != body.get("error_hash"):
-                self.found(None, "the run's error differs from the one sealed at its end")
             if len(events) > sealed_events and chain_ok:
                 self.found(
                     f"event {sealed_events}",
@@ -473,6 +481,16 @@ async def _check_approval_page(
         if decision is None:
             if decided:
                 found("the approval's decision was removed (it is in the ledger)", "decision")
+            elif status not in ("pending", "cancelled"):
+                found(f"the approval is {status} but has no decision (none is in the ledger)")
+            elif (status == "cancelled") != any(e.kind == "approval.cancelled" for e in entries):
+                found(
+                    f"the approval is {status}, but the ledger says it was"
+                    + (" not" if status == "cancelled" else "")
+                    + " cancelled"
+                )
+            elif any(v is not None for v in (decision_hash, decided_by, decided_by_id, decided_at)):
+                found("the approval names a decider but has no decision", "decision")
             continue
         report.payloads += 1
         digest = blob_hash(decision.encode())

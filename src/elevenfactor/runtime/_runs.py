@@ -365,10 +365,15 @@ async def cancel_run(
             " AND status = 'running'",
             (now, run_id),
         )
-        await tx.execute(
-            "UPDATE approvals SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'",
+        cancelled = await tx.fetchall(
+            "UPDATE approvals SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'"
+            " RETURNING id",
             (run_id,),
         )
+        for (approval_id,) in cancelled:
+            await append_entry(
+                tx, "approval.cancelled", approval_id, principal.actor(), {"run_id": run_id}
+            )
     return await get_run(store, run_id, principal)
 
 
