@@ -127,14 +127,19 @@ def _rate(rounds: list[dict[str, Any]], who: str) -> float | None:
     return median([r[who]["events"] / r[who]["seconds"] for r in rounds])
 
 
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    )
+    return done.stdout.strip()
+
+
 async def main(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     results: dict[str, Any] = {
         "bench": "audit",
         "stamp": stamp,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-        ).stdout.strip(),
+        "commit": _commit(),
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "plan": {"runs": args.runs, "steps": args.steps, "rounds": args.rounds},
         "stores": {},

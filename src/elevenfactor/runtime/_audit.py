@@ -200,6 +200,8 @@ class _Page:
     def __init__(self) -> None:
         self.ledger: dict[str, list[LedgerEntry]] = {}
         self.events: dict[str, list[Event]] = {}
+        self.inline: dict[tuple[str, int], bytes] = {}
+        """Step outputs kept in their journal row, by (run, position): each copy is checked."""
         self.contents: dict[str, bytes | None] = {}
 
     @classmethod
@@ -215,13 +217,21 @@ class _Page:
             entry = LedgerEntry(*row)
             page.ledger.setdefault(entry.subject, []).append(entry)
         for row in await db.fetchall(
-            f"SELECT {_EVENT_COLUMNS} FROM journal WHERE run_id IN ({marks}) ORDER BY run_id, n",
+            f"SELECT {_EVENT_COLUMNS}, output FROM journal WHERE run_id IN ({marks})"
+            " ORDER BY run_id, n",
             ids,
         ):
-            ev = Event(*row)
+            ev = Event(*row[:-1])
             page.events.setdefault(ev.run_id, []).append(ev)
+            if row[-1] is not None:
+                page.inline[(ev.run_id, ev.n)] = bytes(row[-1])
         wanted = {h for r in runs for h in r.blobs()}
-        wanted |= {e.output_hash for evs in page.events.values() for e in evs if e.output_hash}
+        wanted |= {
+            e.output_hash
+            for evs in page.events.values()
+            for e in evs
+            if e.output_hash and (e.run_id, e.n) not in page.inline
+        }
         page.contents = await _payloads(db, wanted)
         return page
 
@@ -271,7 +281,7 @@ class _Run:
         broken = check_chain(events, self.genesis)
         if broken is not None:
             self.found(f"event {broken[0]}", broken[1], "journal")
-        self._check_payloads(events, page.contents)
+        self._check_payloads(events, page)
         anchors = [e for e in entries if e.kind in ("run.checkpoint", "run.ended")]
         self._check_anchor(events, anchors[-1] if anchors else None, broken is None)
 
@@ -291,10 +301,11 @@ class _Run:
             if body.get(key) != value:
                 self.found(None, f"the run's {key} differs from its ledger entry")
 
-    def _check_payloads(self, events: list[Event], contents: dict[str, bytes | None]) -> None:
-        def rehash(digest: str, where: str, what: str) -> None:
+    def _check_payloads(self, events: list[Event], page: _Page) -> None:
+        def rehash(digest: str, where: str, what: str, content: bytes | None = None) -> None:
             self.report.payloads += 1
-            content = contents.get(digest)
+            if content is None:
+                content = page.contents.get(digest)
             if content is None:
                 self.found(where, f"the {what} payload {digest} is missing", "payload")
             elif blob_hash(content) != digest:
@@ -303,7 +314,12 @@ class _Run:
         rehash(self.input_hash, "input", "input")
         for ev in events:
             if ev.output_hash:
-                rehash(ev.output_hash, f"event {ev.n} (step {ev.step_id})", "step output")
+                rehash(
+                    ev.output_hash,
+                    f"event {ev.n} (step {ev.step_id})",
+                    "step output",
+                    page.inline.get((ev.run_id, ev.n)),
+                )
         if self.result_hash:
             rehash(self.result_hash, "result", "result")
 

@@ -29,7 +29,7 @@ from elevenfactor.errors import (
     StepFailed,
 )
 from elevenfactor.runtime._codec import decode, encode
-from elevenfactor.runtime._journal import Event, append_event, load_events
+from elevenfactor.runtime._journal import Event, append_event, load_events, load_payloads
 from elevenfactor.runtime._runs import Lease
 from elevenfactor.store import Store
 
@@ -120,16 +120,12 @@ class RunContext:
     async def open(cls, store: Store, lease: Lease) -> RunContext:
         """Load the run's journal and the payloads it references."""
         events = await load_events(store, lease.run_id)
-        rows = await store.fetchall(
-            "SELECT b.hash, b.content FROM blobs b JOIN journal j ON j.output_hash = b.hash"
-            " WHERE j.run_id = ?",
-            (lease.run_id,),
-        )
+        payloads = await load_payloads(store, [lease.run_id])
         shared = _Shared(
             store=store,
             lease=lease,
             by_step={e.step_id: e for e in events},
-            payloads={h: bytes(c) for h, c in rows if c is not None},
+            payloads=payloads,
             written=len(events),
             head_hash=events[-1].hash if events else lease.genesis_hash,
             lease_expires=lease.expires_at,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -28,15 +29,20 @@ __all__ = [
     "event_hash",
     "genesis_hash",
     "load_events",
+    "load_payloads",
 ]
 
-_APPEND = (
-    "INSERT INTO journal (run_id, n, step_id, kind, name, status, output_hash, error, fence,"
-    " created_at, prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running')"
-)
+INLINE_MAX = 16 * 1024
+"""Step outputs up to this size are kept inline in the journal row (one row, one write); larger
+ones go to the content-addressed blob table once. Either way the event's hash covers the
+output's hash, and ``audit`` re-hashes the bytes."""
+
 _COLUMNS = (
     "run_id, n, step_id, kind, name, status, output_hash, error, fence, created_at, prev_hash, hash"
+)
+_APPEND = (
+    f"INSERT INTO journal ({_COLUMNS}, output) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running')"
 )
 # PostgreSQL: the fence check, the blob and the event in one autocommit statement (one round trip
 # and one commit instead of BEGIN, two INSERTs and COMMIT); the blob is written only with the event.
@@ -46,8 +52,8 @@ _COLUMNS = (
 # FOR UPDATE SKIP LOCKED passes the run by until the event is in, or the check sees the new fence.
 _LIVE = "live AS (SELECT 1 FROM runs WHERE id = ? AND fence = ? AND status = 'running' FOR SHARE)"
 _APPEND_ONE = (
-    f"WITH {_LIVE} INSERT INTO journal ({_COLUMNS})"
-    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM live)"
+    f"WITH {_LIVE} INSERT INTO journal ({_COLUMNS}, output)"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM live)"
 )
 _APPEND_ONE_WITH_BLOB = (
     f"WITH {_LIVE}, blob AS (INSERT INTO blobs (hash, size, content, created_at)"
@@ -57,9 +63,8 @@ _APPEND_ONE_WITH_BLOB = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One journal entry."""
+class Event(NamedTuple):
+    """One journal entry (a named tuple: built once per step, on the hot path)."""
 
     run_id: str
     n: int
@@ -133,11 +138,12 @@ async def append_event(
     fence: int,
     prev_hash: str,
 ) -> Event:
-    """Write the event (and its payload blob) if the run's fence is still ``fence``.
+    """Write the event (its output inline, or a blob when larger than ``INLINE_MAX``) if the
+    run's fence is still ``fence``.
 
-    ``db`` is a transaction, or a store: then the write is atomic on its own (one statement on
-    PostgreSQL, a ``BEGIN IMMEDIATE`` transaction on SQLite). Raises ``LeaseLost`` when another
-    worker holds the run now.
+    ``db`` is a transaction, or a store: then the write is atomic on its own (one statement, or
+    on SQLite with a large output a ``BEGIN IMMEDIATE`` transaction for the blob and the event).
+    Raises ``LeaseLost`` when another worker holds the run now.
     """
     now = time.time()
     out_hash = blob_hash(output) if output is not None else None
@@ -146,19 +152,24 @@ async def append_event(
     )
     row = (run_id, n, step_id, kind, name, status, out_hash, error, fence, now, prev_hash, digest)
     dialect = getattr(db, "dialect", None)
+    inline = output if output is not None and len(output) <= INLINE_MAX else None
     if dialect == "postgresql":
-        if output is None:
-            written = await db.execute(_APPEND_ONE, (run_id, fence, *row))
+        if output is None or inline is not None:
+            written = await db.execute(_APPEND_ONE, (run_id, fence, *row, inline))
         else:
             written = await db.execute(
                 _APPEND_ONE_WITH_BLOB,
                 (run_id, fence, out_hash, len(output), output, now, *row),
             )
+    elif dialect is not None and (output is None or inline is not None):
+        # One statement: SQLite makes it its own transaction (the fence check included), with
+        # no BEGIN and COMMIT round trips through Python.
+        written = await db.execute(_APPEND, (*row, inline, run_id, fence))
     elif dialect is not None:
         async with cast("Store", db).transaction() as tx:
-            written = await _append(tx, row, output, run_id, fence)
+            written = await _append(tx, row, output, inline, run_id, fence)
     else:
-        written = await _append(db, row, output, run_id, fence)
+        written = await _append(db, row, output, inline, run_id, fence)
     if written != 1:
         raise LeaseLost(
             f"run {run_id}: lease lost before step {step_id} ({kind} {name!r}) was "
@@ -168,12 +179,18 @@ async def append_event(
 
 
 async def _append(
-    db: Executor, row: tuple[Any, ...], output: bytes | None, run_id: str, fence: int
+    db: Executor,
+    row: tuple[Any, ...],
+    output: bytes | None,
+    inline: bytes | None,
+    run_id: str,
+    fence: int,
 ) -> int:
-    """The blob, then the fenced event, on ``db``: the row count of the event's INSERT."""
-    if output is not None:
+    """The blob (if the output is not inline), then the fenced event, on ``db``: the row count
+    of the event's INSERT."""
+    if output is not None and inline is None:
         await db.execute(BLOB_INSERT, (row[6], len(output), output, row[9]))
-    return await db.execute(_APPEND, (*row, run_id, fence))
+    return await db.execute(_APPEND, (*row, inline, run_id, fence))
 
 
 async def load_events(db: Executor, run_id: str, start: int = 0) -> list[Event]:
@@ -184,16 +201,28 @@ async def load_events(db: Executor, run_id: str, start: int = 0) -> list[Event]:
     return [Event(*r) for r in rows]
 
 
+async def load_payloads(db: Executor, run_ids: Sequence[str], start: int = 0) -> dict[str, bytes]:
+    """The step outputs of ``run_ids`` (events from ``start`` on) by hash: inline ones and those
+    in the blob table, in two queries."""
+    marks = ", ".join("?" for _ in run_ids)
+    inline = await db.fetchall(
+        f"SELECT output_hash, output FROM journal WHERE run_id IN ({marks}) AND n >= ?"
+        " AND output IS NOT NULL",
+        (*run_ids, start),
+    )
+    stored = await db.fetchall(
+        "SELECT b.hash, b.content FROM blobs b JOIN journal j ON j.output_hash = b.hash"
+        f" WHERE j.run_id IN ({marks}) AND j.n >= ? AND j.output IS NULL",
+        (*run_ids, start),
+    )
+    return {h: bytes(c) for h, c in (*inline, *stored) if c is not None}
+
+
 async def describe_steps(db: Executor, run_id: str, start: int = 0) -> list[dict[str, Any]]:
     """The events from ``start`` on as plain dicts with decoded outputs and errors (for the API,
-    the CLI and the dashboard); payloads are fetched in one query."""
+    the CLI and the dashboard); payloads are fetched in two queries."""
     events = await load_events(db, run_id, start)
-    rows = await db.fetchall(
-        "SELECT b.hash, b.content FROM blobs b JOIN journal j ON j.output_hash = b.hash"
-        " WHERE j.run_id = ? AND j.n >= ?",
-        (run_id, start),
-    )
-    payloads = {h: bytes(c) for h, c in rows if c is not None}
+    payloads = await load_payloads(db, [run_id], start)
     return [
         {
             "n": ev.n,

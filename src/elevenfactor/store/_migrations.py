@@ -20,7 +20,7 @@ __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_
 @dataclass(frozen=True)
 class Migration:
     """One schema change. ``{blob}``, ``{real}``, ``{bigint}`` and ``{serial}`` (an
-    auto-incrementing primary key) are replaced per dialect."""
+    auto-incrementing primary key) and ``{without_rowid}`` are replaced per dialect."""
 
     name: str
     statements: tuple[str, ...]
@@ -33,12 +33,14 @@ class Migration:
                 "real": "REAL",
                 "bigint": "INTEGER",
                 "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+                "without_rowid": " WITHOUT ROWID",
             },
             "postgresql": {
                 "blob": "BYTEA",
                 "real": "DOUBLE PRECISION",
                 "bigint": "BIGINT",
                 "serial": "BIGSERIAL PRIMARY KEY",
+                "without_rowid": "",
             },
         }[dialect]
         return [s.format(**types) for s in self.statements]

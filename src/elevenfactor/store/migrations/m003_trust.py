@@ -1,5 +1,6 @@
 """m003_trust: organisations, teams, users and reviewer groups; owners on runs, approvals and
-call records; the global hash-chained ledger and its sealed blocks.
+call records; the global hash-chained ledger and its sealed blocks;
+small step outputs inline in the journal.
 
 Existing rows move into the default organisation: runs are owned by the built-in ``local``
 administrator, and each existing API key gets a service account of its own with the ``member``
@@ -7,6 +8,29 @@ role (it used to act on everything; now it acts on what it owns).
 """
 
 STATEMENTS = (
+    # The journal keeps small step outputs inline (one row, one B-tree per step on SQLite, where
+    # the table is WITHOUT ROWID); larger ones stay in the content-addressed blob table.
+    """CREATE TABLE journal_v3 (
+        run_id TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        output_hash TEXT,
+        error TEXT,
+        fence {bigint} NOT NULL,
+        created_at {real} NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        output {blob},
+        PRIMARY KEY (run_id, n)
+    ){without_rowid}""",
+    "INSERT INTO journal_v3 (run_id, n, step_id, kind, name, status, output_hash, error, fence,"
+    " created_at, prev_hash, hash) SELECT run_id, n, step_id, kind, name, status, output_hash,"
+    " error, fence, created_at, prev_hash, hash FROM journal",
+    "DROP TABLE journal",
+    "ALTER TABLE journal_v3 RENAME TO journal",
     """CREATE TABLE orgs (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
