@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from elevenfactor.runtime import (
     run_result,
     submit_run,
 )
-from elevenfactor.runtime._journal import event_hash
+from elevenfactor.runtime._journal import INLINE_MAX, event_hash
 from elevenfactor.store import Store, blob_hash, open_store
 from tests.conftest import PG_URL
 from tests.support.principals import reviewer
@@ -80,6 +80,8 @@ def _programs() -> Programs:
     async def fan(ctx: RunContext, items: list[int]) -> list[int]:
         out = await ctx.map(branch, items, limit=2)
         await ctx.step("sum", lambda: sum(out))
+        # Larger than INLINE_MAX: kept in the blob table, not in the event row.
+        await ctx.step("report", lambda: {"text": "x" * (INLINE_MAX + 1), "sum": sum(out)})
         return out
 
     @p.workflow("pay")
@@ -215,8 +217,10 @@ class Inventory:
     blobs: dict[str, bytes]
     refs: dict[str, set[str]]
     """Blob hash -> the runs, approvals and calls that reference it."""
-    targets: list[tuple[str, str, str]]
-    """(what, subject, blob hash) for every reference to a payload."""
+    targets: list[tuple[str, str, str, str]]
+    """(what, subject, hash, where) for every reference to a payload; ``where`` is ``blob``, or
+    ``inline:<run>:<n>`` for a step output kept in its event row."""
+    inline: dict[tuple[str, int], bytes]
 
     @property
     def with_events(self) -> list[str]:
@@ -259,25 +263,37 @@ async def _inventory(db: Store) -> Inventory:
     ]
     calls = await _rows(db, "model_calls", (*RECORD_COLUMNS, "record_hash"), "id")
     blobs = {h: bytes(c) for h, c in await db.fetchall("SELECT hash, content FROM blobs")}
-    targets: list[tuple[str, str, str]] = []  # (what, subject, blob hash)
+    inline = {
+        (rid, int(n)): bytes(out)
+        for rid, n, out in await db.fetchall(
+            "SELECT run_id, n, output FROM journal WHERE output IS NOT NULL"
+        )
+    }
+    targets: list[tuple[str, str, str, str]] = []  # (what, subject, hash, where)
     for rid, run in runs.items():
-        targets.append((f"run {rid} input", rid, run["input_hash"]))
+        targets.append((f"run {rid} input", rid, run["input_hash"], "blob"))
         if run["result_hash"]:
-            targets.append((f"run {rid} result", rid, run["result_hash"]))
+            targets.append((f"run {rid} result", rid, run["result_hash"], "blob"))
         for ev in events[rid]:
             if ev.output_hash:
-                targets.append((f"run {rid} event {ev.n} output", rid, ev.output_hash))
+                where = f"inline:{rid}:{ev.n}" if (rid, ev.n) in inline else "blob"
+                targets.append((f"run {rid} event {ev.n} output", rid, ev.output_hash, where))
     for a in approvals:
-        targets.append((f"approval of run {a['run_id']}: request", a["id"], a["request_hash"]))
+        what = f"approval of run {a['run_id']}: request"
+        targets.append((what, a["id"], a["request_hash"], "blob"))
     for c in calls:
         for col in ("request_hash", "response_hash"):
             if c[col]:
-                targets.append((f"call {c['id']} {col[:-5]}", c["id"], c[col]))
+                targets.append((f"call {c['id']} {col[:-5]}", c["id"], c[col], "blob"))
     refs: dict[str, set[str]] = {}
-    for _, subject, digest in targets:
-        refs.setdefault(digest, set()).add(subject)
+    for _, subject, digest, where in targets:
+        if where == "blob":
+            refs.setdefault(digest, set()).add(subject)
     assert len(blocks) >= 3 and all(e.block is not None for e in entries)
-    return Inventory(runs, events, approvals, entries, blocks, calls, blobs, refs, sorted(targets))
+    assert inline and any(w == "blob" and " output" in t for t, _, _, w in targets)
+    return Inventory(
+        runs, events, approvals, entries, blocks, calls, blobs, refs, sorted(targets), inline
+    )
 
 
 # -- fresh copies of the pristine store, one per trial --------------------------------------------
@@ -422,7 +438,7 @@ async def _forged_blob(db: Store, rnd: random.Random) -> str:
     return digest
 
 
-JOURNAL_COLUMNS = tuple(f.name for f in fields(Event) if f.name != "run_id")
+JOURNAL_COLUMNS = tuple(f for f in Event._fields if f != "run_id")
 
 
 async def edit_journal(db: Store, inv: Inventory, rnd: random.Random) -> Trial:
@@ -445,7 +461,16 @@ async def edit_journal(db: Store, inv: Inventory, rnd: random.Random) -> Trial:
 
 
 async def edit_blob(db: Store, inv: Inventory, rnd: random.Random) -> Trial:
-    what, _, digest = rnd.choice(inv.targets)
+    what, subject, digest, where = rnd.choice(inv.targets)
+    if where != "blob":  # a step output kept in its event row: only that copy changes
+        _, rid, n = where.split(":")
+        old = inv.inline[(rid, int(n))]
+        i = rnd.randrange(len(old))
+        new = old[:i] + (b"7" if old[i : i + 1] != b"7" else b"8") + old[i + 1 :]
+        await db.execute(
+            "UPDATE journal SET output = ? WHERE run_id = ? AND n = ?", (new, rid, int(n))
+        )
+        return Trial("blob", f"{what} (inline): {old!r} -> {new!r}", [{subject}])
     old = inv.blobs[digest]
     i = rnd.randrange(len(old))
     new = old[:i] + (b"7" if old[i : i + 1] != b"7" else b"8") + old[i + 1 :]
@@ -754,6 +779,11 @@ async def _rehash_everything(store: Store, rid: str, j: int) -> Any:
             " WHERE run_id = ? AND n = ?",
             (new_out, prev, digest, rid, ev.n),
         )
+        if ev.n == j:  # the output itself, wherever it is kept (inline in the event row here)
+            await store.execute(
+                "UPDATE journal SET output = ? WHERE run_id = ? AND n = ? AND output IS NOT NULL",
+                (output, rid, ev.n),
+            )
         prev = digest
     await store.execute(
         "UPDATE runs SET head_hash = ?, result_hash = ? WHERE id = ?", (prev, result_hash, rid)
