@@ -190,10 +190,12 @@ async def submit_run(
             or (existing.org_id, existing.user_id) != (org_id, user_id)
         ):
             raise RequestError(
-                f"run {rid} already exists with a different program or input",
+                f"the run id {rid!r} is taken",
                 code="run_conflict",
                 status=409,
-                param="run_id",
+                param="id",
+                hint="submitting the same program and input again with your id is idempotent;"
+                " pick another id for another run",
             )
     return rid
 

@@ -153,6 +153,11 @@ class GatewayApp:
         # The MCP handlers run in the session manager's tasks; they read the caller from the
         # request scope the SDK hands them (see elevenfactor.server._mcp).
         scope[PRINCIPAL_SCOPE_KEY] = principal
+        # Host names and origins are case-insensitive (RFC 3986) and the guard above already
+        # accepted these; the MCP transport compares exactly, so hand it the lower-case forms.
+        scope["headers"] = [
+            (k, v.lower()) if k in (b"host", b"origin") else (k, v) for k, v in scope["headers"]
+        ]
         assert self.gateway.mcp is not None
         await self.gateway.mcp.handle_request(scope, receive, send)
 

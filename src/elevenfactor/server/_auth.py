@@ -97,8 +97,16 @@ def check_cross_site(scope: Scope, settings: Settings) -> None:
     origin = headers.get("origin")
     if origin is None:
         return
-    parts = urlsplit(origin)
-    loopback_origin = parts.scheme in ("http", "https") and parts.hostname in _LOOPBACK_NAMES
+    try:
+        parts = urlsplit(origin)
+        _ = parts.port  # a malformed port ("localhost:3000.evil.com") is not loopback
+    except ValueError:
+        parts = urlsplit("")
+    loopback_origin = (
+        parts.scheme in ("http", "https")
+        and parts.hostname in _LOOPBACK_NAMES
+        and parts.path in ("", "/")
+    )
     if not ((settings.dev and loopback_origin) or origin.lower() in origins):
         raise RequestError(
             f"requests from origin {origin!r} are not accepted",

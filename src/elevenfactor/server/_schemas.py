@@ -16,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
     StrictInt,
     ValidationError,
 )
@@ -67,9 +66,9 @@ class RunCreate(_Schema):
         default=None, description="Your id for the run: submitting it again is idempotent."
     )
     max_attempts: Annotated[StrictInt, Field(ge=1, le=100)] = 1
-    deadline_seconds: (
-        Annotated[StrictFloat | StrictInt, Field(gt=0, le=10 * 365 * 86400)] | None
-    ) = None
+    # One strict number type (ints accepted, bools and strings not), so that the bounds reach
+    # the JSON schema as exclusiveMinimum/maximum: on a union pydantic cannot place them.
+    deadline_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400, strict=True)] | None = None
     session_id: Id | None = None
 
 

@@ -122,7 +122,10 @@ def _message(raw: Any, i: int) -> Message:
         )
     if role == "assistant":
         calls = []
-        for j, tc in enumerate(raw.get("tool_calls") or []):
+        raw_calls = raw.get("tool_calls") or []
+        if not isinstance(raw_calls, list):
+            raise _fail("expected a list of tool calls", f"{param}.tool_calls", "invalid_type")
+        for j, tc in enumerate(raw_calls):
             fn = tc.get("function") if isinstance(tc, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise _fail(
@@ -184,8 +187,9 @@ def _tools(raw: Any) -> list[ToolDefinition]:
 def _tool_choice(raw: Any) -> str | None:
     if raw is None or raw in ("auto", "none", "required"):
         return raw  # type: ignore[no-any-return]
-    if isinstance(raw, dict) and isinstance((raw.get("function") or {}).get("name"), str):
-        return str(raw["function"]["name"])
+    fn = raw.get("function") if isinstance(raw, dict) else None
+    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+        return str(fn["name"])
     raise _fail(
         "expected 'auto', 'none', 'required' or {type: function, function: {name}}",
         "tool_choice",

@@ -136,22 +136,30 @@ class ScriptedModel(FunctionModel):
         return item
 
 
-def _example(schema: dict[str, Any]) -> Any:
-    """A minimal value that satisfies a simple JSON schema."""
+def _example(schema: Any) -> Any:
+    """A minimal value that satisfies a simple JSON schema (anything else gets ``"x"``: the
+    deterministic test model never fails on a schema it does not understand)."""
+    if not isinstance(schema, dict):
+        return "x"
     if "const" in schema:
         return schema["const"]
-    if "enum" in schema:
-        return schema["enum"][0]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     for key in ("anyOf", "oneOf"):
-        if key in schema:
-            return _example(schema[key][0])
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return _example(options[0])
     kind = schema.get("type")
     if isinstance(kind, list):
-        kind = kind[0]
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties", {})
+        kind = kind[0] if kind else None
+    props = schema.get("properties")
+    if kind == "object" or isinstance(props, dict):
+        props = props if isinstance(props, dict) else {}
         required = schema.get("required", list(props))
-        return {k: _example(props[k]) for k in required if k in props}
+        if not isinstance(required, list):
+            required = list(props)
+        return {k: _example(props[k]) for k in required if isinstance(k, str) and k in props}
     return {
         "string": "x",
         "integer": 0,
