@@ -4,8 +4,8 @@ For each store (SQLite; PostgreSQL unless ``--skip-postgres``) the harness fills
 database once — ``--runs`` runs of ``--steps`` journaled steps with distinct 200-byte payloads,
 executed by a real ``Worker``, so every run has its ledger entries — then, in interleaved rounds:
 
-- **floor**: the bare minimum any payload audit must do — read every journal row and every blob
-  it references, recompute each event's SHA-256 over its columns and each payload's SHA-256, in
+- **floor**: the bare minimum any payload audit must do — read every journal row and its output
+  (inline, or the blob it references), recompute each event's SHA-256 over its columns and each payload's SHA-256, in
   one pass with no checks against anything else;
 - **elevenfactor**: ``audit(store)``: the ledger blocks and entries, every run against its
   ledger entries, the chains with their position-exact diagnosis, every payload, approvals and
@@ -78,8 +78,8 @@ async def _floor(store: Store) -> dict[str, float]:
     while True:
         rows = await store.fetchall(
             "SELECT j.run_id, j.n, j.step_id, j.kind, j.name, j.status, j.output_hash, j.error,"
-            " j.fence, j.created_at, j.prev_hash, j.hash, b.content FROM journal j"
-            " LEFT JOIN blobs b ON b.hash = j.output_hash"
+            " j.fence, j.created_at, j.prev_hash, j.hash, COALESCE(j.output, b.content)"
+            " FROM journal j LEFT JOIN blobs b ON b.hash = j.output_hash AND j.output IS NULL"
             " WHERE (j.run_id > ?) OR (j.run_id = ? AND j.n > ?)"
             " ORDER BY j.run_id, j.n LIMIT 5000",
             (after[0], after[0], after[1]),
