@@ -24,28 +24,24 @@ _NAME = re.compile(NAME_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-def check_id(value: str, param: str) -> str:
-    """``value`` if it is a valid id, else a ``RequestError`` naming ``param``."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
+def _check(pattern: re.Pattern[str], rule: str, code: str, value: str, param: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise RequestError(
-            f"{param!r} must be 1-200 characters of A-Z a-z 0-9 . _ : - (starting with a letter"
-            f" or digit); got {value!r:.60}",
-            code="invalid_id",
+            f"{param!r} must be {rule} (starting with a letter or digit); got {value!r:.60}",
+            code=code,
             param=param,
         )
     return value
+
+
+def check_id(value: str, param: str) -> str:
+    """``value`` if it is a valid id, else a ``RequestError`` naming ``param``."""
+    return _check(_ID, "1-200 characters of A-Z a-z 0-9 . _ : -", "invalid_id", value, param)
 
 
 def check_name(value: str, param: str) -> str:
     """``value`` if it is a valid name, else a ``RequestError`` naming ``param``."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise RequestError(
-            f"{param!r} must be 1-64 characters of A-Z a-z 0-9 . _ - (starting with a letter or"
-            f" digit); got {value!r:.60}",
-            code="invalid_name",
-            param=param,
-        )
-    return value
+    return _check(_NAME, "1-64 characters of A-Z a-z 0-9 . _ -", "invalid_name", value, param)
 
 
 def check_text(value: str, param: str, max_length: int = 4000) -> str:
