@@ -151,6 +151,9 @@ def _block(row: tuple[Any, ...]) -> Block:
 async def seal(store: Store) -> Block | None:
     """Chain every unsealed entry into a new block; None if there was nothing to seal (or
     another process is sealing right now)."""
+    # A cheap read first: an idle ledger costs no write lock every interval.
+    if await store.fetchone("SELECT 1 FROM ledger WHERE block IS NULL LIMIT 1") is None:
+        return None
     async with store.transaction() as tx:
         if store.dialect == "postgresql":
             row = await tx.fetchone("SELECT pg_try_advisory_xact_lock(?)", (_SEAL_LOCK,))
