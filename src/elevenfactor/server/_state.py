@@ -26,8 +26,10 @@ logger = logging.getLogger("elevenfactor.server")
 def mcp_security(settings: Settings) -> TransportSecuritySettings:
     """MCP's DNS-rebinding protection: on in dev mode (loopback names and the configured hosts
     and origins) and wherever ``ELEVENFACTOR_ALLOWED_HOSTS`` is set."""
-    hosts = [h.strip() for h in settings.allowed_hosts.split(",") if h.strip()]
-    origins = [o.strip() for o in settings.allowed_origins.split(",") if o.strip()]
+    configured = [h.strip().lower() for h in settings.allowed_hosts.split(",") if h.strip()]
+    # As the cross-site guard does: a configured name is served on any port.
+    hosts = [*configured, *(f"{h}:*" for h in configured if not h.endswith("]") and ":" not in h)]
+    origins = [o.strip().lower() for o in settings.allowed_origins.split(",") if o.strip()]
     if settings.dev:
         for name in ("localhost", "127.0.0.1", "[::1]"):
             hosts += [name, f"{name}:*"]
@@ -37,7 +39,7 @@ def mcp_security(settings: Settings) -> TransportSecuritySettings:
                 f"https://{name}",
                 f"https://{name}:*",
             ]
-    elif not hosts:
+    elif not configured:
         # Any Host is served (a deployment behind its own proxy); keys authenticate every call.
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     return TransportSecuritySettings(
