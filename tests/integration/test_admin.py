@@ -153,6 +153,8 @@ async def _execute(url: str) -> None:
 
 
 def test_runs_and_approvals_act_as_the_given_user(cli: Any, store_url: str) -> None:
+    # `elevenfactor run` refuses a program the project does not declare.
+    Path("elevenfactor.yaml").write_text('programs: ["tests.support.programs:programs"]\n')
     cli("users", "create", "rita", "--role", "member", "--role", "reviewer", "--group", "finance")
     cli("users", "create", "mo")
     rid = cli(

@@ -56,12 +56,6 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_serve_refuses_an_unmigrated_database(project: Path) -> None:
-    out = _cli(project, "serve", "--port", str(free_port()))
-    assert out.returncode == 2
-    assert "store_unmigrated" in out.stderr and "elevenfactor migrate" in out.stderr
-
-
 def test_invalid_config_names_file_key_and_expectation(project: Path) -> None:
     (project / "elevenfactor.yaml").write_text(
         "providers: {t: {type: test}}\nmodels: {m: {provider: t, model: x, timeout: -1}}\n"

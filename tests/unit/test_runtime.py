@@ -204,7 +204,7 @@ async def test_failed_steps_replay_identically_and_runs_retry(store: Store) -> N
     assert calls == Counter({"flaky": 4, "program": 2})
     assert effects["a"] == 1
     run = await get_run(store, rid)
-    assert run.attempt == 1
+    assert run.attempt == 2  # attempts started: the second succeeded
 
 
 async def test_runs_exhaust_their_attempts(store: Store) -> None:

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from elevenfactor.config import ProjectConfig, Settings, load_project, load_settings
-from elevenfactor.errors import ElevenFactorError
+from elevenfactor.errors import ConfigError, ElevenFactorError
 from elevenfactor.store import Store, open_store
 
 P = ParamSpec("P")
@@ -24,6 +24,27 @@ T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+_CONFIG_HINT = "fix the file and key named; `elevenfactor config check` lists every error"
+
+
+def print_error(exc: ElevenFactorError, *, default_hint: bool = True) -> None:
+    """``error[code]: message`` on one line of stderr, then its hint (a configuration error
+    gets one unless ``default_hint`` is off)."""
+    err_console.print(
+        f"[bold red]error\\[{exc.code}][/]: {escape(exc.message)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    hint = exc.hint or (_CONFIG_HINT if default_hint and isinstance(exc, ConfigError) else None)
+    if hint:
+        err_console.print(f"  hint: {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def config_error_dict(exc: ConfigError) -> dict[str, Any]:
+    """A configuration error for machines: code, message, hint, file and key."""
+    return {**exc.to_dict(), "source": exc.source, "key": exc.key, "expected": exc.expected}
 
 
 def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
@@ -34,11 +55,7 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except ElevenFactorError as exc:
-            err_console.print(
-                f"[bold red]error\\[{exc.code}][/]: {escape(exc.message)}", highlight=False
-            )
-            if exc.hint:
-                err_console.print(f"  hint: {escape(exc.hint)}", highlight=False)
+            print_error(exc)
             sys.exit(2)
 
     return wrapper

@@ -9,10 +9,13 @@ import click
 
 from elevenfactor._version import __version__
 from elevenfactor.cli._common import (
+    config_error_dict,
     config_option,
     console,
+    err_console,
     handle_errors,
     json_option,
+    print_error,
     print_json,
     project_from,
     run,
@@ -20,7 +23,6 @@ from elevenfactor.cli._common import (
     with_store,
 )
 from elevenfactor.config import mask_url
-from elevenfactor.store import Store, pending
 from elevenfactor.store import migrate as migrate_store
 
 __all__ = ["main"]
@@ -66,9 +68,22 @@ def config() -> None:
 @json_option
 @handle_errors
 def config_check(config: Path | None, as_json: bool) -> None:
-    """Validate the environment and project file; print the resolved config, secrets masked."""
+    """Load the project as `serve` does (models, toolsets, programs, agents and every reference
+    between them) without connecting anywhere; print every error, or the resolved config with
+    secrets masked. Exits 2 on any error."""
+    from elevenfactor.runtime._service import check_config
+
     settings = settings_from(config)
     project = project_from(settings)
+    errors = run(check_config(settings, project))
+    if errors:
+        if as_json:
+            print_json({"ok": False, "errors": [config_error_dict(e) for e in errors]})
+            sys.exit(2)
+        for error in errors:
+            print_error(error, default_hint=False)
+        err_console.print(f"{len(errors)} configuration error(s)", highlight=False)
+        sys.exit(2)
     source = settings.resolved_config_file()
     resolved = {
         "source": str(source) if source else "built-in default",
@@ -125,26 +140,21 @@ def serve(
     web_concurrency: int | None,
     auto_migrate: bool,
 ) -> None:
-    """Serve the OpenAI-compatible gateway and API on PORT."""
-    from elevenfactor.errors import MigrationRequired
+    """Serve the OpenAI-compatible gateway and API on PORT.
+
+    The project is checked first (as `config check` does); a new embedded SQLite database is
+    migrated on first start, any other needs `elevenfactor migrate` (or --migrate).
+    """
     from elevenfactor.observe import configure_logging
+    from elevenfactor.runtime._service import check_config, require_valid
     from elevenfactor.server import serve as serve_app
+    from elevenfactor.server._runner import prepare_store
 
     settings = settings_from(config, host=host, port=port, dev=dev, web_concurrency=web_concurrency)
     project = project_from(settings)
+    require_valid(run(check_config(settings, project)))
     configure_logging(settings.log_level)
-
-    async def check(store: Store) -> list[str]:
-        if auto_migrate:
-            await migrate_store(store)
-        return await pending(store)
-
-    missing = run(with_store(settings, check))
-    if missing:
-        raise MigrationRequired(
-            f"the database is missing migrations: {', '.join(missing)}",
-            hint="run `elevenfactor migrate` (or `elevenfactor serve --migrate`)",
-        )
+    run(prepare_store(settings.resolved_database_url(), auto_migrate=auto_migrate))
     if settings.web_concurrency > 1:
         from elevenfactor.server._supervisor import child_argv, supervise
 

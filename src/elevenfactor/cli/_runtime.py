@@ -145,25 +145,25 @@ def run_cmd(
     async def main(store: Store) -> RunInfo:
         await require_migrated(store)
         owner = await principal_for_user(store, as_user)
-        runtime = build_runtime(settings, project) if execute else None
-        w = (
-            build_worker(store, settings, project, runtime.programs, queues=[queue])
-            if runtime
-            else None
-        )
-        if w is not None:
-            w.programs.get(program)  # fail before submitting an unknown program
-        rid = await submit_run(
-            store, program, payload, queue=queue, priority=priority, run_id=run_id, owner=owner
-        )
-        info = await get_run(store, rid, owner)
-        with console.status(f"run {rid}: {info.status}") as status:
-            while (execute or wait) and not info.finished:
-                if w is None or not await w.run_once():
-                    await asyncio.sleep(0.1)
-                info = await get_run(store, rid, owner)
-                status.update(f"run {rid}: {info.status}")
-        if runtime is not None:
+        runtime = build_runtime(settings, project)
+        try:
+            runtime.programs.get(program)  # refuse an unknown program before queuing anything
+            w = (
+                build_worker(store, settings, project, runtime.programs, queues=[queue])
+                if execute
+                else None
+            )
+            rid = await submit_run(
+                store, program, payload, queue=queue, priority=priority, run_id=run_id, owner=owner
+            )
+            info = await get_run(store, rid, owner)
+            with console.status(f"run {rid}: {info.status}") as status:
+                while (execute or wait) and not info.finished:
+                    if w is None or not await w.run_once():
+                        await asyncio.sleep(0.1)
+                    info = await get_run(store, rid, owner)
+                    status.update(f"run {rid}: {info.status}")
+        finally:
             await runtime.aclose()
         return info
 
@@ -280,7 +280,8 @@ def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> 
 @config_option
 @handle_errors
 def runs_cancel(run_id: str, reason: str, as_user: str, config: Path | None) -> None:
-    """Cancel a run (at once if not running; at its next heartbeat if running)."""
+    """Cancel a run: at once if queued or waiting; if running, its worker stops it at its next
+    step. A finished run is refused (run_finished)."""
     info = run_as(config, as_user, lambda s, p: cancel_run(s, run_id, reason, p))
     click.echo(
         f"run {info.id}: {info.status}"

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from elevenfactor.errors import ConfigError
+from elevenfactor.runtime._loader import report
 
 __all__ = ["AgentLimits", "AgentSpec", "ApprovalRule", "ArgPredicate", "ToolRef", "load_agents"]
 
@@ -117,77 +118,118 @@ def _error(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(message, source=source, key=key)
 
 
+def _load_one(path: Path, directory: Path) -> AgentSpec:
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "unknown position"
+        raise ConfigError(f"not valid YAML at {where}", source=source) from None
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+    try:
+        spec = AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _error(exc, source) from None
+    if spec.instructions_file is None:
+        return spec
+    prompt = directory.parent / spec.instructions_file
+    if spec.instructions:
+        raise ConfigError(
+            "give instructions or instructions_file, not both",
+            source=source,
+            key="instructions_file",
+        )
+    try:
+        text = prompt.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {prompt}: {exc.strerror}", source=source, key="instructions_file"
+        ) from None
+    return spec.model_copy(update={"instructions": text})
+
+
+def _references(
+    spec: AgentSpec,
+    source: str,
+    agents: set[str],
+    known_toolsets: Mapping[str, object] | None,
+    known_models: set[str] | None,
+) -> list[ConfigError]:
+    found: list[ConfigError] = []
+    for i, ref in enumerate(spec.tools):
+        if known_toolsets is not None and ref.toolset not in known_toolsets:
+            found.append(
+                ConfigError(
+                    f"unknown toolset {ref.toolset!r}",
+                    source=source,
+                    key=f"tools[{i}].toolset",
+                    expected="a name under `toolsets:` or `mcp_servers:` in elevenfactor.yaml",
+                )
+            )
+    for field in ("delegates", "handoffs"):
+        for i, other in enumerate(getattr(spec, field)):
+            if other not in agents:
+                found.append(
+                    ConfigError(
+                        f"unknown agent {other!r}",
+                        source=source,
+                        key=f"{field}[{i}]",
+                        expected="one of: " + ", ".join(sorted(agents)),
+                    )
+                )
+    if known_models is not None and spec.model not in known_models:
+        found.append(
+            ConfigError(
+                f"unknown model or route {spec.model!r}",
+                source=source,
+                key="model",
+                expected="one of: " + ", ".join(sorted(known_models))
+                if known_models
+                else "a model or route; the project file defines none",
+            )
+        )
+    return found
+
+
 def load_agents(
     directory: Path,
     known_toolsets: Mapping[str, object] | None = None,
     known_models: set[str] | None = None,
+    *,
+    errors: list[ConfigError] | None = None,
 ) -> dict[str, AgentSpec]:
     """Every ``*.yaml`` in ``directory`` (none if it does not exist), cross-checked: toolsets,
-    models and other agents referred to must exist."""
+    models and other agents referred to must exist.
+
+    The first error is raised; with an ``errors`` list every error is collected instead (an
+    agent whose file is invalid is left out).
+    """
     specs: dict[str, AgentSpec] = {}
     sources: dict[str, str] = {}
+    broken: set[str] = set()  # agents whose file is invalid: not reported again as unknown
+
     if not directory.is_dir():
         return specs
     for path in sorted(directory.glob("*.y*ml")):
         source = str(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "unknown position"
-            raise ConfigError(f"not valid YAML at {where}", source=source) from None
-        if isinstance(data, dict):
-            data.setdefault("name", path.stem)
-        try:
-            spec = AgentSpec.model_validate(data)
-        except ValidationError as exc:
-            raise _error(exc, source) from None
-        if spec.instructions_file is not None:
-            prompt = directory.parent / spec.instructions_file
-            if spec.instructions:
-                raise ConfigError(
-                    "give instructions or instructions_file, not both",
-                    source=source,
-                    key="instructions_file",
-                )
-            try:
-                text = prompt.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {prompt}: {exc.strerror}", source=source, key="instructions_file"
-                ) from None
-            spec = spec.model_copy(update={"instructions": text})
+            spec = _load_one(path, directory)
+        except ConfigError as exc:
+            broken.add(path.stem)
+            report(exc, errors)
+            continue
         if spec.name in specs:
-            raise ConfigError(
-                f"agent {spec.name!r} is also declared in {sources[spec.name]}",
-                source=source,
-                key="name",
-            )
+            duplicate = f"agent {spec.name!r} is also declared in {sources[spec.name]}"
+            report(ConfigError(duplicate, source=source, key="name"), errors)
+            continue
         specs[spec.name] = spec
         sources[spec.name] = source
     for name, spec in specs.items():
-        for i, ref in enumerate(spec.tools):
-            if known_toolsets is not None and ref.toolset not in known_toolsets:
-                raise ConfigError(
-                    f"unknown toolset {ref.toolset!r}",
-                    source=sources[name],
-                    key=f"tools[{i}].toolset",
-                    expected="a name under `toolsets:` or `mcp_servers:` in elevenfactor.yaml",
-                )
-        for field in ("delegates", "handoffs"):
-            for i, other in enumerate(getattr(spec, field)):
-                if other not in specs:
-                    raise ConfigError(
-                        f"unknown agent {other!r}",
-                        source=sources[name],
-                        key=f"{field}[{i}]",
-                        expected="one of: " + ", ".join(sorted(specs)),
-                    )
-        if known_models is not None and spec.model not in known_models:
-            raise ConfigError(
-                f"unknown model or route {spec.model!r}",
-                source=sources[name],
-                key="model",
-                expected="one of: " + ", ".join(sorted(known_models)),
-            )
+        problems = _references(
+            spec, sources[name], set(specs) | broken, known_toolsets, known_models
+        )
+        for problem in problems:
+            report(problem, errors)
     return specs

@@ -129,6 +129,7 @@ class RunContext:
             written=len(events),
             head_hash=events[-1].hash if events else lease.genesis_hash,
             lease_expires=lease.expires_at,
+            cancel_reason="cancelled by request" if lease.cancel_requested else None,
         )
         return cls(shared)
 
@@ -200,7 +201,10 @@ class RunContext:
         return step_id, ev
 
     def check_live(self) -> None:
-        """Raise if the lease has lapsed or the run was cancelled: no new effects after that."""
+        """Raise if the lease has lapsed or the run was cancelled: no new effects after that.
+
+        Called before every new step; the worker sets ``cancel_reason`` as soon as it learns of
+        a cancel (from ``Worker.request_cancel``, its cancel watch, or a heartbeat)."""
         if self._s.cancel_reason is not None:
             raise RunCancelled(f"run {self.run_id} was cancelled: {self._s.cancel_reason}")
         if time.time() >= self._s.lease_expires:
@@ -381,8 +385,11 @@ class RunContext:
 
         If a branch raises, the others finish their current work and the first error (in
         branch order) is raised; if a branch parks, the run parks after the others settle.
+        No branches return ``[]`` (the position is still taken, so later steps keep theirs).
         """
         step_id, _ = self.reserve("parallel", name)
+        if not branches:
+            return []
         sem = asyncio.Semaphore(limit) if limit else None
 
         async def one(i: int, fn: Callable[[RunContext], Awaitable[R]]) -> R:

@@ -2,6 +2,9 @@
 
 Statuses: ``queued`` (runnable once ``wake_at`` passes), ``running`` (leased by a worker),
 ``waiting`` (parked on an approval; holds no worker), ``succeeded``, ``failed``, ``cancelled``.
+``attempt`` counts the attempts started: 0 while a new run is queued, 1 once a worker starts it
+(resuming a parked run or taking over a dead worker's lease continues the same attempt), 2 once
+a retry after a failure starts, and so on; a run that failed after 3 attempts shows 3.
 A lease is taken by bumping ``fence``; every journal append checks it, so a worker whose lease
 expired cannot write once another worker has taken over.
 """
@@ -40,7 +43,8 @@ FINAL = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
     "id, program, queue, priority, status, input_hash, result_hash, error, parent_id,"
     " created_at, updated_at, wake_at, deadline_at, attempt, max_attempts, fence,"
-    " lease_owner, lease_expires_at, cancel_requested, org_id, team_id, user_id, key_id"
+    " lease_owner, lease_expires_at, cancel_requested, org_id, team_id, user_id, key_id,"
+    " head_hash"
 )
 
 
@@ -62,6 +66,7 @@ class RunInfo:
     wake_at: float | None
     deadline_at: float | None
     attempt: int
+    """Attempts started (see the module docstring)."""
     max_attempts: int
     fence: int
     lease_owner: str | None
@@ -71,6 +76,8 @@ class RunInfo:
     team_id: str | None = None
     user_id: str | None = None
     key_id: str | None = None
+    head_hash: str | None = None
+    """Hash of the last journal event when the run last settled (parked, retried, ended)."""
 
     @property
     def finished(self) -> bool:
@@ -99,6 +106,8 @@ class Lease:
     """Journal events before this index belong to earlier (failed) attempts of the run."""
     owner: Principal | None = None
     """Whom the run acts for: its tools, approvals and child runs carry this owner."""
+    cancel_requested: bool = False
+    """A cancel arrived while the run was running (and it parked since): stop at the next step."""
 
 
 async def submit_run(
@@ -121,8 +130,9 @@ async def submit_run(
     """Queue a run of ``program``; return its id.
 
     ``run_id`` makes submission idempotent: submitting the same id again returns it unchanged.
-    ``deadline`` is in seconds from now. A failed execution is retried (up to ``max_attempts``,
-    backing off ``retry_backoff * 2**attempt`` seconds) when ``retry_on`` is None or names its
+    ``deadline`` is in seconds from now. A failed execution is retried (up to ``max_attempts``
+    attempts in all, backing off ``retry_backoff * 2**(attempt - 1)`` seconds after attempt
+    ``attempt``) when ``retry_on`` is None or names its
     error code or exception type (for a failed step: the step's original ones too).
     ``owner`` is whom the run acts for (default: the built-in local administrator); its creation
     is recorded in the ledger in the same transaction.
@@ -302,11 +312,16 @@ async def claim_run(
         if row is None:
             return None
         expires = now + lease_seconds
+        # A queued run starts a new attempt when it never ran (attempt 0) or when it was queued
+        # to retry a failure (the failure's error kept); a parked run resumes its attempt, and a
+        # takeover (status 'running') continues it.
         claimed = await tx.fetchone(
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
-            " fence = fence + 1, updated_at = ?, wake_at = NULL WHERE id = ?"
+            " fence = fence + 1, updated_at = ?, wake_at = NULL,"
+            " attempt = CASE WHEN status = 'queued' AND (attempt = 0 OR error IS NOT NULL)"
+            " THEN attempt + 1 ELSE attempt END WHERE id = ?"
             " RETURNING id, program, queue, fence, attempt, input_hash, genesis_hash, deadline_at,"
-            " attempt_start_n, org_id, team_id, user_id, key_id",
+            " attempt_start_n, cancel_requested, org_id, team_id, user_id, key_id",
             (owner, expires, now, row[0]),
         )
     assert claimed is not None
@@ -322,7 +337,8 @@ async def claim_run(
         deadline_at,
         expires,
         int(start_n),
-        await run_owner(store, claimed[9:]),
+        await run_owner(store, claimed[10:]),
+        bool(claimed[9]),
     )
 
 
@@ -348,8 +364,10 @@ async def run_owner(db: Store, owner: Sequence[Any]) -> Principal:
 async def cancel_run(
     store: Store, run_id: str, reason: str = "cancelled", principal: Principal = SYSTEM
 ) -> RunInfo:
-    """Cancel a run ``principal`` may see: at once if it is not running, else at its worker's
-    next heartbeat."""
+    """Cancel a run ``principal`` may see and return it as it is now: ``cancelled`` at once if
+    it was queued or waiting; still ``running`` with ``cancel_requested`` set if a worker holds
+    it (the worker stops it at its next step; ``Worker.request_cancel`` tells a worker in this
+    process at once). A finished run raises ``RequestError`` ``run_finished`` (409)."""
     await get_run(store, run_id, principal)
     now = time.time()
     error = orjson.dumps({"code": "run_cancelled", "message": reason}).decode()
@@ -362,11 +380,21 @@ async def cancel_run(
         )
         if row is not None:
             await record_end(tx, run_id, principal.actor(), "cancelled", row[0], None, error)
-        await tx.execute(
-            "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
-            " AND status = 'running'",
-            (now, run_id),
-        )
+        else:
+            running = await tx.fetchone(
+                "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?"
+                " AND status = 'running' RETURNING id",
+                (now, run_id),
+            )
+            if running is None:
+                status = await tx.fetchone("SELECT status FROM runs WHERE id = ?", (run_id,))
+                if status is None:
+                    raise RunNotFound(f"no run with id {run_id!r}", hint="`elevenfactor runs list`")
+                raise RequestError(
+                    f"run {run_id} already {status[0]}; only unfinished runs can be cancelled",
+                    code="run_finished",
+                    status=409,
+                )
         cancelled = await tx.fetchall(
             "UPDATE approvals SET status = 'cancelled' WHERE run_id = ? AND status = 'pending'"
             " RETURNING id",

@@ -3,17 +3,15 @@ programs named in the project, agents from ``agents/*.yaml``, their toolsets and
 
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elevenfactor.config import ProjectConfig, Settings
+from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
 from elevenfactor.errors import ConfigError
 from elevenfactor.models import ModelRegistry
 from elevenfactor.runtime._agent import Agent, AgentDeps
 from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
-from elevenfactor.runtime._loader import load_programs
+from elevenfactor.runtime._loader import import_ref, load_programs, report
 from elevenfactor.runtime._mcp_tools import MCP_TOOL, McpToolProgram, McpTools
 from elevenfactor.runtime._programs import Programs
 from elevenfactor.runtime._webhooks import webhook_hook
@@ -21,7 +19,7 @@ from elevenfactor.runtime._worker import Worker, WorkerOptions, queues_from
 from elevenfactor.store import Store
 from elevenfactor.tools import Toolset, aclose_toolset, mcp_toolset, parse_mcp_servers
 
-__all__ = ["Runtime", "build_runtime", "build_worker"]
+__all__ = ["Runtime", "build_runtime", "build_worker", "check_config", "require_valid"]
 
 
 @dataclass
@@ -47,67 +45,139 @@ def _project_dir(settings: Settings) -> Path:
     return source.resolve().parent if source is not None else Path.cwd()
 
 
-def _import(ref: str, key: str, base: Path) -> object:
-    module_name, sep, attr = ref.partition(":")
-    if not sep:
-        raise ConfigError(f"bad reference {ref!r}", key=key, expected="'package.module:attribute'")
-    if str(base) not in sys.path:
-        sys.path.insert(0, str(base))
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load {ref!r}: {exc}", key=key) from None
-    return target
+def _in_file(exc: ConfigError, source: str | None) -> ConfigError:
+    """``exc`` naming the project file when it names only a key (errors of the model layer)."""
+    if exc.source is not None or source is None:
+        return exc
+    located = ConfigError(exc.message, source=source, hint=exc.hint)
+    located.key, located.expected = exc.key, exc.expected
+    return located
+
+
+def _toolsets(
+    project: ProjectConfig, base: Path, source: str | None, errors: list[ConfigError] | None
+) -> dict[str, Toolset]:
+    toolsets: dict[str, Toolset] = {}
+    for name, ref in project.toolsets.items():
+        key = f"toolsets.{name}"
+        try:
+            target = import_ref(ref, key, base=base, source=source)
+        except ConfigError as exc:
+            report(exc, errors)
+            continue
+        if not isinstance(target, Toolset):
+            expected = "an object with list_tools and call_tool"
+            report(
+                ConfigError(f"{ref!r} is not a toolset", source=source, key=key, expected=expected),
+                errors,
+            )
+            continue
+        toolsets[name] = target
+    for name, conf in project.mcp_servers.items():
+        key = f"mcp_servers.{name}"
+        if name in project.toolsets:
+            shared = "a toolset and an MCP server share this name"
+            report(ConfigError(shared, source=source, key=key), errors)
+            continue
+        try:
+            server = parse_mcp_servers({name: conf}, source=f"{source or 'project'}: mcp_servers")
+        except ConfigError as exc:
+            report(exc, errors)
+            continue
+        toolsets[name] = mcp_toolset(server[name], name=name)  # connects on first use
+    return toolsets
 
 
 def build_runtime(
-    settings: Settings, project: ProjectConfig, registry: ModelRegistry | None = None
+    settings: Settings,
+    project: ProjectConfig,
+    registry: ModelRegistry | None = None,
+    *,
+    errors: list[ConfigError] | None = None,
 ) -> Runtime:
     """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets,
     and ``mcp.tool`` (gated tool calls of the MCP server).
 
-    Nothing connects yet: MCP servers start on first use.
+    Nothing connects yet: MCP servers start on first use. The first configuration error is
+    raised; with an ``errors`` list every one is collected instead (``config check``).
     """
     base = _project_dir(settings)
-    programs = load_programs(project.programs, base=base)
-    toolsets: dict[str, Toolset] = {}
-    for name, ref in project.toolsets.items():
-        target = _import(ref, f"toolsets.{name}", base)
-        if not isinstance(target, Toolset):
-            raise ConfigError(
-                f"{ref!r} is not a toolset",
-                key=f"toolsets.{name}",
-                expected="an object with list_tools and call_tool",
-            )
-        toolsets[name] = target
-    for name, server in parse_mcp_servers(project.mcp_servers).items():
-        if name in toolsets:
-            raise ConfigError(
-                "a toolset and an MCP server share this name", key=f"mcp_servers.{name}"
-            )
-        toolsets[name] = mcp_toolset(server, name=name)
+    path = settings.resolved_config_file()
+    source = str(path) if path is not None else None
+    programs = load_programs(project.programs, base=base, source=source, errors=errors)
+    toolsets = _toolsets(project, base, source, errors)
     owns = registry is None
-    registry = registry or ModelRegistry.from_project(project)
-    specs = load_agents(base / project.agents_dir, toolsets, set(registry.names()))
+    if registry is None:
+        try:
+            registry = ModelRegistry.from_project(project)
+        except ConfigError as exc:
+            raise _in_file(exc, source) from None
+    # What the registry serves: every route and deployment of the project.
+    models = set(project.routes) | set(project.models)
+    agents_dir = base / project.agents_dir
+    specs = load_agents(agents_dir, toolsets, models, errors=errors)
+    for i, name in enumerate(project.mcp_server.agents or []):
+        if name not in specs:
+            expected = (
+                "one of: " + ", ".join(sorted(specs)) if specs else f"an agent in {agents_dir}"
+            )
+            unknown = ConfigError(
+                f"unknown agent {name!r}",
+                source=source,
+                key=f"mcp_server.agents[{i}]",
+                expected=expected,
+            )
+            report(unknown, errors)
     deps = AgentDeps(registry, toolsets, specs)
     if MCP_TOOL in programs:
-        raise ConfigError(
-            f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls", key="programs"
-        )
-    source = settings.resolved_config_file()
-    tools = McpTools(
-        project.mcp_server, toolsets, specs, source=str(source) if source is not None else None
-    )
-    programs.register(MCP_TOOL, McpToolProgram(tools))
+        builtin = f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls"
+        report(ConfigError(builtin, source=source, key="programs"), errors)
+    try:
+        tools = McpTools(project.mcp_server, toolsets, specs, source=source)
+    except ConfigError as exc:
+        report(exc, errors)
+        tools = McpTools(McpServerSettings(), toolsets, specs, source=source)
+    if MCP_TOOL not in programs:
+        programs.register(MCP_TOOL, McpToolProgram(tools))
     for name, spec in specs.items():
         if name in programs:
-            raise ConfigError(
-                f"agent {name!r} has the name of a program",
-                source=str(base / project.agents_dir),
-                key="name",
-            )
+            clash = f"agent {name!r} has the name of a program"
+            report(ConfigError(clash, source=str(agents_dir), key="name"), errors)
+            continue
+        if errors:  # collecting, and something is wrong: the runtime is reported, never run
+            continue
         programs.register(name, Agent(spec, deps))
     return Runtime(programs, registry, toolsets, owns, dict(specs))
+
+
+async def check_config(settings: Settings, project: ProjectConfig) -> list[ConfigError]:
+    """Every configuration error ``serve`` would meet, found on the path ``serve`` takes
+    (models, toolsets, programs, agents and their references), without opening a connection
+    or starting an MCP server. Empty when everything resolves."""
+    errors: list[ConfigError] = []
+    path = settings.resolved_config_file()
+    try:
+        registry = ModelRegistry.from_project(project)
+    except ConfigError as exc:
+        errors.append(_in_file(exc, str(path) if path is not None else None))
+        registry = ModelRegistry(project)  # nothing to call; the references are still checked
+    try:
+        runtime = build_runtime(settings, project, registry, errors=errors)
+        await runtime.aclose()
+    finally:
+        await registry.aclose()
+    return errors
+
+
+def require_valid(errors: list[ConfigError]) -> None:
+    """Raise the first of ``errors``, saying how many more there are."""
+    if not errors:
+        return
+    first = errors[0]
+    if len(errors) == 1:
+        raise first
+    more = f"{len(errors) - 1} more; `elevenfactor config check` lists them all"
+    raise ConfigError(first.message, hint=f"{first.hint}; {more}" if first.hint else more)
 
 
 def build_worker(

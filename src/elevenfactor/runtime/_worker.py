@@ -3,6 +3,10 @@ each run (succeeded, failed, retried, parked or cancelled).
 
 Several workers, in one process or many, share a store: leases with fencing tokens guarantee a
 run is executed by one worker at a time, and an expired lease (a dead worker) is taken over.
+
+A cancel is honoured at the run's next step: ``request_cancel`` flags a run executing in this
+process at once; for a cancel from another process one query per ``cancel_poll_interval`` (for
+all the runs a worker executes) finds it, and each heartbeat also interrupts a run mid-step.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from elevenfactor.errors import (
     RunCancelled,
     StepFailed,
 )
+from elevenfactor.governance import append_entry
 from elevenfactor.observe import log_event
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
@@ -49,6 +54,8 @@ class WorkerOptions:
     poll_interval: float = 0.05
     max_poll_interval: float = 1.0
     queue_limits: dict[str, int] = field(default_factory=dict)
+    cancel_poll_interval: float = 0.5
+    """How often a worker looks for cancels of its runs requested from other processes."""
 
 
 def _err(code: str, message: str) -> str:
@@ -76,10 +83,22 @@ class Worker:
         self._wake = asyncio.Event()
         self.completed = 0
         self.hooks: dict[str, Any] = dict(hooks or {})
+        self._live: dict[str, RunContext] = {}
+        self._watch: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
         """Poll now (a run was just submitted or woken in this process)."""
         self._wake.set()
+
+    def request_cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
+        """Stop ``run_id`` at its next step if this worker is executing it (call after
+        ``cancel_run``); False if it is not executing here."""
+        ctx = self._live.get(run_id)
+        if ctx is None:
+            return False
+        if ctx.cancel_reason is None:
+            ctx.cancel_reason = reason
+        return True
 
     async def _claim(self) -> Lease | None:
         return await claim_run(
@@ -177,12 +196,40 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         beat = asyncio.create_task(self._heartbeat(ctx, task))
+        self._live[lease.run_id] = ctx
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_cancels(), name="cancel-watch")
         try:
             await self._execute(ctx, lease)
         finally:
+            if self._live.get(lease.run_id) is ctx:
+                del self._live[lease.run_id]
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+            if not self._live and self._watch is not None:
+                watch, self._watch = self._watch, None
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+
+    async def _watch_cancels(self) -> None:
+        """While runs execute here: one query per interval finds those cancelled elsewhere."""
+        while True:
+            await asyncio.sleep(self.options.cancel_poll_interval)
+            ids = [rid for rid, ctx in self._live.items() if ctx.cancel_reason is None]
+            if not ids:
+                continue
+            marks = ", ".join("?" for _ in ids)
+            try:
+                rows = await self.store.fetchall(
+                    f"SELECT id FROM runs WHERE id IN ({marks}) AND cancel_requested = 1", ids
+                )
+            except Exception:
+                logger.exception("looking for cancelled runs failed")
+                continue
+            for (rid,) in rows:
+                self.request_cancel(rid)
 
     async def _execute(self, ctx: RunContext, lease: Lease) -> None:
         try:
@@ -197,6 +244,10 @@ class Worker:
             except TimeoutError:
                 raise DeadlineExceeded(f"run {lease.run_id} passed its deadline") from None
         except Park as park:
+            if ctx.cancel_reason is not None:
+                # Parking would queue the run again: end it now instead.
+                await self._settle(ctx, "cancelled", error=_err("run_cancelled", ctx.cancel_reason))
+                return
             status = "waiting" if park.waiting else "queued"
             await self._settle(ctx, status, wake_at=park.wake_at, wake_when=park.wake_when)
             log_event(
@@ -249,12 +300,14 @@ class Worker:
         max_attempts, backoff = int(row[0]), float(row[1])
         retry_on = None if row[2] is None else set(orjson.loads(row[2]))
         retryable = retry_on is None or bool(retry_on & kinds)
-        if retryable and lease.attempt + 1 < max_attempts:
-            wake = time.time() + backoff * 2**lease.attempt
-            await self._settle(ctx, "queued", wake_at=wake, error=error, bump_attempt=True)
+        # ``lease.attempt`` is the attempt that just failed (1-based); the claim that starts the
+        # retry counts the next one (it sees the run queued with this error).
+        if retryable and lease.attempt < max_attempts:
+            wake = time.time() + backoff * 2 ** (lease.attempt - 1)
+            await self._settle(ctx, "queued", wake_at=wake, error=error, new_attempt=True)
             log_event(logger, "run_retry", run_id=lease.run_id, attempt=lease.attempt + 1)
         else:
-            await self._settle(ctx, "failed", error=error, bump_attempt=True)
+            await self._settle(ctx, "failed", error=error)
 
     async def _settle(
         self,
@@ -264,21 +317,26 @@ class Worker:
         wake_at: float | None = None,
         result: bytes | None = None,
         error: str | None = None,
-        bump_attempt: bool = False,
+        new_attempt: bool = False,
         wake_when: list[tuple[str, tuple[Any, ...]]] | None = None,
     ) -> None:
-        """Write the run's new status, fenced: a worker that lost the lease changes nothing."""
+        """Write the run's new status, fenced: a worker that lost the lease changes nothing.
+
+        ``new_attempt``: the run is queued for a retry; the journal's events so far belong to
+        the failed attempt. A run cancelled while running that would park or retry ends
+        ``cancelled`` instead."""
         now = time.time()
         result_hash = blob_hash(result) if result is not None else None
+        actor = {"worker": self.id, "via": "system"}
         async with self.store.transaction() as tx:
             if result is not None:
                 await tx.execute(BLOB_INSERT, (result_hash, len(result), result, now))
-            changed = await tx.execute(
+            row = await tx.fetchone(
                 "UPDATE runs SET status = ?, wake_at = ?, result_hash = COALESCE(?, result_hash),"
                 " error = ?, head_hash = ?, lease_owner = NULL, lease_expires_at = NULL,"
-                " updated_at = ?, attempt = attempt + ?,"
+                " updated_at = ?,"
                 " attempt_start_n = CASE WHEN ? = 1 THEN ? ELSE attempt_start_n END"
-                " WHERE id = ? AND fence = ?",
+                " WHERE id = ? AND fence = ? RETURNING cancel_requested",
                 (
                     status,
                     wake_at,
@@ -286,13 +344,31 @@ class Worker:
                     error,
                     ctx.head_hash,
                     now,
-                    int(bump_attempt),
-                    int(bump_attempt),
+                    int(new_attempt),
                     ctx.events_written,
                     ctx.run_id,
                     ctx.lease.fence,
                 ),
             )
+            changed = 0 if row is None else 1
+            if changed == 1 and row is not None and row[0] and status in ("queued", "waiting"):
+                status, error = "cancelled", _err("run_cancelled", "cancelled by request")
+                await tx.execute(
+                    "UPDATE runs SET status = 'cancelled', wake_at = NULL, error = ? WHERE id = ?",
+                    (error, ctx.run_id),
+                )
+                wake_when = None
+            if changed == 1 and status == "cancelled":
+                # An approval requested after the cancel was asked for (as the run parked).
+                approvals = await tx.fetchall(
+                    "UPDATE approvals SET status = 'cancelled' WHERE run_id = ?"
+                    " AND status = 'pending' RETURNING id",
+                    (ctx.run_id,),
+                )
+                for (approval_id,) in approvals:
+                    await append_entry(
+                        tx, "approval.cancelled", approval_id, actor, {"run_id": ctx.run_id}
+                    )
             for condition, params in wake_when or ():
                 # Something we park on may have happened while we were deciding to park.
                 if changed == 1 and await tx.fetchone(f"SELECT 1 WHERE {condition}", params):
@@ -306,7 +382,7 @@ class Worker:
                 await record_end(
                     tx,
                     ctx.run_id,
-                    {"worker": self.id, "via": "system"},
+                    actor,
                     status,
                     ctx.head_hash,
                     result_hash,
@@ -359,7 +435,8 @@ class Worker:
                 return
             ctx.lease_expires = expires
             if row[0]:
-                ctx.cancel_reason = "cancelled by request"
+                if ctx.cancel_reason is None:
+                    ctx.cancel_reason = "cancelled by request"
                 task.cancel()
                 return
 

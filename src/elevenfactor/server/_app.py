@@ -19,8 +19,11 @@ from elevenfactor.errors import ElevenFactorError, RequestError
 from elevenfactor.server._admin_api import ROUTES as ADMIN_ROUTES
 from elevenfactor.server._auth import authenticate, check_cross_site
 from elevenfactor.server._chat import chat_completions, trace_id_from
+from elevenfactor.server._docs import docs_page
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
+from elevenfactor.server._models_api import show_model
+from elevenfactor.server._openapi import openapi_json
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
 from elevenfactor.server._state import Gateway
 
@@ -158,8 +161,15 @@ class GatewayApp:
         scope["headers"] = [
             (k, v.lower()) if k in (b"host", b"origin") else (k, v) for k, v in scope["headers"]
         ]
+        trace_header = (b"x-trace-id", scope["trace_id"].encode())
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), trace_header]
+            await send(message)
+
         assert self.gateway.mcp is not None
-        await self.gateway.mcp.handle_request(scope, receive, send)
+        await self.gateway.mcp.handle_request(scope, receive, send_with_trace)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -191,10 +201,14 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             # POST is served by GatewayApp directly; the route answers 405 to other methods.
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", show_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             *(Route(path, fn, methods=methods) for path, fn, methods in RUN_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in ADMIN_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
+            # Documentation: open, like the health checks.
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/docs", docs_page, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: not_found, 500: server_error},
         lifespan=lifespan,

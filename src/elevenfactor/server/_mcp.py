@@ -6,27 +6,40 @@ Every request acts for a ``Principal``: over HTTP the API key's user (``GatewayA
 the ASGI scope under ``PRINCIPAL_SCOPE_KEY``; the handlers read it from the request the SDK
 hands them), over stdio the user ``mcp serve --as`` names. Agent runs are owned by it and read
 back through its scope. Tool calls follow the approval policy of ``McpTools``: a gated call is a
-durable ``mcp.tool`` run owned by the caller; others go straight to the toolset."""
+durable ``mcp.tool`` run owned by the caller; others go straight to the toolset.
+
+Besides tools it serves resources (``agent://NAME`` cards; ``run://ID``, the result of a finished
+run the caller owns), an honest empty prompt list, ``logging/setLevel`` and progress: an agent
+call that carries a ``progressToken`` hears of each new journal step while it waits. Those
+notifications ride the call's own response stream: stdio, or an SSE response. The gateway answers
+``/mcp`` with JSON responses, where the SDK drops them (the call itself is unaffected)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import mcp_types as types
 import orjson
+from mcp.server.connection import allowed_log_levels
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from elevenfactor._version import __version__
 from elevenfactor.config import McpServerSettings
-from elevenfactor.errors import AuthenticationFailed, ElevenFactorError
+from elevenfactor.errors import AuthenticationFailed, ElevenFactorError, RunNotFound
 from elevenfactor.governance import Principal
 from elevenfactor.runtime import (
     RunInfo,
     Runtime,
     Worker,
+    describe_steps,
     get_run,
     list_approvals,
     run_result,
@@ -48,6 +61,32 @@ _AGENT_INPUT = {
     },
     "required": ["input"],
 }
+_LEVELS: tuple[types.LoggingLevel, ...] = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+RESOURCE_NOT_FOUND = -32002
+"""The JSON-RPC error code MCP gives an unknown (or unreadable) resource."""
+
+
+class RunReporter(Protocol):
+    """Who hears about an agent run while a call waits for it."""
+
+    @property
+    def wants_steps(self) -> bool:
+        """Whether ``progress`` is heard (worth reading the journal for)."""
+
+    async def progress(self, done: int, message: str, total: int | None = None) -> None:
+        """``done`` steps so far; ``total`` once the run has ended."""
+
+    async def log(self, level: types.LoggingLevel, data: dict[str, Any]) -> None:
+        """A log entry, sent if the caller asked for that level."""
 
 
 class McpBridge:
@@ -102,12 +141,68 @@ class McpBridge:
             )
         return out
 
+    def agent_card(self, name: str) -> dict[str, Any]:
+        """What a client may know about an exposed agent (not its instructions)."""
+        spec = self.runtime.agents[name]
+        return {
+            "name": name,
+            "description": spec.description,
+            "input_schema": _AGENT_INPUT,
+            "output_schema": spec.output_schema,
+            "model": spec.model,
+            "tools": [ref.model_dump(exclude_none=True) for ref in spec.tools],
+            "delegates": list(spec.delegates),
+            "handoffs": list(spec.handoffs),
+        }
+
+    def list_resources(self) -> list[types.Resource]:
+        """An ``agent://NAME`` card for each exposed agent."""
+        return [
+            types.Resource(
+                name=name,
+                uri=f"agent://{name}",
+                description=f"The {name} agent's card: what it does, its input and its tools.",
+                mime_type="application/json",
+            )
+            for name in self._agents()
+        ]
+
+    async def read_resource(self, uri: str, principal: Principal) -> str:
+        """The JSON text of ``agent://NAME`` or of ``run://ID`` (a finished run ``principal``
+        may see); an ``MCPError`` for anything else."""
+        scheme, _, rest = uri.partition("://")
+        if scheme == "agent" and rest in self._agents():
+            return orjson.dumps(self.agent_card(rest)).decode()
+        if scheme != "run" or not rest:
+            raise MCPError(RESOURCE_NOT_FOUND, f"no resource {uri}", {"uri": uri})
+        try:
+            info = await get_run(self.store, rest, principal)
+        except RunNotFound:
+            raise MCPError(RESOURCE_NOT_FOUND, f"no run {rest}", {"uri": uri}) from None
+        if not info.finished:
+            raise MCPError(
+                RESOURCE_NOT_FOUND,
+                f"run {rest} is still {info.status}; its result is readable once it ends",
+                {"uri": uri, "status": info.status},
+            )
+        body: dict[str, Any] = {"run_id": info.id, "program": info.program, "status": info.status}
+        if info.status == "succeeded":
+            body["result"] = await run_result(self.store, info)
+        else:
+            body["error"] = info.error_dict()
+        return orjson.dumps(body).decode()
+
     async def call_tool(
-        self, name: str, arguments: dict[str, Any], principal: Principal
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        principal: Principal,
+        reporter: RunReporter | None = None,
     ) -> types.CallToolResult:
-        """Run an agent, or call a selected tool, on behalf of ``principal``."""
+        """Run an agent (telling ``reporter`` how it goes), or call a selected tool, on behalf
+        of ``principal``."""
         if name in self._agents():
-            return await self._run_agent(name, arguments, principal)
+            return await self._run_agent(name, arguments, principal, reporter)
         exposed = await self.tools.exposed(_tool_context(principal))
         if name not in exposed:
             return _text(f"Unknown tool {name!r}.", error=True)
@@ -123,25 +218,45 @@ class McpBridge:
             is_error=result.is_error,
         )
 
-    async def _submit(self, program: str, payload: Any, principal: Principal) -> RunInfo:
-        """Submit a run owned by ``principal`` and wait for it up to ``wait_seconds``."""
+    async def _submit(
+        self, program: str, payload: Any, principal: Principal, reporter: RunReporter | None = None
+    ) -> RunInfo:
+        """Submit a run owned by ``principal`` and wait for it up to ``wait_seconds``, telling
+        ``reporter`` of its start, each new journal step and its end."""
         run_id = await submit_run(self.store, program, payload, owner=principal)
         if self.worker is not None:
             self.worker.notify()
+        if reporter is not None:
+            await reporter.log(
+                "info", {"event": "run_started", "run_id": run_id, "program": program}
+            )
         deadline = time.monotonic() + self.settings.wait_seconds
-        info = await get_run(self.store, run_id, principal)
-        while not info.finished and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        seen = 0
+        while True:
             info = await get_run(self.store, run_id, principal)
+            if reporter is not None and reporter.wants_steps:
+                # Read after the status: a finished run's steps are all written by now.
+                for step in await describe_steps(self.store, run_id, seen):
+                    seen = step["n"] + 1
+                    await reporter.progress(seen, f"{step['kind']} {step['name']}")
+            if info.finished or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        if reporter is not None:
+            await _report_end(reporter, info, seen)
         return info
 
     async def _run_agent(
-        self, name: str, arguments: dict[str, Any], principal: Principal
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        principal: Principal,
+        reporter: RunReporter | None,
     ) -> types.CallToolResult:
         task = arguments.get("input")
         if not isinstance(task, str):
             return _text("`input` (a string) is required.", error=True)
-        info = await self._submit(name, {"input": task}, principal)
+        info = await self._submit(name, {"input": task}, principal, reporter)
         summary: dict[str, Any] = {"run_id": info.id, "status": info.status}
         if info.status == "succeeded":
             result = await run_result(self.store, info)
@@ -181,6 +296,19 @@ class McpBridge:
         )
 
 
+async def _report_end(reporter: RunReporter, info: RunInfo, steps: int) -> None:
+    """The last progress (the end counts as one more step) and the run's end in the log."""
+    event = {"run_id": info.id, "program": info.program, "status": info.status}
+    if not info.finished:
+        await reporter.log("notice", {"event": "run_waiting", **event})
+        return
+    await reporter.progress(steps + 1, f"run {info.status}", total=steps + 1)
+    if info.status == "succeeded":
+        await reporter.log("info", {"event": "run_finished", **event})
+    else:
+        await reporter.log("error", {"event": "run_finished", **event, "error": info.error_dict()})
+
+
 def _tool_context(principal: Principal) -> ToolContext:
     return ToolContext(caller="mcp", metadata={"principal": principal.actor()})
 
@@ -203,12 +331,59 @@ def _text(
     )
 
 
+@dataclass
+class _Session:
+    """What one MCP session remembers: the log level it set (``logging/setLevel``)."""
+
+    log_level: types.LoggingLevel | None = None
+
+
+@asynccontextmanager
+async def _session(_: Server[_Session]) -> AsyncIterator[_Session]:
+    # Entered once per ``Server.run`` (a stdio connection); the HTTP session manager enters
+    # it once for every request, so over HTTP it is never written (see ``on_set_level``).
+    yield _Session()
+
+
+@dataclass
+class _CallReporter:
+    """Progress and log notifications on one request's own stream."""
+
+    ctx: ServerRequestContext[_Session]
+    levels: frozenset[types.LoggingLevel]
+
+    @property
+    def wants_steps(self) -> bool:
+        return "progress_token" in (self.ctx.meta or {})
+
+    async def progress(self, done: int, message: str, total: int | None = None) -> None:
+        await self.ctx.session.report_progress(done, total, message)
+
+    async def log(self, level: types.LoggingLevel, data: dict[str, Any]) -> None:
+        if level in self.levels:
+            note = types.LoggingMessageNotification(
+                params=types.LoggingMessageNotificationParams(
+                    level=level, logger="elevenfactor.mcp", data=data
+                )
+            )
+            await self.ctx.session.send_notification(note, related_request_id=self.ctx.request_id)
+
+
+def _levels(ctx: ServerRequestContext[_Session]) -> frozenset[types.LoggingLevel]:
+    """The log levels this request may be sent: on 2026-07-28+ its own ``_meta`` opt-in, before
+    that the session's ``logging/setLevel`` (none until one is set)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return allowed_log_levels(ctx.protocol_version, ctx.meta)
+    level = ctx.lifespan_context.log_level
+    return frozenset() if level is None else frozenset(_LEVELS[_LEVELS.index(level) :])
+
+
 def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> Server[Any]:
-    """A low-level MCP server whose tools come from ``bridge``. Each request acts for the
-    principal in its HTTP request's scope (see ``PRINCIPAL_SCOPE_KEY``), else for
+    """A low-level MCP server whose tools and resources come from ``bridge``. Each request
+    acts for the principal in its HTTP request's scope (see ``PRINCIPAL_SCOPE_KEY``), else for
     ``principal`` (stdio); with neither, it is refused."""
 
-    def who(ctx: ServerRequestContext[Any]) -> Principal:
+    def who(ctx: ServerRequestContext[_Session]) -> Principal:
         scope = getattr(ctx.request, "scope", None)
         found = scope.get(PRINCIPAL_SCOPE_KEY) if isinstance(scope, dict) else None
         if isinstance(found, Principal):
@@ -218,24 +393,83 @@ def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> S
         raise AuthenticationFailed("this MCP request was not authenticated")
 
     async def on_list_tools(
-        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=await bridge.list_tools(who(ctx)))
 
     async def on_call_tool(
-        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+        ctx: ServerRequestContext[_Session], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         try:
             caller = who(ctx)
         except ElevenFactorError as exc:
             return _text(str(exc), error=True)
-        return await bridge.call_tool(params.name, dict(params.arguments or {}), caller)
+        args = dict(params.arguments or {})
+        return await bridge.call_tool(params.name, args, caller, _CallReporter(ctx, _levels(ctx)))
 
-    return Server(
+    async def on_list_resources(
+        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=bridge.list_resources())
+
+    async def on_list_templates(
+        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        run = types.ResourceTemplate(
+            name="run",
+            uri_template="run://{run_id}",
+            description="The result (or error) of a finished run you own, as JSON.",
+            mime_type="application/json",
+        )
+        return types.ListResourceTemplatesResult(resource_templates=[run])
+
+    async def on_read_resource(
+        ctx: ServerRequestContext[_Session], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        try:
+            text = await bridge.read_resource(params.uri, who(ctx))
+        except ElevenFactorError as exc:
+            raise MCPError(types.INVALID_REQUEST, str(exc)) from None
+        contents = types.TextResourceContents(
+            uri=params.uri, mime_type="application/json", text=text
+        )
+        return types.ReadResourceResult(contents=[contents])
+
+    async def on_list_prompts(
+        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[])  # prompt files are not served yet
+
+    async def on_get_prompt(
+        ctx: ServerRequestContext[_Session], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        raise MCPError(types.INVALID_PARAMS, f"no prompt {params.name!r}: this server has none")
+
+    async def on_set_level(
+        ctx: ServerRequestContext[_Session], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        # Over stdio the lifespan state is the connection's. Over HTTP (stateless) each request
+        # is its own session, so the level lasts for this request: nothing is stored.
+        if ctx.request is None:
+            ctx.lifespan_context.log_level = params.level
+        return types.EmptyResult()
+
+    server: Server[_Session] = Server(
         "elevenfactor",
         version=__version__,
         instructions="Agents run durably: each call is a journaled run. Tool calls that need"
-        " a reviewer's approval run durably too, owned by the caller.",
+        " a reviewer's approval run durably too, owned by the caller. Read a finished run's"
+        " result at run://ID and an agent's card at agent://NAME.",
+        lifespan=_session,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
+        on_list_resources=on_list_resources,
+        on_list_resource_templates=on_list_templates,
+        on_read_resource=on_read_resource,
+        on_list_prompts=on_list_prompts,
+        on_get_prompt=on_get_prompt,
     )
+    # Registered directly: the constructor's `on_set_logging_level` warns that the capability
+    # is gone at 2026-07-28; handshake-era clients still use it.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_level)
+    return server

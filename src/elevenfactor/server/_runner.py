@@ -1,5 +1,9 @@
 """Serving with uvicorn and a graceful shutdown.
 
+Before serving, ``prepare_store`` migrates a brand-new embedded SQLite database and refuses any
+other database with pending migrations. A library error while the app starts (a configuration
+error, say) stops the server and is raised from ``serve``, not logged as a traceback.
+
 On SIGTERM: readiness flips and new requests get 503 for ``drain_seconds`` (so a load balancer
 stops sending), then the listener closes and in-flight requests and streams get up to
 ``shutdown_timeout`` seconds to finish before the process exits. SIGINT skips the drain delay;
@@ -11,17 +15,21 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 import time
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
+from elevenfactor.errors import ElevenFactorError, MigrationRequired
 from elevenfactor.observe import log_event
 from elevenfactor.server._app import create_app
 from elevenfactor.server._state import Gateway
+from elevenfactor.store import Store, migrate, open_store, pending
 
-__all__ = ["serve"]
+__all__ = ["prepare_store", "serve"]
 
 logger = logging.getLogger("elevenfactor.server")
 
@@ -50,11 +58,82 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+async def _is_new(store: Store) -> bool:
+    """A SQLite database with no tables yet (or only an empty migrations table)."""
+    if store.dialect != "sqlite":
+        return False
+    rows = await store.fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    tables = {r[0] for r in rows}
+    if not tables:
+        return True
+    if tables != {"schema_migrations"}:
+        return False
+    return await store.fetchone("SELECT 1 FROM schema_migrations LIMIT 1") is None
+
+
+async def prepare_store(url: str, *, auto_migrate: bool = False) -> list[str]:
+    """Make the store at ``url`` ready to serve; return the migrations applied now.
+
+    A brand-new embedded SQLite database is migrated on first start, as is any database when
+    ``auto_migrate``; a database that already holds data (and every PostgreSQL database) with
+    pending migrations raises ``MigrationRequired``: migrating it is an operator's decision.
+    """
+    store = await open_store(url)
+    try:
+        ran = await migrate(store) if auto_migrate or await _is_new(store) else []
+        missing = await pending(store)
+    finally:
+        await store.close()
+    if missing:
+        raise MigrationRequired(
+            f"the database is missing migrations: {', '.join(missing)}",
+            hint="run `elevenfactor migrate` (or `elevenfactor serve --migrate`)",
+        )
+    return ran
+
+
+class _StartupGuard:
+    """Keeps a library error raised while the app starts (in its lifespan) for ``serve`` to
+    raise once uvicorn has stopped, instead of letting uvicorn log its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.error: ElevenFactorError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def quiet(message: Message) -> None:
+            # Starlette sends startup.failed (with the traceback) from inside its except block.
+            failing = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                failing, ElevenFactorError
+            ):
+                self.error = failing
+                message = {"type": "lifespan.startup.failed", "message": ""}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, quiet)
+        except ElevenFactorError as exc:
+            if exc is not self.error:
+                raise
+
+
 def serve(settings: Settings, project: ProjectConfig) -> None:
-    """Run the gateway on ``settings.host:settings.port`` until a signal stops it."""
+    """Run the gateway on ``settings.host:settings.port`` until a signal stops it.
+
+    Raises the library error (``ConfigError``, ``MigrationRequired``...) that stopped the app
+    from starting.
+    """
     app = create_app(settings, project)
+    guard = _StartupGuard(app)
     config = uvicorn.Config(
-        app,
+        guard,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -77,11 +156,15 @@ def serve(settings: Settings, project: ProjectConfig) -> None:
             warning="dev mode: unauthenticated requests from loopback are accepted",
         )
     log_event(logger, "serving", host=settings.host, port=settings.port)
-    if settings.listen_fd is not None:
-        # A socket bound by the supervising parent and shared by several server processes.
-        server.run(sockets=[socket.socket(fileno=settings.listen_fd)])
-    else:
-        server.run()
+    # A socket bound by the supervising parent and shared by several server processes.
+    sockets = None if settings.listen_fd is None else [socket.socket(fileno=settings.listen_fd)]
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:  # uvicorn exits when the app fails to start
+        if guard.error is None:
+            raise
+    if guard.error is not None:
+        raise guard.error
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

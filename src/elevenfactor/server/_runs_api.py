@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -62,6 +62,7 @@ def _run(info: RunInfo) -> dict[str, Any]:
         "queue": info.queue,
         "priority": info.priority,
         "attempt": info.attempt,
+        "cancel_requested": bool(info.cancel_requested),
         "parent_id": info.parent_id,
         "owner": {"user_id": info.user_id, "team_id": info.team_id},
         "created_at": info.created_at,
@@ -182,11 +183,15 @@ async def index_runs(call: _Call) -> Response:
 
 @endpoint
 async def cancel(call: _Call) -> Response:
-    """``POST /v1/runs/{id}/cancel``."""
+    """``POST /v1/runs/{id}/cancel``: the run as it is after the request — ``cancelled``, or
+    still ``running`` with ``cancel_requested`` until its worker stops it at the next step; a
+    finished run is a 409 ``run_finished``."""
     run_id = call.path_id("run_id")
-    return _json(
-        _run(await cancel_run(call.store, run_id, "cancelled through the API", call.principal))
-    )
+    reason = "cancelled through the API"
+    info = await cancel_run(call.store, run_id, reason, call.principal)
+    if call.gw.worker is not None and info.status == "running":
+        call.gw.worker.request_cancel(run_id, reason)
+    return _json(_run(info))
 
 
 @endpoint
@@ -199,24 +204,65 @@ async def delete(call: _Call) -> Response:
     return _json({"id": run_id, "object": "run", "deleted": True})
 
 
+def _through_head(steps: list[dict[str, Any]], head_hash: str | None) -> list[dict[str, Any]]:
+    """The leading ``steps`` up to and including the one hashed ``head_hash``, if among them."""
+    for i, step in enumerate(steps):
+        if step["hash"] == head_hash:
+            return steps[: i + 1]
+    return []
+
+
 @endpoint
 async def run_events(call: _Call) -> Response:
     """``GET /v1/runs/{id}/events``: server-sent events — every journal step as it is written
-    (``event: step``), each status change (``event: status``), and ``event: end``."""
+    (``event: step``), each status change (``event: status``), and ``event: end``.
+
+    Events come in the order things happened: an execution's ``running`` status before its
+    steps, and its steps before the status it settled in. When a whole execution happened
+    between two polls, a ``running`` status (the run as it is now, marked running) still comes
+    before its steps. A stream opened on a parked or finished run starts with its past steps."""
     store = call.store
     info = await get_run(store, call.path_id("run_id"), call.principal)
+
+    def status_event(run: dict[str, Any]) -> bytes:
+        return b"event: status\ndata: " + orjson.dumps(run) + b"\n\n"
+
+    def step_events(steps: list[dict[str, Any]]) -> Iterator[bytes]:
+        for step in steps:
+            yield b"event: step\ndata: " + orjson.dumps(step) + b"\n\n"
 
     async def stream() -> AsyncIterator[bytes]:
         seen, status = 0, None
         while True:
             current = await get_run(store, info.id)
-            for step in await describe_steps(store, info.id, seen):
-                seen += 1
-                yield b"event: step\ndata: " + orjson.dumps(step) + b"\n\n"
-            if current.status != status:
-                status = current.status
-                yield b"event: status\ndata: " + orjson.dumps(_run(current)) + b"\n\n"
+            steps = await describe_steps(store, info.id, seen)
+            seen += len(steps)
+            if current.status == "running":
+                if status != "running":
+                    status = "running"
+                    yield status_event(_run(current))
+                for event in step_events(steps):
+                    yield event
+            else:
+                # Steps up to the head the run settled with were written before it settled;
+                # any after it by an execution that began after the read above.
+                old = _through_head(steps, current.head_hash)
+                if old and status not in (None, "running"):
+                    yield status_event({**_run(current), "status": "running"})
+                for event in step_events(old):
+                    yield event
+                if current.status != status:
+                    status = current.status
+                    yield status_event(_run(current))
+                if new := steps[len(old) :]:
+                    current = await get_run(store, info.id)
+                    status = "running"
+                    yield status_event({**_run(current), "status": "running"})
+                    for event in step_events(new):
+                        yield event
             if current.finished:
+                if current.status != status:
+                    yield status_event(_run(current))
                 result = await run_result(store, current)
                 end = {**_run(current), "result": result}
                 yield b"event: end\ndata: " + orjson.dumps(end) + b"\n\n"

@@ -32,6 +32,7 @@ __all__ = [
     "AdminUserUpdate",
     "ApprovalDecision",
     "ApprovalQuery",
+    "ChatCompletionRequest",
     "RunCreate",
     "RunDeleteQuery",
     "RunQuery",
@@ -148,6 +149,190 @@ class AdminKeyUpdate(_Schema):
     """``PATCH /v1/admin/keys/{id}``."""
 
     name: Name
+
+
+# -- POST /v1/chat/completions (documentation only) -----------------------------------------
+# ``elevenfactor.server._wire.parse_chat_request`` validates this body by hand (to answer with
+# OpenAI's own error parameters); these models describe what it accepts, and a test checks that
+# they name the same parameters.
+
+
+class _Doc(BaseModel):
+    # Like ``_wire``, unknown keys inside messages, tools and formats are ignored.
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+
+class ChatTextPart(_Doc):
+    """A text content part (the only kind served)."""
+
+    type: Literal["text"]
+    text: str
+
+
+ChatContent = str | list[ChatTextPart]
+
+
+class ChatSystemMessage(_Doc):
+    """Instructions (``developer`` is accepted as a synonym of ``system``)."""
+
+    role: Literal["system", "developer"]
+    content: ChatContent
+    name: str | None = None
+
+
+class ChatUserMessage(_Doc):
+    """What the user said."""
+
+    role: Literal["user"]
+    content: ChatContent
+    name: str | None = None
+
+
+class ChatFunctionCall(_Doc):
+    """The function a tool call names, with its arguments as a JSON string."""
+
+    name: str
+    arguments: str = Field(default="{}", description="The arguments, as a JSON-encoded object.")
+
+
+class ChatToolCall(_Doc):
+    """A tool call the assistant made earlier in the conversation."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ChatFunctionCall
+
+
+class ChatAssistantMessage(_Doc):
+    """An earlier answer of the model, possibly with tool calls."""
+
+    role: Literal["assistant"]
+    content: ChatContent | None = None
+    name: str | None = None
+    tool_calls: list[ChatToolCall] | None = None
+    refusal: str | None = None
+
+
+class ChatToolMessage(_Doc):
+    """The result of a tool call."""
+
+    role: Literal["tool"]
+    content: ChatContent
+    tool_call_id: str = Field(description="The `id` of the tool call this answers.")
+
+
+ChatMessage = Annotated[
+    ChatSystemMessage | ChatUserMessage | ChatAssistantMessage | ChatToolMessage,
+    Field(discriminator="role"),
+]
+
+
+class ChatFunctionDefinition(_Doc):
+    """A function the model may call."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="A JSON schema of the arguments (default: no arguments)."
+    )
+    strict: bool | None = None
+
+
+class ChatTool(_Doc):
+    """A tool the model may call."""
+
+    type: Literal["function"]
+    function: ChatFunctionDefinition
+
+
+class ChatNamedFunction(_Doc):
+    """Names the function."""
+
+    name: str
+
+
+class ChatNamedToolChoice(_Doc):
+    """Forces a call of the named function."""
+
+    type: Literal["function"] = "function"
+    function: ChatNamedFunction
+
+
+class ChatJsonSchema(_Doc):
+    """A JSON schema the answer must match."""
+
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ChatResponseFormat(_Doc):
+    """Free text, any JSON object, or JSON matching ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: ChatJsonSchema | None = Field(
+        default=None, description="Required with `type: json_schema`."
+    )
+
+
+class ChatStreamOptions(_Doc):
+    """Options of a streamed answer."""
+
+    include_usage: bool | None = Field(
+        default=None, description="Send a last chunk with the token usage."
+    )
+
+
+_IGNORED = "Accepted and ignored."
+
+
+class ChatCompletionRequest(_Doc):
+    """``POST /v1/chat/completions``: OpenAI's chat-completion request, as far as it is served.
+
+    Unknown parameters are refused by name; those listed as ignored are accepted, because
+    clients send them routinely, and change nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    model: Annotated[str, SC(min_length=1)] = Field(
+        description="A route or deployment name (`GET /v1/models` lists them)."
+    )
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = Field(default=False, description="Answer with server-sent events.")
+    stream_options: ChatStreamOptions | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | ChatNamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ChatResponseFormat | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Deprecated by OpenAI: `max_completion_tokens` wins."
+    )
+    max_completion_tokens: Annotated[int, Field(gt=0)] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    functions: list[Any] | None = Field(default=None, description=_IGNORED + " (deprecated)")
+    function_call: Any = Field(default=None, description=_IGNORED + " (deprecated)")
+    n: Any = Field(default=None, description=_IGNORED)
+    logprobs: Any = Field(default=None, description=_IGNORED)
+    top_logprobs: Any = Field(default=None, description=_IGNORED)
+    logit_bias: Any = Field(default=None, description=_IGNORED)
+    service_tier: Any = Field(default=None, description=_IGNORED)
+    store: Any = Field(default=None, description=_IGNORED)
+    metadata: Any = Field(default=None, description=_IGNORED)
+    modalities: Any = Field(default=None, description=_IGNORED)
+    prediction: Any = Field(default=None, description=_IGNORED)
+    reasoning_effort: Any = Field(default=None, description=_IGNORED)
+    audio: Any = Field(default=None, description=_IGNORED)
+    web_search_options: Any = Field(default=None, description=_IGNORED)
+    safety_identifier: Any = Field(default=None, description=_IGNORED)
+    prompt_cache_key: Any = Field(default=None, description=_IGNORED)
+    verbosity: Any = Field(default=None, description=_IGNORED)
 
 
 M = TypeVar("M", bound=BaseModel)

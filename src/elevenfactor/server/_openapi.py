@@ -1,0 +1,282 @@
+"""The OpenAPI 3.1 document, built from a declarative list of operations.
+
+Each operation points at the same pydantic model its endpoint validates the body or query string
+with (``elevenfactor.server._schemas``), so the document cannot drift from what is enforced; a
+test checks that every route the app serves is described here. ``GET /openapi.json`` serves it
+without a key: it is documentation and names no secret.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from elevenfactor._version import __version__
+from elevenfactor.governance import ID_PATTERN, NAME_PATTERN
+from elevenfactor.server import _responses as r
+from elevenfactor.server import _schemas as s
+
+__all__ = ["OPERATIONS", "Operation", "PathParam", "build_document", "document", "openapi_json"]
+
+REF = "#/components/schemas/{model}"
+SECURITY_SCHEME = "apiKey"
+
+
+@dataclass(frozen=True, slots=True)
+class PathParam:
+    """A parameter in the path, with the pattern its endpoint checks."""
+
+    name: str
+    description: str
+    pattern: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One method on one path."""
+
+    path: str
+    method: str
+    summary: str
+    tag: str
+    response: type[BaseModel] | None
+    description: str = ""
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    params: tuple[PathParam, ...] = ()
+    status: int = 200
+    media_type: str = "application/json"
+    secured: bool = True
+
+
+RUN_ID = PathParam("run_id", "The run's id.", ID_PATTERN)
+APPROVAL_ID = PathParam("approval_id", "The approval's id.", ID_PATTERN)
+USER_NAME = PathParam("name", "The user's name.", NAME_PATTERN)
+KEY_ID = PathParam("key_id", "The key's id or its prefix.", ID_PATTERN)
+MODEL_ID = PathParam("model_id", "A route or deployment name.")
+_ADMIN = "Admins only (others get 403 `permission_denied`)."
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/v1/chat/completions", "post", "Create a chat completion", "models", r.ChatCompletion,
+        "OpenAI-compatible. With `stream: true` the answer is `text/event-stream`.",
+        body=s.ChatCompletionRequest,
+    ),
+    Operation("/v1/models", "get", "List models", "models", r.ModelList,
+              "Every route and deployment a client may name."),
+    Operation("/v1/models/{model_id}", "get", "Retrieve a model", "models", r.ModelObject,
+              "404 `model_not_found` for a name that is not configured.", params=(MODEL_ID,)),
+    Operation("/v1/runs", "post", "Queue a run", "runs", r.Run,
+              "Queue a run of an agent or workflow, owned by the caller.", body=s.RunCreate,
+              status=201),
+    Operation("/v1/runs", "get", "List runs", "runs", r.RunList, "Newest first.",
+              query=s.RunQuery),
+    Operation("/v1/runs/{run_id}", "get", "Retrieve a run", "runs", r.RunDetail,
+              "Status, steps and result.", params=(RUN_ID,)),
+    Operation("/v1/runs/{run_id}", "delete", "Delete a finished run", "runs", r.RunDeleted,
+              "Admins only; the deletion and its reason are recorded in the ledger.",
+              query=s.RunDeleteQuery, params=(RUN_ID,)),
+    Operation("/v1/runs/{run_id}/events", "get", "Stream a run's events", "runs", None,
+              "Server-sent events: `step` for each journal step, `status` for each status"
+              " change, and `end` with the result.", params=(RUN_ID,),
+              media_type="text/event-stream"),
+    Operation("/v1/runs/{run_id}/cancel", "post", "Cancel a run", "runs", r.Run,
+              params=(RUN_ID,)),
+    Operation("/v1/approvals", "get", "List approvals", "approvals", r.ApprovalList,
+              "Those the caller may see, pending by default.", query=s.ApprovalQuery),
+    Operation("/v1/approvals/{approval_id}", "post", "Decide an approval", "approvals",
+              r.Approval, "Decided by the authenticated user.", body=s.ApprovalDecision,
+              params=(APPROVAL_ID,)),
+    Operation("/v1/admin/users", "get", "List users", "admin", r.UserList, _ADMIN),
+    Operation("/v1/admin/users", "post", "Create a user", "admin", r.User, _ADMIN,
+              body=s.AdminUserCreate, status=201),
+    Operation("/v1/admin/users/{name}", "get", "Retrieve a user", "admin", r.User, _ADMIN,
+              params=(USER_NAME,)),
+    Operation("/v1/admin/users/{name}", "patch", "Update a user", "admin", r.User,
+              _ADMIN + " Only the fields given change.", body=s.AdminUserUpdate,
+              params=(USER_NAME,)),
+    Operation("/v1/admin/users/{name}", "delete", "Disable a user", "admin", r.User,
+              _ADMIN + " The user's keys stop working.", params=(USER_NAME,)),
+    Operation("/v1/admin/teams", "get", "List teams", "admin", r.TeamList, _ADMIN),
+    Operation("/v1/admin/teams", "post", "Create a team", "admin", r.Team, _ADMIN,
+              body=s.AdminTeamCreate, status=201),
+    Operation("/v1/admin/keys", "get", "List API keys", "admin", r.ApiKeyList,
+              _ADMIN + " Never the secrets."),
+    Operation("/v1/admin/keys", "post", "Create an API key", "admin", r.ApiKeyCreated,
+              _ADMIN + " The answer holds the secret (`key`), shown this once.",
+              body=s.AdminKeyCreate, status=201),
+    Operation("/v1/admin/keys/{key_id}", "get", "Retrieve an API key", "admin", r.ApiKey,
+              _ADMIN, params=(KEY_ID,)),
+    Operation("/v1/admin/keys/{key_id}", "patch", "Rename an API key", "admin", r.ApiKey,
+              _ADMIN, body=s.AdminKeyUpdate, params=(KEY_ID,)),
+    Operation("/v1/admin/keys/{key_id}", "delete", "Revoke an API key", "admin", r.ApiKey,
+              _ADMIN + " Idempotent.", params=(KEY_ID,)),
+    Operation("/mcp", "post", "MCP (streamable HTTP)", "mcp", None,
+              "The Model Context Protocol: JSON-RPC messages in, JSON or server-sent events"
+              " out; the project's agents and selected tools, acting for the key's user.",
+              media_type="application/json"),
+    Operation("/healthz", "get", "Liveness", "health", r.Health, secured=False),
+    Operation("/readyz", "get", "Readiness", "health", r.Readiness,
+              "503 while starting or draining.", secured=False),
+    Operation("/openapi.json", "get", "This OpenAPI document", "docs", None, secured=False),
+    Operation("/docs", "get", "The API reference page", "docs", None,
+              "This document rendered as HTML.", media_type="text/html", secured=False),
+)  # fmt: skip
+
+
+class _Components:
+    """Collects schemas under ``components/schemas``; one name means one schema."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def add(self, name: str, schema: dict[str, Any]) -> None:
+        if self.schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are called {name!r}")
+
+    def inline(self, model: type[BaseModel]) -> dict[str, Any]:
+        """The model's own schema, its definitions moved into the components."""
+        schema = model.model_json_schema(ref_template=REF)
+        for name, sub in schema.pop("$defs", {}).items():
+            self.add(name, sub)
+        return schema
+
+    def ref(self, model: type[BaseModel]) -> dict[str, Any]:
+        """A reference to the model's schema in the components."""
+        self.add(model.__name__, self.inline(model))
+        return {"$ref": REF.format(model=model.__name__)}
+
+
+def _query_params(model: type[BaseModel], comps: _Components) -> list[dict[str, Any]]:
+    schema = comps.inline(model)
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        prop.pop("title", None)
+        # A query parameter is absent or a string, never null: drop the null alternative.
+        alternatives = [a for a in prop.pop("anyOf", ()) if a != {"type": "null"}]
+        if len(alternatives) == 1:
+            prop.update(alternatives[0])
+        elif alternatives:
+            prop["anyOf"] = alternatives
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param["schema"] = prop
+        out.append(param)
+    return out
+
+
+def _path_param(p: PathParam) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if p.pattern:
+        schema["pattern"] = p.pattern
+    return {"name": p.name, "in": "path", "required": True, "description": p.description,
+            "schema": schema}  # fmt: skip
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}},
+    }
+
+
+def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": op.method + "_" + re.sub(r"[^A-Za-z0-9]+", "_", op.path).strip("_"),
+        "summary": op.summary,
+        "tags": [op.tag],
+    }
+    if op.description:
+        out["description"] = op.description
+    params = [_path_param(p) for p in op.params]
+    if op.query is not None:
+        params += _query_params(op.query, comps)
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": comps.ref(op.body)}},
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if op.response is not None:
+        ok["description"] = (op.response.__doc__ or "OK").split("\n")[0]
+        ok["content"] = {op.media_type: {"schema": comps.ref(op.response)}}
+    elif op.media_type == "application/json":
+        ok["content"] = {op.media_type: {"schema": {"type": "object"}}}
+    else:
+        ok["content"] = {op.media_type: {"schema": {"type": "string"}}}
+    if op.body is s.ChatCompletionRequest:
+        ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    responses: dict[str, Any] = {str(op.status): ok}
+    if op.body is not None or op.query is not None or op.params:
+        responses["400"] = _error("The request is invalid; `param` names what is wrong.")
+    if op.secured:
+        responses["401"] = _error("No API key, or an unknown or revoked one.")
+    if op.params:
+        responses["404"] = _error("No such object (or one the caller may not see).")
+    responses["default"] = _error("An error.")
+    out["responses"] = responses
+    out["security"] = [{SECURITY_SCHEME: []}] if op.secured else []
+    return out
+
+
+def build_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``operations``."""
+    comps = _Components()
+    comps.add("ErrorResponse", comps.inline(r.ErrorResponse))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, comps)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "elevenfactor",
+            "version": __version__,
+            "description": "OpenAI-compatible model gateway, durable runs and approvals, and"
+            ' administration. Errors are `{"error": {"message", "type", "param",'
+            ' "code"}}`. Outside dev mode every operation but the health checks and this'
+            " documentation needs an API key.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(comps.schemas.items())),
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An elevenfactor API key: `Authorization: Bearer ef_...`"
+                    " (create one with `elevenfactor keys create`).",
+                }
+            },
+        },
+        "security": [{SECURITY_SCHEME: []}],
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The document, built on first use."""
+    return build_document()
+
+
+@functools.cache
+def _document_bytes() -> bytes:
+    return orjson.dumps(document())
+
+
+async def openapi_json(request: Request) -> Response:
+    """``GET /openapi.json``: open, like the health checks (it is documentation)."""
+    return Response(_document_bytes(), media_type="application/json")

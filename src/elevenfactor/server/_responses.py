@@ -1,0 +1,235 @@
+"""What the endpoints answer, as pydantic models for the OpenAPI document (documentation only:
+the handlers build these objects as dictionaries)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ApiKey",
+    "ApiKeyCreated",
+    "ApiKeyList",
+    "Approval",
+    "ApprovalList",
+    "ChatCompletion",
+    "ErrorResponse",
+    "Health",
+    "ModelList",
+    "ModelObject",
+    "Readiness",
+    "Run",
+    "RunDeleted",
+    "RunDetail",
+    "RunList",
+    "Team",
+    "TeamList",
+    "User",
+    "UserList",
+]
+
+
+class ErrorObject(BaseModel):
+    """An OpenAI-style error; ``code`` is stable and machine-readable."""
+
+    message: str
+    type: str = Field(
+        description="`invalid_request_error`, `authentication_error`, `rate_limit_error` or"
+        " `server_error`."
+    )
+    param: str | None = Field(description="The request parameter at fault, if any.")
+    code: str | None = Field(description="A stable code, such as `model_not_found`.")
+    error_class: str | None = Field(
+        default=None, description="For model errors: the class of upstream failure."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: ``{"error": {...}}``."""
+
+    error: ErrorObject
+
+
+class ModelObject(BaseModel):
+    """A route or deployment a client may name as ``model``."""
+
+    id: str
+    object: Literal["model"]
+    created: int = Field(description="When the server started (Unix seconds).")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """Routes first, then deployments."""
+
+    object: Literal["list"]
+    data: list[ModelObject]
+
+
+class Health(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """``ready`` (200), or ``starting``/``draining`` (503)."""
+
+    status: Literal["ready", "starting", "draining"]
+
+
+class Owner(BaseModel):
+    """Who owns a run."""
+
+    user_id: str | None
+    team_id: str | None
+
+
+class Run(BaseModel):
+    """A durable run of an agent or workflow."""
+
+    id: str
+    object: Literal["run"]
+    program: str
+    status: Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+    queue: str
+    priority: int
+    attempt: int
+    parent_id: str | None
+    owner: Owner
+    created_at: float
+    updated_at: float
+    error: dict[str, Any] | None
+    cancel_requested: bool = Field(
+        default=False, description="Cancelled while running: the worker stops it at its next step."
+    )
+
+
+class RunDetail(Run):
+    """A run with its result and journal steps."""
+
+    result: Any = Field(description="The program's result once it succeeded.")
+    steps: list[dict[str, Any]]
+
+
+class RunList(BaseModel):
+    """Newest first."""
+
+    object: Literal["list"]
+    data: list[Run]
+
+
+class RunDeleted(BaseModel):
+    """The run is gone (the ledger keeps the record of its deletion)."""
+
+    id: str
+    object: Literal["run"]
+    deleted: Literal[True]
+
+
+class Approval(BaseModel):
+    """A tool call waiting for (or given) a human decision."""
+
+    id: str
+    object: Literal["approval"]
+    run_id: str
+    step_id: str
+    name: str
+    status: str
+    request: Any
+    group: str | None
+    created_at: float
+    timeout_at: float | None
+    on_timeout: str
+    decision: dict[str, Any] | None
+
+
+class ApprovalList(BaseModel):
+    """Approvals the caller may see."""
+
+    object: Literal["list"]
+    data: list[Approval]
+
+
+class User(BaseModel):
+    """A user or service account."""
+
+    id: str
+    object: Literal["user"]
+    name: str
+    kind: Literal["user", "service"]
+    team: str | None
+    roles: list[str]
+    groups: list[str]
+    created_at: float
+    disabled_at: float | None
+
+
+class UserList(BaseModel):
+    """The organisation's users."""
+
+    object: Literal["list"]
+    data: list[User]
+
+
+class Team(BaseModel):
+    """A team."""
+
+    id: str
+    object: Literal["team"]
+    name: str
+    shares: bool
+    created_at: float
+
+
+class TeamList(BaseModel):
+    """The organisation's teams."""
+
+    object: Literal["list"]
+    data: list[Team]
+
+
+class ApiKey(BaseModel):
+    """An API key, without its secret."""
+
+    id: str
+    object: Literal["api_key"]
+    name: str
+    prefix: str
+    user: str | None
+    created_at: float
+    revoked_at: float | None
+
+
+class ApiKeyCreated(ApiKey):
+    """A new key: ``key`` is the secret, shown this once."""
+
+    key: str
+
+
+class ApiKeyList(BaseModel):
+    """The organisation's keys."""
+
+    object: Literal["list"]
+    data: list[ApiKey]
+
+
+class ChatChoice(BaseModel):
+    """One answer."""
+
+    index: int
+    message: dict[str, Any] = Field(description="`{role: assistant, content, tool_calls}`.")
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's chat-completion object (with ``stream: true``, ``chat.completion.chunk``
+    server-sent events ending with ``data: [DONE]``)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: dict[str, Any] | None = None
