@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import mcp_types as types
 import orjson
-from mcp.server.connection import allowed_log_levels
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from elevenfactor._version import __version__
 from elevenfactor.config import McpServerSettings
@@ -46,6 +41,14 @@ from elevenfactor.runtime import (
     submit_run,
 )
 from elevenfactor.runtime._mcp_tools import MCP_TOOL, McpTools
+from elevenfactor.server._mcp_notify import (
+    CallReporter,
+    RunReporter,
+    Session,
+    levels_for,
+    report_end,
+    session,
+)
 from elevenfactor.store import Store
 from elevenfactor.tools import ToolContext
 
@@ -61,32 +64,8 @@ _AGENT_INPUT = {
     },
     "required": ["input"],
 }
-_LEVELS: tuple[types.LoggingLevel, ...] = (
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-)
 RESOURCE_NOT_FOUND = -32002
 """The JSON-RPC error code MCP gives an unknown (or unreadable) resource."""
-
-
-class RunReporter(Protocol):
-    """Who hears about an agent run while a call waits for it."""
-
-    @property
-    def wants_steps(self) -> bool:
-        """Whether ``progress`` is heard (worth reading the journal for)."""
-
-    async def progress(self, done: int, message: str, total: int | None = None) -> None:
-        """``done`` steps so far; ``total`` once the run has ended."""
-
-    async def log(self, level: types.LoggingLevel, data: dict[str, Any]) -> None:
-        """A log entry, sent if the caller asked for that level."""
 
 
 class McpBridge:
@@ -243,7 +222,7 @@ class McpBridge:
                 break
             await asyncio.sleep(0.05)
         if reporter is not None:
-            await _report_end(reporter, info, seen)
+            await report_end(reporter, info, seen)
         return info
 
     async def _run_agent(
@@ -296,19 +275,6 @@ class McpBridge:
         )
 
 
-async def _report_end(reporter: RunReporter, info: RunInfo, steps: int) -> None:
-    """The last progress (the end counts as one more step) and the run's end in the log."""
-    event = {"run_id": info.id, "program": info.program, "status": info.status}
-    if not info.finished:
-        await reporter.log("notice", {"event": "run_waiting", **event})
-        return
-    await reporter.progress(steps + 1, f"run {info.status}", total=steps + 1)
-    if info.status == "succeeded":
-        await reporter.log("info", {"event": "run_finished", **event})
-    else:
-        await reporter.log("error", {"event": "run_finished", **event, "error": info.error_dict()})
-
-
 def _tool_context(principal: Principal) -> ToolContext:
     return ToolContext(caller="mcp", metadata={"principal": principal.actor()})
 
@@ -331,59 +297,12 @@ def _text(
     )
 
 
-@dataclass
-class _Session:
-    """What one MCP session remembers: the log level it set (``logging/setLevel``)."""
-
-    log_level: types.LoggingLevel | None = None
-
-
-@asynccontextmanager
-async def _session(_: Server[_Session]) -> AsyncIterator[_Session]:
-    # Entered once per ``Server.run`` (a stdio connection); the HTTP session manager enters
-    # it once for every request, so over HTTP it is never written (see ``on_set_level``).
-    yield _Session()
-
-
-@dataclass
-class _CallReporter:
-    """Progress and log notifications on one request's own stream."""
-
-    ctx: ServerRequestContext[_Session]
-    levels: frozenset[types.LoggingLevel]
-
-    @property
-    def wants_steps(self) -> bool:
-        return "progress_token" in (self.ctx.meta or {})
-
-    async def progress(self, done: int, message: str, total: int | None = None) -> None:
-        await self.ctx.session.report_progress(done, total, message)
-
-    async def log(self, level: types.LoggingLevel, data: dict[str, Any]) -> None:
-        if level in self.levels:
-            note = types.LoggingMessageNotification(
-                params=types.LoggingMessageNotificationParams(
-                    level=level, logger="elevenfactor.mcp", data=data
-                )
-            )
-            await self.ctx.session.send_notification(note, related_request_id=self.ctx.request_id)
-
-
-def _levels(ctx: ServerRequestContext[_Session]) -> frozenset[types.LoggingLevel]:
-    """The log levels this request may be sent: on 2026-07-28+ its own ``_meta`` opt-in, before
-    that the session's ``logging/setLevel`` (none until one is set)."""
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        return allowed_log_levels(ctx.protocol_version, ctx.meta)
-    level = ctx.lifespan_context.log_level
-    return frozenset() if level is None else frozenset(_LEVELS[_LEVELS.index(level) :])
-
-
 def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> Server[Any]:
     """A low-level MCP server whose tools and resources come from ``bridge``. Each request
     acts for the principal in its HTTP request's scope (see ``PRINCIPAL_SCOPE_KEY``), else for
     ``principal`` (stdio); with neither, it is refused."""
 
-    def who(ctx: ServerRequestContext[_Session]) -> Principal:
+    def who(ctx: ServerRequestContext[Session]) -> Principal:
         scope = getattr(ctx.request, "scope", None)
         found = scope.get(PRINCIPAL_SCOPE_KEY) if isinstance(scope, dict) else None
         if isinstance(found, Principal):
@@ -393,27 +312,27 @@ def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> S
         raise AuthenticationFailed("this MCP request was not authenticated")
 
     async def on_list_tools(
-        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+        ctx: ServerRequestContext[Session], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=await bridge.list_tools(who(ctx)))
 
     async def on_call_tool(
-        ctx: ServerRequestContext[_Session], params: types.CallToolRequestParams
+        ctx: ServerRequestContext[Session], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         try:
             caller = who(ctx)
         except ElevenFactorError as exc:
             return _text(str(exc), error=True)
         args = dict(params.arguments or {})
-        return await bridge.call_tool(params.name, args, caller, _CallReporter(ctx, _levels(ctx)))
+        return await bridge.call_tool(params.name, args, caller, CallReporter(ctx, levels_for(ctx)))
 
     async def on_list_resources(
-        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+        ctx: ServerRequestContext[Session], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=bridge.list_resources())
 
     async def on_list_templates(
-        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+        ctx: ServerRequestContext[Session], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         run = types.ResourceTemplate(
             name="run",
@@ -424,7 +343,7 @@ def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> S
         return types.ListResourceTemplatesResult(resource_templates=[run])
 
     async def on_read_resource(
-        ctx: ServerRequestContext[_Session], params: types.ReadResourceRequestParams
+        ctx: ServerRequestContext[Session], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         try:
             text = await bridge.read_resource(params.uri, who(ctx))
@@ -436,17 +355,17 @@ def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> S
         return types.ReadResourceResult(contents=[contents])
 
     async def on_list_prompts(
-        ctx: ServerRequestContext[_Session], params: types.PaginatedRequestParams | None
+        ctx: ServerRequestContext[Session], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=[])  # prompt files are not served yet
 
     async def on_get_prompt(
-        ctx: ServerRequestContext[_Session], params: types.GetPromptRequestParams
+        ctx: ServerRequestContext[Session], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         raise MCPError(types.INVALID_PARAMS, f"no prompt {params.name!r}: this server has none")
 
     async def on_set_level(
-        ctx: ServerRequestContext[_Session], params: types.SetLevelRequestParams
+        ctx: ServerRequestContext[Session], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
         # Over stdio the lifespan state is the connection's. Over HTTP (stateless) each request
         # is its own session, so the level lasts for this request: nothing is stored.
@@ -454,13 +373,13 @@ def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> S
             ctx.lifespan_context.log_level = params.level
         return types.EmptyResult()
 
-    server: Server[_Session] = Server(
+    server: Server[Session] = Server(
         "elevenfactor",
         version=__version__,
         instructions="Agents run durably: each call is a journaled run. Tool calls that need"
         " a reviewer's approval run durably too, owned by the caller. Read a finished run's"
         " result at run://ID and an agent's card at agent://NAME.",
-        lifespan=_session,
+        lifespan=session,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
         on_list_resources=on_list_resources,
