@@ -27,6 +27,7 @@ from elevenfactor.cli._common import (
 )
 from elevenfactor.errors import RequestError
 from elevenfactor.governance import Principal, Sealer, principal_for_user
+from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime import (
     RunInfo,
     build_runtime,
@@ -82,7 +83,8 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
 
     async def main(store: Store) -> None:
         await require_migrated(store)
-        runtime = build_runtime(settings, project)
+        recorder = CallRecorder(store, record_payloads=settings.record_payloads)
+        runtime = build_runtime(settings, project, recorder=recorder)
         w = build_worker(
             store,
             settings,
@@ -94,6 +96,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
+        recorder.start()
         sealer = Sealer(store, settings)
         sealer.start()
         try:
@@ -101,6 +104,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
         finally:
             await sealer.aclose()
             await runtime.aclose()
+            await recorder.aclose()
 
     run(with_store(settings, main))
 
@@ -145,7 +149,9 @@ def run_cmd(
     async def main(store: Store) -> RunInfo:
         await require_migrated(store)
         owner = await principal_for_user(store, as_user)
-        runtime = build_runtime(settings, project)
+        recorder = CallRecorder(store, record_payloads=settings.record_payloads)
+        runtime = build_runtime(settings, project, recorder=recorder if execute else None)
+        recorder.start()
         try:
             runtime.programs.get(program)  # refuse an unknown program before queuing anything
             w = (
@@ -165,6 +171,7 @@ def run_cmd(
                     status.update(f"run {rid}: {info.status}")
         finally:
             await runtime.aclose()
+            await recorder.aclose()
         return info
 
     info = run(with_store(settings, main))
@@ -438,7 +445,9 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
     async def main(store: Store) -> None:
         await require_migrated(store)
         principal = await principal_for_user(store, as_user)
-        runtime = build_runtime(settings, project)
+        recorder = CallRecorder(store, record_payloads=settings.record_payloads)
+        runtime = build_runtime(settings, project, recorder=recorder)
+        recorder.start()
         w = None if no_worker else build_worker(store, settings, project, runtime.programs)
         task = asyncio.create_task(w.serve()) if w is not None else None
         server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w), principal)
@@ -453,5 +462,6 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
                 await w.shutdown(settings.shutdown_timeout)
                 await task
             await runtime.aclose()
+            await recorder.aclose()
 
     run(with_store(settings, main))

@@ -12,15 +12,17 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from elevenfactor.models import Call
+from elevenfactor.config import DeploymentConfig
+from elevenfactor.models import Call, Usage
 from elevenfactor.store import BLOB_INSERT, Store, blob_hash
 
-__all__ = ["RECORD_COLUMNS", "CallRecord", "CallRecorder", "record_hash"]
+__all__ = ["RECORD_COLUMNS", "CallRecord", "CallRecorder", "call_cost", "record_hash"]
 
 logger = logging.getLogger("elevenfactor.calls")
 
@@ -57,9 +59,31 @@ _INSERT = (
 )
 
 
+def call_cost(
+    models: Mapping[str, DeploymentConfig], deployment: str | None, usage: Usage
+) -> float | None:
+    """What ``usage`` cost on ``deployment`` at its configured ``price`` (``None`` when the
+    deployment is unknown or has no price)."""
+    dep = models.get(deployment or "")
+    if dep is None or dep.price is None:
+        return None
+    return round(
+        (
+            usage.input_tokens * dep.price.input_per_mtok
+            + usage.output_tokens * dep.price.output_per_mtok
+        )
+        / 1_000_000,
+        10,
+    )
+
+
 @dataclass(slots=True)
 class CallRecord:
-    """What one logical model call did."""
+    """What one logical model call did.
+
+    ``agent`` and ``step`` (an agent's own calls) go to the log line only: they are not columns
+    of the stored record, which carries the run in ``run_id`` instead.
+    """
 
     trace_id: str
     route: str
@@ -82,13 +106,28 @@ class CallRecord:
     run_id: str | None = None
     request: bytes | None = None
     response: bytes | None = None
+    agent: str | None = None
+    step: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
 
     @classmethod
-    def from_call(cls, call: Call, **kw: Any) -> CallRecord:
-        """Fill provider, deployment, model and path from a finished ``Call``."""
+    def from_call(
+        cls,
+        call: Call,
+        usage: Usage | None = None,
+        prices: Mapping[str, DeploymentConfig] | None = None,
+        /,
+        **kw: Any,
+    ) -> CallRecord:
+        """Fill provider, deployment, model and path from a finished ``Call``; given ``usage``,
+        the token counts, and with ``prices`` (the project's deployments) its cost too
+        (``call_cost``)."""
         final = call.final
+        if usage is not None:
+            kw["tokens_in"], kw["tokens_out"] = usage.input_tokens, usage.output_tokens
+            if prices is not None:
+                kw["cost"] = call_cost(prices, final.deployment if final else None, usage)
         return cls(
             trace_id=call.trace_id,
             route=call.route,
@@ -118,6 +157,9 @@ class CallRecord:
             "cache_hit": self.cache_hit,
             "failover_path": self.failover_path,
             "error_class": self.error_class,
+            **({"run_id": self.run_id} if self.run_id is not None else {}),
+            **({"agent": self.agent} if self.agent is not None else {}),
+            **({"step": self.step} if self.step is not None else {}),
         }
 
 

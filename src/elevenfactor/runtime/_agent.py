@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import orjson
 from pydantic import TypeAdapter
 
-from elevenfactor.errors import AgentLimitExceeded, RequestError
+from elevenfactor.errors import AgentLimitExceeded, ModelError, RequestError
+from elevenfactor.governance import Principal
 from elevenfactor.models import (
     AssistantMessage,
     Call,
@@ -26,6 +28,7 @@ from elevenfactor.models import (
     ToolMessage,
     UserMessage,
 )
+from elevenfactor.observe import CallRecord, CallRecorder
 from elevenfactor.runtime._agent_spec import AgentSpec, ApprovalRule
 from elevenfactor.runtime._approvals import approval
 from elevenfactor.runtime._context import RunContext, step_key
@@ -41,11 +44,13 @@ DELEGATE, HANDOFF = "delegate_to_", "handoff_to_"
 
 @dataclass
 class AgentDeps:
-    """What agents share: the models, the project's named toolsets, every agent's spec."""
+    """What agents share: the models, the project's named toolsets, every agent's spec, and
+    the recorder their model calls are recorded with (as the gateway's are), if any."""
 
     registry: ModelRegistry
     toolsets: Mapping[str, Toolset] = field(default_factory=dict)
     specs: Mapping[str, AgentSpec] = field(default_factory=dict)
+    recorder: CallRecorder | None = None
 
 
 def _initial_messages(spec: AgentSpec, payload: Any) -> list[Message]:
@@ -124,11 +129,63 @@ class Agent:
         return out
 
     async def _model(
-        self, messages: list[Message], settings: ModelSettings, run_id: str
+        self,
+        messages: list[Message],
+        settings: ModelSettings,
+        run_id: str,
+        owner: Principal | None = None,
     ) -> Response:
         resolved = self.deps.registry.resolve(self.spec.model, settings.tags)
         call = Call(trace_id=run_id, route=resolved.route)
-        return await resolved.model.request(messages, settings, call)
+        try:
+            response = await resolved.model.request(messages, settings, call)
+        except Exception as exc:
+            error_class = exc.error_class if isinstance(exc, ModelError) else "error"
+            self._record(call, messages, owner, status="error", error_class=error_class)
+            raise
+        self._record(call, messages, owner, response=response)
+        return response
+
+    def _record(
+        self,
+        call: Call,
+        messages: list[Message],
+        owner: Principal | None,
+        *,
+        response: Response | None = None,
+        status: str = "ok",
+        error_class: str | None = None,
+    ) -> None:
+        """Record a model call made inside a step as the gateway records its calls: a log line
+        now, a ``model_calls`` row (run id, owner, tokens, cost) soon after. Replayed steps never
+        get here, so a resumed run records only the calls it makes."""
+        recorder = self.deps.recorder
+        if recorder is None:
+            return
+        key = step_key()
+        request = {"model": call.route, "messages": [m.model_dump(mode="json") for m in messages]}
+        usage = response.usage if response is not None else None
+        recorder.record(
+            CallRecord.from_call(
+                call,
+                usage,
+                self.deps.registry.project.models,
+                tokens_in=0,  # replaced by ``usage``'s counts when there is one
+                tokens_out=0,
+                stream=False,
+                status=status,
+                error_class=error_class,
+                run_id=call.trace_id,
+                api_key_id=owner.key_id if owner is not None else None,
+                org_id=owner.org_id if owner is not None else None,
+                team_id=owner.team_id if owner is not None else None,
+                user_id=owner.user_id if owner is not None else None,
+                request=orjson.dumps(request),
+                response=response.model_dump_json().encode() if response is not None else None,
+                agent=self.spec.name,
+                step=key.rpartition(":")[2] if key else None,
+            )
+        )
 
     async def _call_tool(
         self, name: str, args: dict[str, Any], run_id: str, owner: Mapping[str, Any]
@@ -201,6 +258,7 @@ class Agent:
                 messages,
                 settings,
                 ctx.run_id,
+                ctx.lease.owner,
                 kind="model",
                 result_type=Response,
             )

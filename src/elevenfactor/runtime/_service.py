@@ -9,6 +9,7 @@ from pathlib import Path
 from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
 from elevenfactor.errors import ConfigError
 from elevenfactor.models import ModelRegistry
+from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime._agent import Agent, AgentDeps
 from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
 from elevenfactor.runtime._loader import import_ref, load_programs, report
@@ -94,9 +95,11 @@ def build_runtime(
     registry: ModelRegistry | None = None,
     *,
     errors: list[ConfigError] | None = None,
+    recorder: CallRecorder | None = None,
 ) -> Runtime:
     """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets,
-    and ``mcp.tool`` (gated tool calls of the MCP server).
+    and ``mcp.tool`` (gated tool calls of the MCP server). Agents record their model calls with
+    ``recorder`` (its owner starts and closes it).
 
     Nothing connects yet: MCP servers start on first use. The first configuration error is
     raised; with an ``errors`` list every one is collected instead (``config check``).
@@ -128,7 +131,7 @@ def build_runtime(
                 expected=expected,
             )
             report(unknown, errors)
-    deps = AgentDeps(registry, toolsets, specs)
+    deps = AgentDeps(registry, toolsets, specs, recorder)
     if MCP_TOOL in programs:
         builtin = f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls"
         report(ConfigError(builtin, source=source, key="programs"), errors)

@@ -20,7 +20,7 @@ from elevenfactor.errors import (
 from elevenfactor.governance import Principal
 from elevenfactor.models import Call, Model, StreamChunk, Usage
 from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
-from elevenfactor.observe import CallRecord
+from elevenfactor.observe import CallRecord, call_cost
 from elevenfactor.server._auth import authenticate, owner_fields, read_body
 from elevenfactor.server._errors import error_body, error_response
 from elevenfactor.server._sse import SSEResponse
@@ -45,20 +45,6 @@ def trace_id_from(scope: Scope) -> str:
                 return str(parts[1])
             break
     return uuid.uuid4().hex
-
-
-def _cost(gw: Gateway, deployment: str | None, usage: Usage) -> float | None:
-    dep = gw.project.models.get(deployment or "")
-    if dep is None or dep.price is None:
-        return None
-    return round(
-        (
-            usage.input_tokens * dep.price.input_per_mtok
-            + usage.output_tokens * dep.price.output_per_mtok
-        )
-        / 1_000_000,
-        10,
-    )
 
 
 def _sse(obj: object) -> bytes:
@@ -114,7 +100,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
             status="ok",
             tokens_in=response.usage.input_tokens,
             tokens_out=response.usage.output_tokens,
-            cost=_cost(gw, final.deployment if final else None, response.usage),
+            cost=call_cost(gw.project.models, final.deployment if final else None, response.usage),
             **owner_fields(principal),
             request=raw,
             response=out,
@@ -221,7 +207,7 @@ async def _stream(
                     error_class=error_class,
                     tokens_in=usage.input_tokens,
                     tokens_out=usage.output_tokens,
-                    cost=_cost(gw, final.deployment if final else None, usage),
+                    cost=call_cost(gw.project.models, final.deployment if final else None, usage),
                     **owner_fields(principal),
                     request=raw,
                     response="".join(text).encode(),

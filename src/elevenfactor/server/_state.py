@@ -83,7 +83,9 @@ class Gateway:
         self.keys = KeyVerifier(self.store)
         self.sealer = Sealer(self.store, self.settings)
         self.sealer.start()
-        self.runtime = build_runtime(self.settings, self.project, self.registry)
+        self.runtime = build_runtime(
+            self.settings, self.project, self.registry, recorder=self.recorder
+        )
         self.programs = self.runtime.programs
         if self.settings.serves_worker():
             self.worker = build_worker(self.store, self.settings, self.project, self.programs)
