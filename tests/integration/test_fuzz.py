@@ -415,7 +415,9 @@ chat_bodies = st.one_of(
     ),
     json_values,
 )
-good_chat = valid_chat.map(lambda b: {k: v for k, v in b.items() if k not in ("tools",)})
+good_chat = valid_chat.map(
+    lambda b: {k: v for k, v in b.items() if k not in ("tools", "tool_choice", "function_call")}
+)
 
 # -- the server -------------------------------------------------------------------------------
 

@@ -285,13 +285,20 @@ class ChatStreamOptions(_Doc):
 
 
 _IGNORED = "Accepted and ignored."
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+LogitBias = Annotated[
+    dict[Annotated[str, SC(pattern=r"^[0-9]+$")], Annotated[float, Field(ge=-100, le=100)]],
+    Field(max_length=0),
+]
 
 
 class ChatCompletionRequest(_Doc):
     """``POST /v1/chat/completions``: OpenAI's chat-completion request, as far as it is served.
 
-    Unknown parameters are refused by name; those listed as ignored are accepted, because
-    clients send them routinely, and change nothing."""
+    Unknown parameters are refused by name, and so are values that are not served (`n` > 1,
+    `logprobs`, a non-empty `logit_bias`); those listed as ignored are accepted, because clients
+    send them routinely, and change nothing. JSON schemas (`response_format`, tool parameters) are
+    checked, and their `$ref`s resolved, before any model runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -311,17 +318,28 @@ class ChatCompletionRequest(_Doc):
         default=None, description="Deprecated by OpenAI: `max_completion_tokens` wins."
     )
     max_completion_tokens: Annotated[int, Field(gt=0)] | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     user: str | None = None
-    functions: list[Any] | None = Field(default=None, description=_IGNORED + " (deprecated)")
-    function_call: Any = Field(default=None, description=_IGNORED + " (deprecated)")
-    n: Any = Field(default=None, description=_IGNORED)
-    logprobs: Any = Field(default=None, description=_IGNORED)
-    top_logprobs: Any = Field(default=None, description=_IGNORED)
-    logit_bias: Any = Field(default=None, description=_IGNORED)
+    functions: list[ChatFunctionDefinition] | None = Field(
+        default=None, description="Deprecated: translated to `tools` (send one, not both)."
+    )
+    function_call: Literal["auto", "none"] | ChatNamedFunction | None = Field(
+        default=None, description="Deprecated: translated to `tool_choice`."
+    )
+    n: Literal[1] | None = Field(
+        default=None, description="Only 1 is served (one choice per request)."
+    )
+    logprobs: Literal[False] | None = Field(
+        default=None, description="Not served: `true` is refused."
+    )
+    top_logprobs: None = Field(default=None, description="Not served (needs `logprobs`).")
+    logit_bias: LogitBias | None = Field(
+        default=None,
+        description="Token id -> bias from -100 to 100. Not served: only `{}` is accepted.",
+    )
     service_tier: Any = Field(default=None, description=_IGNORED)
     store: Any = Field(default=None, description=_IGNORED)
     metadata: Any = Field(default=None, description=_IGNORED)

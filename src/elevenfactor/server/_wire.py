@@ -22,15 +22,12 @@ from elevenfactor.models import (
     ToolMessage,
     UserMessage,
 )
+from elevenfactor.server._json_schema import check_schema
 
 __all__ = ["ChatRequest", "parse_chat_request"]
 
 #: Accepted and ignored: they change nothing we serve, and clients send them routinely.
 _IGNORED = {
-    "n",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
     "service_tier",
     "store",
     "metadata",
@@ -53,6 +50,20 @@ _SCALARS = {
     "max_completion_tokens": (int,),
     "user": (str,),
     "parallel_tool_calls": (bool,),
+    "n": (int,),
+    "logprobs": (bool,),
+    "top_logprobs": (int,),
+}
+#: Inclusive bounds of numeric parameters (``None``: unbounded on that side).
+_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+    "max_tokens": (1, None),
+    "max_completion_tokens": (1, None),
+    "n": (1, None),
+    "top_logprobs": (0, 20),
 }
 _KNOWN = {
     "model",
@@ -65,6 +76,7 @@ _KNOWN = {
     "stop",
     "functions",
     "function_call",
+    "logit_bias",
     *_SCALARS,
     *_IGNORED,
 }
@@ -158,43 +170,60 @@ def _message(raw: Any, i: int) -> Message:
     )
 
 
-def _tools(raw: Any) -> list[ToolDefinition]:
+def _tools(raw: Any, key: str = "tools") -> list[ToolDefinition]:
     if not isinstance(raw, list):
-        raise _fail("expected a list of tools", "tools", "invalid_type")
+        raise _fail(f"expected a list of {key}", key, "invalid_type")
     out = []
     for i, t in enumerate(raw):
-        fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+        if key == "functions":  # the legacy form: the function definitions themselves
+            fn, where = t, f"functions[{i}]"
+        else:
+            fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+            where = f"tools[{i}].function"
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _fail(
-                "expected {type: function, function: {name, parameters}}",
-                f"tools[{i}]",
+                "expected {name, description, parameters}"
+                if key == "functions"
+                else "expected {type: function, function: {name, parameters}}",
+                where if key == "functions" else f"tools[{i}]",
                 "invalid_type",
             )
+        params = fn.get("parameters")
+        if params is not None:
+            check_schema(params, f"{where}.parameters")
         try:
             out.append(
                 ToolDefinition(
                     name=fn["name"],
                     description=fn.get("description") or "",
-                    parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+                    parameters=params or {"type": "object", "properties": {}},
                     strict=fn.get("strict"),
                 )
             )
         except ValidationError as exc:
-            raise _fail(exc.errors()[0]["msg"], f"tools[{i}].function", "invalid_type") from None
+            raise _fail(exc.errors()[0]["msg"], where, "invalid_type") from None
     return out
 
 
-def _tool_choice(raw: Any) -> str | None:
-    if raw is None or raw in ("auto", "none", "required"):
+def _tool_choice(raw: Any, tools: list[ToolDefinition], key: str = "tool_choice") -> str | None:
+    if raw is None or raw in ("auto", "none"):
         return raw  # type: ignore[no-any-return]
+    if not tools and (raw == "required" or isinstance(raw, dict)):
+        raise _fail("asks for a tool call, but the request has no tools", key, "invalid_value")
+    if raw == "required":
+        return "required"
     fn = raw.get("function") if isinstance(raw, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return str(fn["name"])
-    raise _fail(
-        "expected 'auto', 'none', 'required' or {type: function, function: {name}}",
-        "tool_choice",
-        "invalid_value",
-    )
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str):
+        raise _fail(
+            "expected 'auto', 'none', 'required' or {type: function, function: {name}}",
+            key,
+            "invalid_value",
+        )
+    names = [t.name for t in tools]
+    if name not in names:
+        raise _fail(f"names {name!r}, which is not among the tools {names}", key, "invalid_value")
+    return name
 
 
 def _response_format(raw: Any) -> ResponseFormat | None:
@@ -211,10 +240,13 @@ def _response_format(raw: Any) -> ResponseFormat | None:
                 "response_format.json_schema",
                 "invalid_type",
             )
+        schema = spec.get("schema")
+        if schema is not None:
+            check_schema(schema, "response_format.json_schema.schema")
         return ResponseFormat(
             type="json_schema",
             name=spec.get("name"),
-            json_schema=spec.get("schema") or {},
+            json_schema=schema or {},
             strict=spec.get("strict"),
         )
     raise _fail(
@@ -222,6 +254,78 @@ def _response_format(raw: Any) -> ResponseFormat | None:
         "response_format.type",
         "invalid_value",
     )
+
+
+def _unsupported(message: str, param: str) -> RequestError:
+    return _fail(message, param, "unsupported_parameter")
+
+
+def _check_scalars(body: dict[str, Any]) -> None:
+    for key, types in _SCALARS.items():
+        value = body.get(key)
+        if value is not None and (
+            not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        ):
+            names = " or ".join(t.__name__ for t in types)
+            raise _fail(f"expected {names}, got {type(value).__name__}", key, "invalid_type")
+    for key, (lo, hi) in _BOUNDS.items():
+        value = body.get(key)
+        if value is not None and not ((lo is None or value >= lo) and (hi is None or value <= hi)):
+            span = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise _fail(f"must be {span}, got {value!r}", key, "invalid_value")
+    if body.get("n") not in (None, 1):
+        raise _unsupported("n > 1 is not served: one choice per request; send n requests", "n")
+    if body.get("logprobs"):
+        raise _unsupported("logprobs are not served by this gateway", "logprobs")
+    if body.get("top_logprobs") is not None:
+        raise _fail("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict) or not all(
+            k.isdigit()
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and -100 <= v <= 100
+            for k, v in bias.items()
+        ):
+            raise _fail(
+                "expected an object mapping token ids to numbers from -100 to 100",
+                "logit_bias",
+                "invalid_value",
+            )
+        if bias:
+            raise _unsupported(
+                "logit_bias is not served: token ids differ between the models of a route",
+                "logit_bias",
+            )
+
+
+def _stop(raw: Any) -> list[str] | None:
+    stop = [raw] if isinstance(raw, str) else raw
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise _fail("expected a string or a list of strings", "stop", "invalid_type")
+    if stop is not None and len(stop) > 4:
+        raise _fail(f"at most 4 stop sequences, got {len(stop)}", "stop", "invalid_value")
+    return stop
+
+
+def _tools_and_choice(body: dict[str, Any]) -> tuple[list[ToolDefinition], str | None]:
+    """``tools``/``tool_choice``, or the legacy ``functions``/``function_call`` translated."""
+    for legacy, new in (("functions", "tools"), ("function_call", "tool_choice")):
+        if body.get(legacy) is not None and body.get(new) is not None:
+            raise _fail(f"send '{new}' or the deprecated '{legacy}', not both", legacy)
+    if body.get("functions") is not None:
+        tools = _tools(body["functions"], "functions")
+    else:
+        tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    call = body.get("function_call")
+    if call is not None:
+        if call not in ("auto", "none") and not isinstance(call, dict):
+            raise _fail("expected 'auto', 'none' or {name}", "function_call", "invalid_value")
+        # {"name": X} is the legacy form of {"type": "function", "function": {"name": X}}
+        choice = {"type": "function", "function": call} if isinstance(call, dict) else call
+        return tools, _tool_choice(choice, tools, "function_call")
+    return tools, _tool_choice(body.get("tool_choice"), tools)
 
 
 def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
@@ -243,18 +347,8 @@ def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
             "messages",
             "missing_required_parameter" if raw_messages is None else "invalid_type",
         )
-    for key, types in _SCALARS.items():
-        value = body.get(key)
-        if value is not None and (
-            not isinstance(value, types) or (bool not in types and isinstance(value, bool))
-        ):
-            names = " or ".join(t.__name__ for t in types)
-            raise _fail(f"expected {names}, got {type(value).__name__}", key, "invalid_type")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise _fail("expected a string or a list of strings", "stop", "invalid_type")
+    _check_scalars(body)
+    stop = _stop(body.get("stop"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _fail("expected a boolean", "stream", "invalid_type")
@@ -262,17 +356,19 @@ def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
     if not isinstance(options, dict):
         raise _fail("expected an object", "stream_options", "invalid_type")
     messages = [_message(m, i) for i, m in enumerate(raw_messages)]
+    tools, tool_choice = _tools_and_choice(body)
+    limit = body.get("max_completion_tokens")
     try:
         settings = ModelSettings(
-            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+            max_tokens=body.get("max_tokens") if limit is None else limit,
             temperature=body.get("temperature"),
             top_p=body.get("top_p"),
             stop=stop,
             seed=body.get("seed"),
             presence_penalty=body.get("presence_penalty"),
             frequency_penalty=body.get("frequency_penalty"),
-            tools=_tools(body["tools"]) if body.get("tools") is not None else [],
-            tool_choice=_tool_choice(body.get("tool_choice")),
+            tools=tools,
+            tool_choice=tool_choice,
             parallel_tool_calls=body.get("parallel_tool_calls"),
             response_format=_response_format(body.get("response_format")),
             user=body.get("user"),
