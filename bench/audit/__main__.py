@@ -5,8 +5,8 @@ database once — ``--runs`` runs of ``--steps`` journaled steps with distinct 2
 executed by a real ``Worker``, so every run has its ledger entries — then, in interleaved rounds:
 
 - **floor**: the bare minimum any payload audit must do — read every journal row and its output
-  (inline, or the blob it references), recompute each event's SHA-256 over its columns and each payload's SHA-256, in
-  one pass with no checks against anything else;
+  (inline, or the blob it references), recompute each event's SHA-256 over its columns and each
+  payload's SHA-256, in one pass with no checks against anything else;
 - **elevenfactor**: ``audit(store)``: the ledger blocks and entries, every run against its
   ledger entries, the chains with their position-exact diagnosis, every payload, approvals and
   call records, a page at a time.

@@ -90,8 +90,20 @@ def print_json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
+def _plain(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a table for people."""
+    """Print a table for people; when stdout is not a terminal (a pipe or a file), print a
+    header line and one line per row, tab-separated, every value whole (a tab, newline or
+    backslash inside a value is written ``\\t``, ``\\n``, ``\\\\``) so ``cut``, ``grep``
+    and ``awk`` see full values. ``--json`` is the format for machines."""
+    if not console.is_terminal:
+        for line in (columns, *rows):
+            click.echo("\t".join(_plain(v) for v in line))
+        return
     table = Table(title=title)
     for i, col in enumerate(columns):
         table.add_column(col, no_wrap=i == 0)

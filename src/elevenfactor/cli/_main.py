@@ -97,6 +97,28 @@ def config_check(config: Path | None, as_json: bool) -> None:
     print_json(resolved)
 
 
+@config.command("reference")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the Markdown to this file instead of stdout.",
+)
+def config_reference(out: Path | None) -> None:
+    """Print the reference of the project file, agent files and environment settings (Markdown,
+    generated from the config models; docs/reference/project.md is its output)."""
+    from elevenfactor.config._reference import reference_markdown
+    from elevenfactor.runtime import AgentSpec
+
+    text = reference_markdown(AgentSpec)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
+
+
 @main.command()
 @config_option
 @handle_errors

@@ -259,6 +259,7 @@ def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> 
         print_json(shown)
         return
     click.echo(f"run {shown['id']} ({shown['program']}): {shown['status']}")
+    tty = sys.stdout.isatty()  # a terminal gets a readable table; a pipe gets whole values
     print_table(
         "journal",
         ["step", "kind", "name", "status", "at", "output / error"],
@@ -269,7 +270,7 @@ def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> 
                 s["name"],
                 s["status"],
                 _when(s["created_at"]),
-                orjson.dumps(s["error"] or s["output"]).decode()[:80],
+                orjson.dumps(s["error"] or s["output"]).decode()[: 80 if tty else None],
             )
             for s in shown["steps"]
         ],
