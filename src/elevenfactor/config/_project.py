@@ -78,57 +78,87 @@ class RetryConfig(_Strict):
     """Retries with exponential backoff and full jitter; Retry-After is honoured up to a cap."""
 
     attempts: int = Field(default=2, ge=1, le=20, description="Total attempts, first included.")
-    backoff_base: float = Field(default=0.25, ge=0)
-    backoff_max: float = Field(default=8.0, ge=0)
+    backoff_base: float = Field(
+        default=0.25,
+        ge=0,
+        description="Backoff cap in seconds before the first retry; doubles each retry.",
+    )
+    backoff_max: float = Field(
+        default=8.0, ge=0, description="Upper bound in seconds on the backoff cap."
+    )
     max_retry_after: float = Field(
         default=30.0, ge=0, description="A longer Retry-After fails over instead of waiting."
     )
-    on: list[ErrorClass] = Field(default_factory=lambda: list(_RETRY_ON))
+    on: list[ErrorClass] = Field(
+        default_factory=lambda: list(_RETRY_ON), description="Error classes that are retried."
+    )
 
 
 class BreakerConfig(_Strict):
     """Open after ``failures`` consecutive failures; refuse calls for ``cooldown`` seconds."""
 
-    failures: int = Field(default=5, ge=1)
-    cooldown: float = Field(default=30.0, gt=0)
+    failures: int = Field(
+        default=5, ge=1, description="Consecutive failures that open the breaker."
+    )
+    cooldown: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds the open breaker refuses calls before a trial call.",
+    )
 
 
 class PriceConfig(_Strict):
     """Price in currency units per million tokens."""
 
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
+    input_per_mtok: float = Field(ge=0, description="Price per million input tokens.")
+    output_per_mtok: float = Field(ge=0, description="Price per million output tokens.")
 
 
 class ProviderConfig(_Strict):
     """A provider account: its type (an entry point name), endpoint and credentials."""
 
-    type: str
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    options: dict[str, Any] = Field(default_factory=dict)
+    type: str = Field(description="Provider type: the name of a registered provider entry point.")
+    base_url: str | None = Field(
+        default=None, description="API endpoint; None: the provider's default."
+    )
+    api_key: SecretStr | None = Field(default=None, description="API key (use ${VAR}).")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers sent with every request."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
 
 
 class DeploymentConfig(_Strict):
     """One model at one provider, with its parameters and resilience policy."""
 
-    provider: str
-    model: str
-    context_window: int | None = Field(default=None, gt=0)
-    params: dict[str, Any] = Field(default_factory=dict)
+    provider: str = Field(description="Name of a provider under `providers:`.")
+    model: str = Field(description="The model id at the provider.")
+    context_window: int | None = Field(
+        default=None, gt=0, description="Context window in tokens; None: the provider's value."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default model parameters; a request's settings override them.",
+    )
     price: PriceConfig | None = None
     timeout: float = Field(default=60.0, gt=0, description="Seconds per attempt.")
-    first_token_timeout: float | None = Field(default=None, gt=0)
+    first_token_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds to wait for a stream's first chunk; None: timeout."
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig | None = Field(default_factory=BreakerConfig)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(
+        default_factory=list, description="Free-form labels for the deployment (informational)."
+    )
 
 
 class FailoverConfig(_Strict):
     """Which error classes move a chain to its next deployment."""
 
-    on: list[ErrorClass] = Field(default_factory=lambda: list(_FAILOVER_ON))
+    on: list[ErrorClass] = Field(
+        default_factory=lambda: list(_FAILOVER_ON),
+        description="Error classes that move on to the next deployment.",
+    )
     context_window: Literal["larger", "next", "fail"] = Field(
         default="larger",
         description="On context_window: skip to a deployment with a larger context window.",
@@ -138,21 +168,29 @@ class FailoverConfig(_Strict):
 class RouteTarget(_Strict):
     """A weighted target of a route."""
 
-    model: str
-    weight: float = Field(default=1.0, gt=0)
+    model: str = Field(description="A model or another route.")
+    weight: float = Field(
+        default=1.0, gt=0, description="Relative weight; share of requests proportional to it."
+    )
 
 
 class RouteRule(_Strict):
     """Send requests carrying all of ``tags`` to ``use`` (a route or a model)."""
 
-    tags: list[str] = Field(min_length=1)
-    use: str
+    tags: list[str] = Field(
+        min_length=1, description="Request tags that must all be present for the rule to match."
+    )
+    use: str = Field(description="The route or model that matching requests go to.")
 
 
 class RouteConfig(_Strict):
     """A named route: a failover chain, or weighted targets, optionally preceded by tag rules."""
 
-    chain: list[str] | None = Field(default=None, min_length=1)
+    chain: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Models to try in order, failing over to the next; exclusive with weights.",
+    )
     weights: list[RouteTarget] | None = Field(default=None, min_length=1)
     rules: list[RouteRule] = Field(default_factory=list)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
@@ -167,7 +205,11 @@ class RouteConfig(_Strict):
 class QueueConfig(_Strict):
     """A run queue: how many of its runs may run at once across all workers."""
 
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most runs of the queue at once across workers; None: no cap.",
+    )
 
 
 class McpServerSettings(_Strict):
@@ -224,11 +266,13 @@ class McpServerSettings(_Strict):
 class ProjectConfig(_Strict):
     """The whole project file."""
 
-    version: Literal[1] = 1
+    version: Literal[1] = Field(default=1, description="Project file format version.")
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, DeploymentConfig] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
-    default_route: str = "default"
+    default_route: str = Field(
+        default="default", description="Route or model used when a request names none."
+    )
     programs: list[str] = Field(
         default_factory=list,
         description="Durable programs to load, as 'package.module:attribute' references to a "

@@ -36,15 +36,23 @@ class Settings(BaseSettings):
         description="sqlite:///path or postgresql://...; defaults to SQLite under data_dir.",
     )
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "ELEVENFACTOR_REDIS_URL")
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "ELEVENFACTOR_REDIS_URL"),
+        description="Redis URL (credentials masked in output; not currently used).",
     )
     host: str = Field(default="127.0.0.1", description="Interface to bind.")
     port: int = Field(
-        default=8000, ge=0, le=65535, validation_alias=AliasChoices("PORT", "ELEVENFACTOR_PORT")
+        default=8000,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("PORT", "ELEVENFACTOR_PORT"),
+        description="Port to bind.",
     )
     dev: bool = Field(default=False, description="Allow unauthenticated requests from loopback.")
-    log_level: str = Field(default="info")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    log_level: str = Field(default="info", description="One of debug, info, warning, error.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
+    )
     shutdown_timeout: float = Field(
         default=30.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )

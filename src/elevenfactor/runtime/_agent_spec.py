@@ -47,39 +47,56 @@ class _Strict(BaseModel):
 class ToolRef(_Strict):
     """Which toolset an agent uses, and how much of it."""
 
-    toolset: str
-    allow: list[str] | None = None
-    deny: list[str] = Field(default_factory=list)
-    prefix: str | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    toolset: str = Field(description="A `toolsets:` or `mcp_servers:` name in the project file.")
+    allow: list[str] | None = Field(
+        default=None, description="Tool names or shell-style patterns to offer; None: all."
+    )
+    deny: list[str] = Field(
+        default_factory=list, description="Tool names or patterns to withhold (beats allow)."
+    )
+    prefix: str | None = Field(
+        default=None, description="Prepended to the tool names the model sees."
+    )
+    timeout: float | None = Field(default=None, gt=0, description="Seconds per tool call.")
 
 
 class AgentLimits(_Strict):
     """Bounds on one run of the agent."""
 
     max_steps: int = Field(default=10, ge=1, description="Model requests per run.")
-    max_tool_calls: int = Field(default=32, ge=0)
+    max_tool_calls: int = Field(default=32, ge=0, description="Tool calls per run.")
     max_wall_time: float | None = Field(default=300.0, gt=0, description="Seconds per run.")
 
 
 class ArgPredicate(_Strict):
     """A condition on one tool argument (a dotted path into the arguments)."""
 
-    arg: str
-    op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "matches", "exists"]
-    value: Any = None
+    arg: str = Field(description="Dotted path to the argument (list indexes as numbers).")
+    op: Literal[
+        "==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "matches", "exists"
+    ] = Field(
+        description="Comparison of the argument with value: in/not_in test membership in value, "
+        "contains tests value in the argument, matches is a regex search, exists needs no value."
+    )
+    value: Any = Field(default=None, description="The operand to compare the argument with.")
 
 
 class ApprovalRule(_Strict):
     """When a human must approve. The first rule that matches a call decides."""
 
     tools: list[str] | None = Field(default=None, description="Tool name patterns.")
-    risk: list[Literal["read", "write", "destructive"]] | None = None
+    risk: list[Literal["read", "write", "destructive"]] | None = Field(
+        default=None, description="Tool risk levels the rule covers; None: any."
+    )
     when: list[ArgPredicate] = Field(default_factory=list, description="All must hold.")
     before_model: bool = Field(default=False, description="Gate model requests instead.")
-    group: str | None = None
-    timeout: float | None = Field(default=None, gt=0)
-    on_timeout: str = "reject"
+    group: str | None = Field(default=None, description="Reviewer group that may decide.")
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds to wait for a decision; None: no limit."
+    )
+    on_timeout: str = Field(
+        default="reject", description="On timeout: reject, approve or escalate:<group>."
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> ApprovalRule:
@@ -95,18 +112,28 @@ class ApprovalRule(_Strict):
 class AgentSpec(_Strict):
     """One agent."""
 
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
-    description: str = ""
-    instructions: str = ""
+    name: str = Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", description="Agent name; defaults to the file name."
+    )
+    description: str = Field(
+        default="", description="What the agent does; shown when offered as a delegate or handoff."
+    )
+    instructions: str = Field(default="", description="The system prompt.")
     instructions_file: str | None = Field(
         default=None, description="A prompt file (relative to the project) to use instead."
     )
-    model: str = "default"
+    model: str = Field(default="default", description="A route or model from the project file.")
     tools: list[ToolRef] = Field(default_factory=list)
-    delegates: list[str] = Field(default_factory=list)
-    handoffs: list[str] = Field(default_factory=list)
+    delegates: list[str] = Field(
+        default_factory=list, description="Other agents offered to this one as tools."
+    )
+    handoffs: list[str] = Field(
+        default_factory=list, description="Other agents this one may hand the conversation to."
+    )
     limits: AgentLimits = Field(default_factory=AgentLimits)
-    output_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema the final output must satisfy; None: free text."
+    )
     approval: list[ApprovalRule] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict, description="Model parameters.")
 
