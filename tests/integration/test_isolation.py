@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from elevenfactor.config import Settings, parse_project
@@ -26,7 +25,7 @@ from elevenfactor.runtime import Programs, RunContext, run_child
 from elevenfactor.server import Gateway
 from elevenfactor.store import migrate, open_store
 from tests.conftest import _pg_schema_url
-from tests.support.serve import wait_for
+from tests.support.serve import sse_events, wait_for
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.integration
@@ -249,16 +248,9 @@ def test_owner_reads_its_runs_events_and_child_runs(world: World) -> None:
 
 
 def _events(world: World, who: str, rid: str) -> list[tuple[str, dict[str, Any]]]:
-    out: list[tuple[str, dict[str, Any]]] = []
     with world.client(who) as c, c.stream("GET", f"/v1/runs/{rid}/events") as resp:
         assert resp.status_code == 200
-        kind = ""
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                out.append((kind, orjson.loads(line[6:])))
-    return out
+        return list(sse_events(resp))
 
 
 def test_a_sharing_team_sees_its_runs_and_nobody_else_does(world: World) -> None:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from elevenfactor.store import migrate, open_store
-from tests.support.serve import Server, wait_for
+from tests.support.serve import Server, sse_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,8 @@ def test_submit_show_stream_and_list(server: Server) -> None:
     created = httpx.post(base + "/v1/runs", json={"program": "greet", "input": {"name": "ada"}})
     assert created.status_code == 201, created.text
     rid = created.json()["id"]
-    events: list[tuple[str, dict[str, Any]]] = []
     with httpx.stream("GET", f"{base}/v1/runs/{rid}/events", timeout=30) as resp:
-        kind = ""
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, orjson.loads(line[6:])))
+        events = list(sse_events(resp))
     assert events[-1][0] == "end" and events[-1][1]["result"] == {"hello": "ADA"}
     assert [e["name"] for k, e in events if k == "step"] == ["upper", "now"]
     shown = httpx.get(f"{base}/v1/runs/{rid}").json()

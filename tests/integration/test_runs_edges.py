@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from click.testing import CliRunner
 
 from elevenfactor.cli import main
 from elevenfactor.runtime import Programs, RunContext
 from elevenfactor.store import migrate, open_store
-from tests.support.serve import Server, wait_for
+from tests.support.serve import Server, sse_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,13 +126,9 @@ def test_each_execution_streams_running_before_its_steps(server: Server, tmp_pat
     rid = _start_gated(server, folder, nap=0.3)  # two executions: it parks for the nap
     events: list[tuple[str, dict[str, Any]]] = []
     with httpx.stream("GET", f"{server.base}/v1/runs/{rid}/events", timeout=30) as resp:
-        kind = ""
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                events.append((kind, orjson.loads(line[6:])))
-                (folder / "gate").touch()  # connected while running: let the run go on
+        for event in sse_events(resp):
+            events.append(event)
+            (folder / "gate").touch()  # connected while running: let the run go on
     statuses = [e["status"] for k, e in events if k == "status"]
     assert statuses[0] == "running" and statuses[-1] == "succeeded"
     assert "queued" in statuses  # it parked for the nap, and came back

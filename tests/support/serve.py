@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from tests.conftest import free_port
 
@@ -70,3 +72,13 @@ def wait_for(
         assert proc is None or proc.poll() is None, f"process exited while waiting for {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def sse_events(resp: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(event, data)`` pairs of a streaming server-sent-events response, as they arrive."""
+    kind = ""
+    for line in resp.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            yield kind, orjson.loads(line[6:])
