@@ -107,7 +107,9 @@ class Heard:
 
 
 @asynccontextmanager
-async def _http(env: Env, user: str, heard: Heard, mode: str = "auto") -> AsyncIterator[Client]:
+async def _http(
+    env: Env, user: str, heard: Heard, mode: str = "auto", log_level: Any = None
+) -> AsyncIterator[Client]:
     async def record(response: httpx2.Response) -> None:
         heard.trace_ids.append(response.headers.get("x-trace-id"))
 
@@ -117,7 +119,9 @@ async def _http(env: Env, user: str, heard: Heard, mode: str = "auto") -> AsyncI
         event_hooks={"response": [record]},
     ) as http:
         transport = streamable_http_client(env.base + "/mcp", http_client=http)
-        async with Client(transport, mode=mode, logging_callback=heard.on_log) as client:
+        async with Client(
+            transport, mode=mode, logging_callback=heard.on_log, log_level=log_level
+        ) as client:
             yield client
 
 
@@ -198,19 +202,52 @@ async def test_every_mcp_response_carries_a_trace_id(env: Env) -> None:
     assert traced.headers["x-trace-id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-async def test_over_http_set_level_succeeds_and_a_call_with_a_progress_token_answers(
-    env: Env,
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_over_http_an_agent_call_streams_its_journal_steps_and_logs(
+    env: Env, mode: str
 ) -> None:
-    """The gateway answers ``/mcp`` with JSON, where the SDK drops notifications: the level is
-    accepted (for that request: HTTP is stateless) and a call asking for progress still works."""
+    """The official client accepts SSE, so each answer is a short event stream: progress (one per
+    journal step) and, where the request opted in (2026-07-28), log messages arrive before the
+    result. Over stateless HTTP a legacy ``logging/setLevel`` is accepted but lasts for that
+    request only, so a legacy client hears progress and no logs."""
     heard = Heard()
-    async with _http(env, "otto", heard, mode="legacy") as client:
+    async with _http(env, "otto", heard, mode, "info" if mode == "auto" else None) as client:
         assert client.server_capabilities.logging is not None
-        with pytest.warns(MCPDeprecationWarning):
-            await client.set_logging_level("debug")
+        if mode == "legacy":
+            with pytest.warns(MCPDeprecationWarning):
+                await client.set_logging_level("debug")
         ran = await client.call_tool("echoer", {"input": "hi"}, progress_callback=heard.on_progress)
     assert not ran.is_error
     assert ran.content[0].text == "echo: hi"  # type: ignore[union-attr]
+    assert ran.structured_content is not None
+    run_id = ran.structured_content["run_id"]
+    steps = await describe_steps(env.store, run_id, 0)
+    assert steps, "an agent run writes journal steps"
+    expected = [(i + 1, None, f"{s['kind']} {s['name']}") for i, s in enumerate(steps)]
+    end = len(steps) + 1
+    assert heard.progress == [*expected, (end, end, "run succeeded")]
+    if mode == "auto":
+        assert heard.events() == [("info", "run_started"), ("info", "run_finished")]
+        assert {p.data["run_id"] for p in heard.logs} == {run_id}
+    else:
+        assert heard.logs == []
+
+
+async def test_mcp_answers_sse_or_json_as_the_client_accepts(env: Env) -> None:
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    key = {"Authorization": f"Bearer {env.secrets['otto']}"}
+    async with httpx2.AsyncClient(base_url=env.base) as http:
+        events = await http.post(
+            "/mcp", json=call, headers={**key, "accept": "application/json, text/event-stream"}
+        )
+        plain = await http.post("/mcp", json=call, headers={**key, "accept": "*/*"})
+    assert events.status_code == 200, events.text
+    assert events.headers["content-type"].startswith("text/event-stream")
+    assert events.headers["x-trace-id"]
+    data = [line[5:].strip() for line in events.text.splitlines() if line.startswith("data:")]
+    assert any(orjson.loads(d).get("id") == 1 for d in data if d)
+    assert plain.status_code == 200 and plain.headers["content-type"] == "application/json"
+    assert orjson.loads(plain.content)["result"]["tools"]
 
 
 async def test_over_stdio_resources_prompts_and_another_user_s_run(

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from elevenfactor.config import ProjectConfig, Settings
@@ -16,6 +15,7 @@ from elevenfactor.models import ModelRegistry
 from elevenfactor.observe import CallRecorder, log_event
 from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
 from elevenfactor.server._mcp import McpBridge, build_mcp_server
+from elevenfactor.server._mcp_http import McpHttp
 from elevenfactor.store import Store, open_store, require_migrated
 
 __all__ = ["Gateway"]
@@ -58,7 +58,7 @@ class Gateway:
     recorder: CallRecorder | None = None
     keys: KeyVerifier | None = None
     programs: Programs | None = None
-    mcp: StreamableHTTPSessionManager | None = None
+    mcp: McpHttp | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     runtime: Runtime | None = None
     worker: Worker | None = None
@@ -90,13 +90,11 @@ class Gateway:
         if self.settings.serves_worker():
             self.worker = build_worker(self.store, self.settings, self.project, self.programs)
             self._worker_task = asyncio.create_task(self.worker.serve(), name="worker")
-        self.mcp = StreamableHTTPSessionManager(
+        self.mcp = McpHttp(
             build_mcp_server(
                 McpBridge(self.store, self.runtime, self.project.mcp_server, self.worker)
             ),
-            stateless=True,
-            json_response=True,
-            security_settings=mcp_security(self.settings),
+            mcp_security(self.settings),
         )
         await self._stack.enter_async_context(self.mcp.run())
         self._ready = True
