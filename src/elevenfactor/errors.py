@@ -9,7 +9,8 @@ ElevenFactorError                 code                 http
 │   ├── ModelNotFound             model_not_found      404
 │   ├── AuthenticationFailed      invalid_api_key      401
 │   ├── PermissionDenied          permission_denied    403
-│   └── NotFound                  not_found            404  (users, keys, teams)
+│   ├── NotFound                  not_found            404  (users, keys, teams)
+│   └── ClientDisconnected        client_disconnected  499  (the client went away)
 ├── RunError                      run_error            500
 │   ├── JournalDivergence         journal_divergence   500
 │   ├── LeaseLost                 lease_lost           409
@@ -26,6 +27,8 @@ ElevenFactorError                 code                 http
 │   └── ToolServerUnavailable     tool_server_unavailable 502
 └── ModelError                    (by error class)     502
     ├── RateLimited               rate_limit           429
+    │   └── ModelBusy             model_queue_full     429  (a local model's queue is full)
+    ├── ModelOverloaded           model_overloaded     503  (not started within its deadline)
     ├── UpstreamServerError       server_error         502
     ├── ModelTimeout              timeout              504
     ├── UpstreamConnectionError   connection           502
@@ -50,6 +53,7 @@ __all__ = [
     "ApprovalNotFound",
     "AuthenticationFailed",
     "CircuitOpen",
+    "ClientDisconnected",
     "ConfigError",
     "ContentFiltered",
     "ContextWindowExceeded",
@@ -59,8 +63,10 @@ __all__ = [
     "LeaseLost",
     "MalformedResponse",
     "MigrationRequired",
+    "ModelBusy",
     "ModelError",
     "ModelNotFound",
+    "ModelOverloaded",
     "ModelTimeout",
     "NotFound",
     "PermissionDenied",
@@ -201,6 +207,13 @@ class NotFound(RequestError):
     http_status = 404
 
 
+class ClientDisconnected(RequestError):
+    """The client closed the connection before the answer was ready; the work was stopped."""
+
+    code = "client_disconnected"
+    http_status = 499
+
+
 class ModelError(ElevenFactorError):
     """A model call failed. ``error_class`` drives retry, failover and the circuit breaker."""
 
@@ -229,6 +242,25 @@ class RateLimited(ModelError):
 
     code = "rate_limit_exceeded"
     http_status = 429
+    error_class = "rate_limit"
+    retryable = True
+
+
+class ModelBusy(RateLimited):
+    """A local model's admission queue is full; ``retry_after`` estimates when a place frees."""
+
+    code = "model_queue_full"
+
+
+class ModelOverloaded(ModelError):
+    """A local model could not start the request within its admission deadline.
+
+    Its error class is ``rate_limit``: the model is busy, not broken, so failover moves on to
+    the next deployment and ``retry_after`` (from the observed service times) says when to retry.
+    """
+
+    code = "model_overloaded"
+    http_status = 503
     error_class = "rate_limit"
     retryable = True
 

