@@ -1,5 +1,6 @@
 """``python -m bench.journal``: what one journaled step costs, against the bare commit on the same
-store and against DBOS; and runs/s with one and two worker processes.
+store and against DBOS; runs/s with one, two and three worker processes, each confined to a
+fixed CPU share; database round trips per run; latency from submission to first step.
 
 Everything runs in interleaved rounds (the order of the measurements rotates every round) and
 is reported as medians over rounds. Each measurement runs in its own process on a fresh store
@@ -48,7 +49,12 @@ from bench.journal.dbs import (
 )
 from bench.journal.peers import PEERS_VENV, PeerUnavailable, ensure_dbos
 from bench.journal.report import print_report, summarize, write_json
-from bench.journal.throughput import ThroughputSpec, measure_throughput
+from bench.journal.throughput import (
+    ThroughputSpec,
+    measure_latency,
+    measure_round_trips,
+    measure_throughput,
+)
 from bench.journal.workload import PAYLOAD_BYTES, STEP_ROW_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +74,11 @@ class Plan:
     dbos_default_runs: int = 3
     tp_runs: int = 3000
     tp_steps: int = 5
+    tp_workers: tuple[int, ...] = (1, 2, 3)
+    cpu_quota: float | None = 0.25
+    rt_runs: int = 300
+    lat_runs: int = 200
+    lat_interval: float = 0.02
     measure_timeout: float = 600.0
 
     @classmethod
@@ -81,6 +92,8 @@ class Plan:
             dbos_runs=3,
             dbos_default_runs=1,
             tp_runs=400,
+            rt_runs=100,
+            lat_runs=100,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,6 +119,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-dbos", action="store_true", help="leave the DBOS peer out")
     ap.add_argument("--skip-postgres", action="store_true", help="SQLite only")
     ap.add_argument("--skip-throughput", action="store_true", help="no runs/s phase")
+    ap.add_argument(
+        "--scale-out-only",
+        action="store_true",
+        help="only runs/s, round trips and latency (no step-cost or DBOS measurements)",
+    )
+    ap.add_argument(
+        "--cpu-quota",
+        type=float,
+        help="CPU cores per worker process in the runs/s phase (default 0.25; 0: unconfined)",
+    )
     ap.add_argument("--pg", default=PG_BASE, help=f"PostgreSQL database (default {PG_BASE})")
     ap.add_argument("--keep-workdir", action="store_true", help="keep logs and SQLite files")
     return ap.parse_args(argv)
@@ -225,7 +248,12 @@ class Bench:
         def run(workdir: Path, key: str) -> dict[str, Any]:
             def spec(url: str) -> ThroughputSpec:
                 return ThroughputSpec(
-                    url, workers, self.plan.tp_runs, self.plan.tp_steps, timeout=300.0
+                    url,
+                    workers,
+                    self.plan.tp_runs,
+                    self.plan.tp_steps,
+                    timeout=300.0,
+                    cpu_quota=self.plan.cpu_quota,
                 )
 
             label = key.replace("/", "-")
@@ -240,6 +268,40 @@ class Bench:
 
         return run
 
+    def _on_store(
+        self, store: str, measure: Callable[[str, Path, str], dict[str, Any]]
+    ) -> Callable[[Path, str], dict[str, Any]]:
+        """``measure(url, workdir, label)`` on a fresh store of kind ``store``."""
+
+        def run(workdir: Path, key: str) -> dict[str, Any]:
+            label = key.replace("/", "-")
+            if store == "sqlite":
+                path = self._sqlite(key)
+                try:
+                    return measure(f"sqlite:///{path}", workdir, label)
+                finally:
+                    remove_sqlite(path)
+            with self._schema(key) as schema:
+                return measure(pg_url(schema, self.args.pg), workdir, label)
+
+        return run
+
+    def _round_trips(self, store: str) -> Callable[[Path, str], dict[str, Any]]:
+        plan = self.plan
+        return self._on_store(
+            store,
+            lambda url, wd, label: measure_round_trips(url, wd, label, plan.rt_runs, plan.tp_steps),
+        )
+
+    def _latency(self, store: str) -> Callable[[Path, str], dict[str, Any]]:
+        plan = self.plan
+        return self._on_store(
+            store,
+            lambda url, wd, label: measure_latency(
+                url, wd, label, plan.lat_runs, plan.lat_interval, plan.cpu_quota
+            ),
+        )
+
     def items(self) -> tuple[list[Item], list[Item]]:
         """(step-cost measurements, throughput measurements) for the stores available."""
         stores = ["sqlite"]
@@ -250,7 +312,7 @@ class Bench:
         else:
             stores.append("postgresql")
         steps: list[Item] = []
-        for s in stores:
+        for s in [] if self.args.scale_out_only else stores:
             steps.append(Item(f"floor/{s}", f"floor {s}", self._floor(s, "floor")))
             steps.append(Item(f"sql/{s}", f"step SQL alone {s}", self._floor(s, "journal-sql")))
             steps.append(Item(f"ef/{s}", f"elevenfactor {s}", self._ours(s)))
@@ -269,10 +331,12 @@ class Bench:
         tp: list[Item] = []
         if not self.args.skip_throughput:
             for s in reversed(stores):
-                for w in (1, 2):
+                for w in self.plan.tp_workers:
                     tp.append(
                         Item(f"tp/{s}/{w}", f"runs/s {s}, {w} worker(s)", self._throughput(s, w))
                     )
+                tp.append(Item(f"rt/{s}", f"round trips per run {s}", self._round_trips(s)))
+                tp.append(Item(f"lat/{s}", f"submission to first step {s}", self._latency(s)))
         return steps, tp
 
     def cleanup(self) -> None:
@@ -290,9 +354,9 @@ def _other_benchmarks() -> list[str]:
     """Command lines of other benchmarks running now (they would disturb the figures); call it
     before this process starts children."""
     found = []
-    me = os.getpid()
+    me = (os.getpid(), os.getppid())  # this process and a wrapper such as `timeout`
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+        if not entry.name.isdigit() or int(entry.name) in me:
             continue
         with contextlib.suppress(OSError):
             cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -340,7 +404,17 @@ def _meta(plan: Plan, stamp: str, workdir: Path, bench: Bench) -> dict[str, Any]
             "(rollback journal, synchronous=FULL). Runs/s: worker processes (Worker defaults, "
             "JSON logs to a file) drain pre-submitted runs; rate between 10 % and 90 % done. "
             "Each measurement in its own process on a fresh store; rounds interleaved "
-            "(rotating order); medians over rounds."
+            "(rotating order); medians over rounds. Scale-out: each worker process is confined "
+            f"to {plan.cpu_quota or 'no'} CPU core(s) by a cgroup CPU quota (cpu.cfs_quota_us "
+            "over a 100 ms period, or cpu.max on cgroup v2), applied once it is ready, so the "
+            "workers, not the machine, are the bottleneck; each worker's CPU, all postgres "
+            "processes' CPU and the machine's are recorded over the drain. Round trips: one "
+            "unconfined worker drains runs with a libpq protocol trace (PQtrace) on every "
+            "connection of its process; each Sync and each simple Query sent is one round trip "
+            "(SQLite: statements counted with set_trace_callback). Latency: one idle worker "
+            "(same quota) at its defaults; the harness submits runs one at a time, "
+            f"{plan.lat_interval * 1000:.0f} ms apart, from its own process; first journal "
+            "event created_at minus the run's created_at."
         ),
     }
 
@@ -351,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.quick() if args.quick else Plan()
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
+    if args.cpu_quota is not None:
+        plan = dataclasses.replace(plan, cpu_quota=args.cpu_quota or None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console = Console()
     if not console.is_terminal:
@@ -395,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             overall = progress.add_task("[bold]overall", total=plan.rounds * per_round)
             for rnd in range(plan.rounds):
                 task = progress.add_task(f"round {rnd + 1}/{plan.rounds}", total=per_round)
-                k = rnd % len(step_items)
+                k = rnd % len(step_items) if step_items else 0
                 order = step_items[k:] + step_items[:k]
                 if tp_items:
                     j = rnd % len(tp_items)

@@ -20,6 +20,9 @@ STORE_LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 def _get(d: Any, *path: str) -> Any:
     for key in path:
+        if isinstance(d, list) and key.isdigit() and int(key) < len(d):
+            d = d[int(key)]
+            continue
         if not isinstance(d, dict) or key not in d:
             return None
         d = d[key]
@@ -94,7 +97,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         )
     throughput = []
     for store in STORES:
-        for w in (1, 2):
+        for w in (1, 2, 3, 4):
             key = f"tp/{store}/{w}"
             rps = _med(rounds, key, "runs_per_s")
             if rps is None:
@@ -114,9 +117,68 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                     "workers_cpu_pct": _med(rounds, key, "cpu", "workers_pct"),
                     "postgres_cpu_pct": _med(rounds, key, "cpu", "postgres_pct"),
                     "machine_busy_pct": _med(rounds, key, "cpu", "machine_busy_pct"),
+                    "per_worker_cpu_pct": _per_worker_cpu(rounds, key),
+                    "cpu_quota_cores": _last(rounds, key, "cpu_quota_cores"),
+                    "confined": all(
+                        _get(r, key, "confined") for r in rounds if _get(r, key) is not None
+                    ),
+                    "confinement_notes": sorted(
+                        {n for r in rounds for n in _get(r, key, "confinement_notes") or []}
+                    ),
                 }
             )
-    return {"latency": latency, "throughput": throughput, "goals": _goals(rounds)}
+    round_trips = []
+    startup = []
+    for store in STORES:
+        key = f"rt/{store}"
+        if any(_get(r, key) is not None for r in rounds):
+            round_trips.append(
+                {
+                    "store": store,
+                    "round_trips_per_run": _med(rounds, key, "round_trips_per_run"),
+                    "statements_per_run": _med(rounds, key, "statements_per_run"),
+                    "steps_per_run": _last(rounds, key, "steps_per_run"),
+                    "claims_per_run": _ratio(
+                        rounds, (key, "per_worker_claims", "0"), (key, "runs")
+                    ),
+                }
+            )
+        key = f"lat/{store}"
+        if any(_get(r, key) is not None for r in rounds):
+            startup.append(
+                {
+                    "store": store,
+                    "p50_ms": _med(rounds, key, "latency_ms", "p50"),
+                    "p99_ms": _med(rounds, key, "latency_ms", "p99"),
+                    "max_ms": _med(rounds, key, "latency_ms", "max"),
+                    "runs": _last(rounds, key, "runs"),
+                    "interval_s": _last(rounds, key, "interval_s"),
+                }
+            )
+    return {
+        "latency": latency,
+        "throughput": throughput,
+        "round_trips": round_trips,
+        "first_step_latency": startup,
+        "goals": _goals(rounds),
+    }
+
+
+def _last(rounds: Rounds, *path: str) -> Any:
+    vals = [v for r in rounds if (v := _get(r, *path)) is not None]
+    return vals[-1] if vals else None
+
+
+def _per_worker_cpu(rounds: Rounds, key: str) -> list[float | None]:
+    """Median over rounds of each worker's CPU (% of one core), in worker order."""
+    lists = [v for r in rounds if isinstance(v := _get(r, key, "cpu", "per_worker_pct"), list)]
+    if not lists:
+        return []
+    width = max(len(v) for v in lists)
+    return [
+        median([v[i] for v in lists if i < len(v) and isinstance(v[i], int | float)])
+        for i in range(width)
+    ]
 
 
 def _best_dbos(rounds: Rounds, store: str) -> tuple[float | None, str]:
@@ -130,6 +192,8 @@ def _best_dbos(rounds: Rounds, store: str) -> tuple[float | None, str]:
 
 def _goals(rounds: Rounds) -> list[dict[str, Any]]:
     goals: list[dict[str, Any]] = []
+    if not any(_get(r, f"ef/{s}") for r in rounds for s in STORES):
+        return goals + _scale_goals(rounds)  # --scale-out-only
     for store in STORES:
         x = _ratio(
             rounds, (f"ef/{store}", "latency_us", "p50"), (f"floor/{store}", "latency_us", "p50")
@@ -158,15 +222,22 @@ def _goals(rounds: Rounds) -> list[dict[str, Any]]:
                 "met": ok,
             }
         )
-    x = _ratio(rounds, ("tp/postgresql/2", "runs_per_s"), ("tp/postgresql/1", "runs_per_s"))
-    goals.append(
-        {
-            "target": "PostgreSQL: 2 workers >= 1.6x the runs/s of 1 worker",
-            "measured": None if x is None else f"{x:.2f}x",
-            "value": x,
-            "met": None if x is None else x >= 1.6,
-        }
-    )
+    return goals + _scale_goals(rounds)
+
+
+def _scale_goals(rounds: Rounds) -> list[dict[str, Any]]:
+    goals: list[dict[str, Any]] = []
+    for w, target in ((2, 1.8), (3, 2.5)):
+        x = _ratio(rounds, (f"tp/postgresql/{w}", "runs_per_s"), ("tp/postgresql/1", "runs_per_s"))
+        goals.append(
+            {
+                "target": f"PostgreSQL: {w} workers >= {target}x the runs/s of 1 worker"
+                " (each worker confined to a fixed CPU share)",
+                "measured": None if x is None else f"{x:.2f}x",
+                "value": x,
+                "met": None if x is None else x >= target,
+            }
+        )
     return goals
 
 
@@ -212,10 +283,14 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
             _x(row["p99_x_floor"]),
             style=style,
         )
-    console.print(t)
+    if summary["latency"]:
+        console.print(t)
+    quota = plan.get("cpu_quota")
     t = Table(
         title=f"Runs/s draining {plan['tp_runs']} pre-submitted runs of {plan['tp_steps']} steps "
-        f"(worker processes, concurrency 8 each; rate between 10 % and 90 % done)",
+        f"(worker processes, concurrency 8 each, "
+        + (f"each confined to {quota} CPU core" if quota else "unconfined")
+        + "; rate between 10 % and 90 % done; CPU in % of one core)",
         title_justify="left",
     )
     for col in (
@@ -226,6 +301,7 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
         "steps/s",
         "vs 1 worker",
         "CPU workers",
+        "CPU each worker",
         "CPU postgres",
         "machine busy",
     ):
@@ -239,10 +315,57 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
             f"{row['steps_per_s']:,.0f}" if row["steps_per_s"] else "-",
             _x(row["x_one_worker"]),
             _pct(row["workers_cpu_pct"]),
+            " / ".join(_pct(v) for v in row["per_worker_cpu_pct"]) or "-",
             _pct(row["postgres_cpu_pct"]) if row["store"] == "postgresql" else "-",
             _pct(row["machine_busy_pct"]),
         )
     console.print(t)
+    for row in summary["throughput"]:
+        if not row["confined"] and quota:
+            notes = "; ".join(row["confinement_notes"]) or "not confined"
+            console.print(
+                f"[yellow]{STORE_LABEL[row['store']]}, {row['workers']} worker(s):[/] {notes}"
+            )
+    if summary.get("round_trips") or summary.get("first_step_latency"):
+        t = Table(
+            title="Per run: database round trips (one unconfined worker; PostgreSQL: libpq "
+            "protocol trace, Sync + simple Query; SQLite: statements) and latency from "
+            "submission to first step (one idle worker at its defaults, runs submitted one at "
+            "a time from another process)",
+            title_justify="left",
+        )
+        for col in (
+            "store",
+            "steps/run",
+            "round trips/run",
+            "statements/run",
+            "claims/run",
+            "first step p50 ms",
+            "p99 ms",
+            "max ms",
+        ):
+            t.add_column(col, justify="left" if col == "store" else "right")
+        lat = {r["store"]: r for r in summary.get("first_step_latency", [])}
+        rts = {r["store"]: r for r in summary.get("round_trips", [])}
+        for store in STORES:
+            rt, lt = rts.get(store, {}), lat.get(store, {})
+            if not rt and not lt:
+                continue
+
+            def num(v: float | None, fmt: str = "{:.1f}") -> str:
+                return "-" if v is None else fmt.format(v)
+
+            t.add_row(
+                STORE_LABEL[store],
+                num(rt.get("steps_per_run"), "{:.0f}"),
+                num(rt.get("round_trips_per_run")) if store == "postgresql" else "in process",
+                num(rt.get("statements_per_run")),
+                num(rt.get("claims_per_run"), "{:.2f}"),
+                num(lt.get("p50_ms")),
+                num(lt.get("p99_ms")),
+                num(lt.get("max_ms")),
+            )
+        console.print(t)
     t = Table(title="Targets", title_justify="left")
     t.add_column("target")
     t.add_column("measured", justify="right")

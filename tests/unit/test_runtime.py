@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -488,3 +490,83 @@ async def test_a_worker_that_cannot_heartbeat_stops_before_its_lease_lapses(
     assert started.is_set()
     run = await get_run(store, rid)
     assert run.status == "running" and await load_events(store, rid) == []
+
+
+def test_event_rows_hash_as_the_audit_expects() -> None:
+    from elevenfactor.runtime._journal import event_hash, event_row
+    from elevenfactor.store import blob_hash
+
+    output = b'{"x":1}'
+    row = event_row("r1", 3, "3", "step", "s", "done", output, None, 2, "p" * 64)
+    (run_id, n, step_id, kind, name, status, out_hash, error, fence, at, prev, digest) = row
+    assert out_hash == blob_hash(output)
+    assert digest == event_hash(
+        prev, run_id, n, step_id, kind, name, status, out_hash, error, fence, at
+    )
+    failed = event_row("r1", 4, "4", "step", "s", "failed", None, '{"m":1}', 2, digest)
+    assert failed[6] is None
+    assert failed[11] == event_hash(
+        digest, "r1", 4, "4", "step", "s", "failed", None, '{"m":1}', 2, failed[9]
+    )
+
+
+async def test_steps_meeting_an_outside_lock_wait_off_the_loop(tmp_path: Path) -> None:
+    from elevenfactor.runtime._journal import INLINE_MAX
+    from elevenfactor.store import migrate, open_store
+
+    path = tmp_path / "locked.db"
+    store = await open_store(f"sqlite:///{path}")
+    await migrate(store)
+    programs = Programs()
+    started, go = asyncio.Event(), asyncio.Event()
+
+    async def branch(ctx: RunContext, item: int) -> int:
+        a = await ctx.step("a", effect, f"a{item}")
+        big = await ctx.step("big", lambda: "x" * (INLINE_MAX + item))  # blob + event
+        return len(a) + len(big)
+
+    @programs.workflow("locked")
+    async def locked(ctx: RunContext, items: list[int]) -> list[int]:
+        await ctx.step("first", effect, "first")
+        started.set()
+        await go.wait()
+        return await ctx.map(branch, items)
+
+    longest = 0.0
+
+    async def tick() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    try:
+        rid = await submit_run(store, "locked", [0, 1, 2])
+        run = asyncio.create_task(Worker(store, programs).run_until_idle())
+        await asyncio.wait_for(started.wait(), 10)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        ticker = asyncio.create_task(tick())
+        go.set()
+        await asyncio.sleep(0.3)
+        assert not run.done()
+        # (Read on the outside connection: the store's reads now queue behind its writes.)
+        assert other.execute("SELECT name FROM journal WHERE run_id = ?", (rid,)).fetchall() == [
+            ("first",)
+        ]
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(run, 10)
+        ticker.cancel()
+        assert longest < 0.05, f"the loop stalled {longest * 1000:.1f} ms"
+        info = await get_run(store, rid)
+        assert info.status == "succeeded", info.error
+        assert await run_result(store, info) == [INLINE_MAX + 7 + i for i in range(3)]
+        events = await load_events(store, rid)
+        assert [e.n for e in events] == list(range(7))
+        assert (await verify_run(store, rid)).ok
+    finally:
+        await store.close()

@@ -1,5 +1,5 @@
-"""Runtime edges (issue 7): empty fan-outs, prompt cancels, and what ``attempt`` counts; on
-SQLite and PostgreSQL."""
+"""Runtime edges (issue 7): empty fan-outs, prompt cancels, what ``attempt`` counts, and a
+fresh run starting without loading a journal; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -303,3 +303,82 @@ async def _finished(store: Store, rid: str, worker: Worker) -> bool:
         return True
     await worker.run_once()
     return False
+
+
+# -- 5. a fresh run loads no journal ------------------------------------------------------------
+
+
+def _spy_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every query run straight on ``store`` (journal loads, approval lookups; not
+    the claim, which only asks whether a journal exists)."""
+    seen: list[str] = []
+    fetchall, fetchone = store.fetchall, store.fetchone
+
+    async def spy_all(sql: str, params: Any = ()) -> Any:
+        seen.append(sql)
+        return await fetchall(sql, params)
+
+    async def spy_one(sql: str, params: Any = ()) -> Any:
+        seen.append(sql)
+        return await fetchone(sql, params)
+
+    monkeypatch.setattr(store, "fetchall", spy_all)
+    monkeypatch.setattr(store, "fetchone", spy_one)
+    return seen
+
+
+def _reads(seen: list[str], table: str) -> list[str]:
+    return [q for q in seen if q.startswith("SELECT") and table in q]
+
+
+async def test_only_a_runs_first_claim_skips_its_journal(store: Store) -> None:
+    rid = await submit_run(store, "any", None)
+    first = await claim_run(store, "w1", ["default"], 30)
+    assert first is not None and first.run_id == rid and not first.has_journal
+    ctx = await RunContext.open(store, first)
+    await ctx.step("a", effect, "a")
+    await store.execute("UPDATE runs SET lease_expires_at = 0 WHERE id = ?", (rid,))
+    taken = await claim_run(store, "w2", ["default"], 30)
+    assert taken is not None and taken.has_journal
+    resumed = await RunContext.open(store, taken)
+    assert resumed.events_written == 1 and resumed.head_hash == ctx.head_hash
+    # A takeover loads even when the claim saw no events: the dead worker's last append may
+    # have committed after the claim's snapshot.
+    other = await submit_run(store, "any", None)
+    lease = await claim_run(store, "w1", ["default"], 30)
+    assert lease is not None and lease.run_id == other and not lease.has_journal
+    await store.execute("UPDATE runs SET lease_expires_at = 0 WHERE id = ?", (other,))
+    again = await claim_run(store, "w2", ["default"], 30)
+    assert again is not None and again.run_id == other and again.has_journal
+
+
+async def test_a_fresh_run_reads_no_journal_and_a_resumed_one_replays(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from elevenfactor.governance import local_admin
+    from elevenfactor.runtime import decide_approval
+
+    programs = Programs()
+
+    @programs.workflow("gated")
+    async def gated(ctx: RunContext, _: Any) -> str:
+        await ctx.step("a", effect, "a")
+        decision = await approval(ctx, "go", {"x": 1})
+        await ctx.step("b", effect, "b")
+        return decision.action
+
+    rid = await submit_run(store, "gated", None)
+    seen = _spy_reads(store, monkeypatch)
+    worker = Worker(store, programs)
+    await worker.run_until_idle()
+    assert (await get_run(store, rid)).status == "waiting"
+    assert not _reads(seen, "FROM journal") and not _reads(seen, "FROM approvals")
+    [pending] = await list_approvals(store, run_id=rid)
+    await decide_approval(store, pending.id, "approve", by=local_admin("admin"))
+    seen.clear()
+    await worker.run_until_idle()
+    run = await get_run(store, rid)
+    assert run.status == "succeeded" and await run_result(store, run) == "approve"
+    assert _reads(seen, "FROM journal") and _reads(seen, "FROM approvals")
+    assert effects == Counter({"a": 1, "b": 1})  # step a replayed, not run again
+    assert await _step_names(store, rid) == ["a", "go", "b"]

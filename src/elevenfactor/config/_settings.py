@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=8, ge=1, description="Runs a worker executes at once.")
     worker_queues: str = Field(default="default", description="Comma-separated queues to serve.")
+    worker_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest wait of an idle worker between polls for runnable runs (due timers,"
+        " dead workers' runs); new and woken runs wake it at once (PostgreSQL: LISTEN/NOTIFY).",
+    )
     approval_webhook: str | None = Field(
         default=None, description="URL POSTed (JSON) when an approval becomes pending."
     )

@@ -18,6 +18,7 @@ from elevenfactor.runtime._audit import (
     verify_one_run,
     verify_run,
 )
+from elevenfactor.runtime._claims import claim_run
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
 from elevenfactor.runtime._journal import (
     Event,
@@ -31,7 +32,6 @@ from elevenfactor.runtime._runs import (
     Lease,
     RunInfo,
     cancel_run,
-    claim_run,
     delete_run,
     get_run,
     list_runs,

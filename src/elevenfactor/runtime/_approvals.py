@@ -21,7 +21,8 @@ from elevenfactor.errors import ApprovalConflict, ApprovalNotFound, PermissionDe
 from elevenfactor.governance import SYSTEM, Principal, append_entry, check_text
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
-from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, get_blob
+from elevenfactor.runtime._settle import WAKE_RUN
+from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, get_blob, wake_local
 
 __all__ = [
     "ApprovalInfo",
@@ -105,11 +106,13 @@ async def approval(
         return ctx.replayed(ev, Decision)  # type: ignore[no-any-return]
     ctx.check_live()
     store = ctx.store
-    row = await store.fetchone(
-        "SELECT id, status, decision, timeout_at, on_timeout FROM approvals"
-        " WHERE run_id = ? AND step_id = ?",
-        (ctx.run_id, step_id),
-    )
+    row = None
+    if ctx.lease.has_journal:  # a fresh run (first execution) has created no approval yet
+        row = await store.fetchone(
+            "SELECT id, status, decision, timeout_at, on_timeout FROM approvals"
+            " WHERE run_id = ? AND step_id = ?",
+            (ctx.run_id, step_id),
+        )
     now = time.time()
     if row is None:
         approval_id = uuid.uuid4().hex
@@ -307,14 +310,12 @@ async def decide_approval(
             tx, approval_id, current.run_id, _STATUS[action], decision, by
         )
         if changed == 1:
-            await tx.execute(
-                "UPDATE runs SET status = 'queued', wake_at = NULL, updated_at = ?"
-                " WHERE status = 'waiting' AND id = ?",
-                (now, current.run_id),
-            )
+            # Not filtered on status = 'waiting': see WAKE_RUN (a run parking right now).
+            await tx.execute(WAKE_RUN.format(run="?"), (now, current.run_id))
     if changed != 1:
         latest = await get_approval(store, approval_id, by)
         raise ApprovalConflict(f"approval {approval_id} is already {latest.status}")
+    wake_local(store.url)  # a worker of this process resumes the run now (others: NOTIFY)
     return await get_approval(store, approval_id, by)
 
 

@@ -10,13 +10,11 @@ branches get their own namespace ("3.0.0", "3.1.0"), so concurrency cannot reord
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import random as _random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 import orjson
@@ -29,86 +27,29 @@ from elevenfactor.errors import (
     StepFailed,
 )
 from elevenfactor.runtime._codec import decode, encode
-from elevenfactor.runtime._journal import Event, append_event, load_events, load_payloads
+from elevenfactor.runtime._flow import run_parallel
+from elevenfactor.runtime._flow import sleep_until as _sleep_until
+from elevenfactor.runtime._journal import Event, append_event, append_inline
+from elevenfactor.runtime._run_state import RunState, load_state
 from elevenfactor.runtime._runs import Lease
+from elevenfactor.runtime._steps import STEP_KEY, Park, StepRetry, error_json, step_key
 from elevenfactor.store import Store
 
 __all__ = ["Park", "RunContext", "StepRetry", "step_key"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-_STEP_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("step_key", default=None)
-
-
-def step_key() -> str | None:
-    """Inside a step: a key unique to this step of this run (``<run id>:<step id>``), the same
-    on every re-execution. Side-effecting tools use it to make their effect idempotent."""
-    return _STEP_KEY.get()
-
-
-class Park(BaseException):
-    """Stop executing and free the worker until ``wake_at``, or until an outside event when
-    ``waiting``. ``wake_when`` holds SQL conditions (with parameters); if any holds as the run
-    parks, it is queued at once, so an event that arrived meanwhile is not missed. A
-    BaseException so ``except Exception`` in a program cannot swallow it."""
-
-    def __init__(
-        self,
-        *,
-        wake_at: float | None,
-        waiting: bool,
-        reason: str,
-        wake_when: Sequence[tuple[str, tuple[Any, ...]]] = (),
-    ) -> None:
-        super().__init__(reason)
-        self.wake_at = wake_at
-        self.waiting = waiting
-        self.reason = reason
-        self.wake_when = list(wake_when)
-
-
-@dataclass(frozen=True, slots=True)
-class StepRetry:
-    """Retry a failing step before its failure is journaled."""
-
-    attempts: int = 3
-    backoff: float = 0.5
-    max_backoff: float = 30.0
-    on: tuple[type[BaseException], ...] = (Exception,)
-
-    def delay(self, attempt: int) -> float:
-        """Full-jitter exponential backoff before retry ``attempt`` (1-based)."""
-        return _random.uniform(0, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
-
-
-def _error_json(exc: BaseException) -> str:
-    code = exc.code if isinstance(exc, ElevenFactorError) else None
-    return orjson.dumps({"type": type(exc).__name__, "message": str(exc), "code": code}).decode()
-
-
-@dataclass
-class _Shared:
-    """State shared by a run's context and its branch views."""
-
-    store: Store
-    lease: Lease
-    by_step: dict[str, Event]
-    payloads: dict[str, bytes]
-    written: int
-    head_hash: str
-    lease_expires: float
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    cancel_reason: str | None = None
-    lease_lost: bool = False
-    executed: int = 0
-    hooks: dict[str, Any] = field(default_factory=dict)
+_SCALARS = (str, int, float, bool, type(None))
+_PLAIN = frozenset({*_SCALARS, dict, list, tuple, bytes})
+"""Result types a step function can return that are never awaitable (checked first: cheaper
+than ``inspect.isawaitable``)."""
 
 
 class RunContext:
     """Passed to every durable program: ``step``, ``now``, ``random``, ``sleep``, ``parallel``;
     approvals and sub-runs build on ``reserve`` and ``record``."""
 
-    def __init__(self, shared: _Shared, prefix: str = "") -> None:
+    def __init__(self, shared: RunState, prefix: str = "") -> None:
         self._s = shared
         self._prefix = prefix
         self._counter = 0
@@ -118,20 +59,9 @@ class RunContext:
 
     @classmethod
     async def open(cls, store: Store, lease: Lease) -> RunContext:
-        """Load the run's journal and the payloads it references."""
-        events = await load_events(store, lease.run_id)
-        payloads = await load_payloads(store, [lease.run_id])
-        shared = _Shared(
-            store=store,
-            lease=lease,
-            by_step={e.step_id: e for e in events},
-            payloads=payloads,
-            written=len(events),
-            head_hash=events[-1].hash if events else lease.genesis_hash,
-            lease_expires=lease.expires_at,
-            cancel_reason="cancelled by request" if lease.cancel_requested else None,
-        )
-        return cls(shared)
+        """Load the run's journal and the payloads it references (no query for a fresh run:
+        ``lease.has_journal`` False)."""
+        return cls(await load_state(store, lease))
 
     # -- shared state, exposed for the worker -----------------------------------------------
 
@@ -240,6 +170,53 @@ class RunContext:
         error: str | None = None,
     ) -> Event:
         """Append the event for ``step_id`` (fenced) to the chain."""
+        ev = self._record_inline(step_id, kind, name, status, output, error)
+        if ev is None:
+            ev = await self._record_waiting(step_id, kind, name, status, output, error)
+        return ev
+
+    def _record_inline(
+        self,
+        step_id: str,
+        kind: str,
+        name: str,
+        status: str,
+        output: bytes | None,
+        error: str | None,
+    ) -> Event | None:
+        """``record`` without suspending where the store can (SQLite, the append not waiting
+        for a lock): the event, or None when ``_record_waiting`` has to write it."""
+        s = self._s
+        if s.inline is None or s.lock.locked():
+            return None
+        # Inline, the append cannot suspend, so no other branch of the run can come between
+        # reading the head and moving it: the run's lock is for appends that wait.
+        ev = append_inline(
+            s.inline,
+            self.run_id,
+            s.written,
+            step_id,
+            kind,
+            name,
+            status,
+            output,
+            error,
+            s.lease.fence,
+            s.head_hash,
+        )
+        if ev is not None:
+            self._recorded(ev, output)
+        return ev
+
+    async def _record_waiting(
+        self,
+        step_id: str,
+        kind: str,
+        name: str,
+        status: str,
+        output: bytes | None,
+        error: str | None,
+    ) -> Event:
         s = self._s
         async with s.lock:
             # The store itself: append_event makes the write atomic (one statement on
@@ -257,13 +234,18 @@ class RunContext:
                 fence=s.lease.fence,
                 prev_hash=s.head_hash,
             )
-            s.written += 1
-            s.head_hash = ev.hash
-        s.by_step[step_id] = ev
+            self._recorded(ev, output)
+        return ev
+
+    def _recorded(self, ev: Event, output: bytes | None) -> None:
+        """Move the run's head to ``ev``, just written."""
+        s = self._s
+        s.written += 1
+        s.head_hash = ev.hash
+        s.by_step[ev.step_id] = ev
         if output is not None and ev.output_hash is not None:
             s.payloads[ev.output_hash] = output
         s.executed += 1
-        return ev
 
     @overload
     async def step(
@@ -307,19 +289,19 @@ class RunContext:
         if ev is not None:
             return self.replayed(ev, result_type)
         self.check_live()
-        token = _STEP_KEY.set(f"{self.run_id}:{step_id}")
+        token = STEP_KEY.set(f"{self.run_id}:{step_id}")
         attempt = 1
         try:
             while True:
                 try:
                     value = fn(*args, **kwargs)
-                    if inspect.isawaitable(value):
+                    if type(value) not in _PLAIN and inspect.isawaitable(value):
                         value = await value
                     break
                 except Exception as exc:
                     retryable = retry is not None and isinstance(exc, retry.on)
                     if retry is None or not retryable or attempt >= retry.attempts:
-                        await self.record(step_id, kind, name, "failed", None, _error_json(exc))
+                        await self.record(step_id, kind, name, "failed", None, error_json(exc))
                         raise StepFailed(
                             f"step {step_id} ({kind} {name!r}) failed: {exc}",
                             step=name,
@@ -330,11 +312,14 @@ class RunContext:
                     attempt += 1
                     self.check_live()
         finally:
-            _STEP_KEY.reset(token)
+            STEP_KEY.reset(token)
         output = encode(value)
-        await self.record(step_id, kind, name, "done", output)
-        if result_type is None and isinstance(value, (str, int, float, bool, type(None))):
-            return value
+        if self._record_inline(step_id, kind, name, "done", output, None) is None:
+            await self._record_waiting(step_id, kind, name, "done", output, None)
+        if result_type is None:
+            if isinstance(value, _SCALARS):
+                return value
+            return orjson.loads(output)  # what a replay returns: a copy, pydantic models as dicts
         return decode(output, result_type)
 
     async def now(self) -> float:
@@ -352,15 +337,7 @@ class RunContext:
     async def sleep_until(self, wake_at: float, name: str = "sleep") -> None:
         """A durable timer: the run parks (holding no worker) until ``wake_at``, across
         restarts."""
-        step_id, ev = self.reserve("sleep", name)
-        if ev is not None:
-            self.replayed(ev)
-            return
-        self.check_live()
-        if time.time() >= wake_at:
-            await self.record(step_id, "sleep", name, "done", encode(wake_at))
-            return
-        raise Park(wake_at=wake_at, waiting=False, reason=f"sleeping until {wake_at:.3f}")
+        await _sleep_until(self, wake_at, name)
 
     async def sleep(self, seconds: float, name: str = "sleep") -> None:
         """Sleep ``seconds`` from now (the start is journaled, so restarts don't extend it)."""
@@ -387,39 +364,7 @@ class RunContext:
         branch order) is raised; if a branch parks, the run parks after the others settle.
         No branches return ``[]`` (the position is still taken, so later steps keep theirs).
         """
-        step_id, _ = self.reserve("parallel", name)
-        if not branches:
-            return []
-        sem = asyncio.Semaphore(limit) if limit else None
-
-        async def one(i: int, fn: Callable[[RunContext], Awaitable[R]]) -> R:
-            ctx = self.branch(step_id, i)
-            if sem is None:
-                return await fn(ctx)
-            async with sem:
-                return await fn(ctx)
-
-        tasks = [asyncio.ensure_future(one(i, fn)) for i, fn in enumerate(branches)]
-        try:
-            await asyncio.wait(tasks)
-        except asyncio.CancelledError:
-            for t in tasks:
-                t.cancel()
-            raise
-        parks = [e for t in tasks if isinstance(e := t.exception(), Park)]
-        if parks:
-            wake = [p.wake_at for p in parks if p.wake_at is not None]
-            raise Park(
-                wake_at=min(wake) if wake else None,
-                waiting=any(p.waiting for p in parks),
-                reason=f"{len(parks)} parallel branches parked",
-                wake_when=[c for p in parks for c in p.wake_when],
-            )
-        for t in tasks:
-            exc = t.exception()
-            if exc is not None:
-                raise exc
-        return [t.result() for t in tasks]
+        return await run_parallel(self, branches, limit, name)
 
     async def map(
         self,

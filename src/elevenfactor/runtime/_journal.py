@@ -10,23 +10,26 @@ hashes. An append only lands while the writer holds the run's current lease (its
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any, NamedTuple, cast
 
 import orjson
+from orjson import dumps
 
 from elevenfactor.errors import LeaseLost
-from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash
+from elevenfactor.store import BLOB_INSERT, Executor, Store
 
 __all__ = [
     "Event",
     "VerifyReport",
     "append_event",
+    "append_inline",
     "describe_steps",
     "event_hash",
+    "event_row",
     "genesis_hash",
     "load_events",
     "load_payloads",
@@ -96,8 +99,12 @@ class Event(NamedTuple):
         )
 
 
+_new_event = tuple.__new__
+"""``Event`` from a row tuple without the generated ``__new__``'s argument unpacking."""
+
+
 def _sha(parts: list[object]) -> str:
-    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+    return sha256(dumps(parts)).hexdigest()
 
 
 def genesis_hash(run_id: str, program: str, input_hash: str, created_at: float) -> str:
@@ -124,6 +131,63 @@ def event_hash(
     )
 
 
+def event_row(
+    run_id: str,
+    n: int,
+    step_id: str,
+    kind: str,
+    name: str,
+    status: str,
+    output: bytes | None,
+    error: str | None,
+    fence: int,
+    prev_hash: str,
+) -> tuple[Any, ...]:
+    """The journal row of a new event written now: its columns in ``Event`` order, with the
+    output's hash (``blob_hash``) and the event's (``event_hash``), computed inline."""
+    now = time.time()
+    out_hash = None if output is None else "sha256:" + sha256(output).hexdigest()
+    digest = sha256(
+        dumps([prev_hash, run_id, n, step_id, kind, name, status, out_hash, error, fence, now])
+    ).hexdigest()
+    return (run_id, n, step_id, kind, name, status, out_hash, error, fence, now, prev_hash, digest)
+
+
+def _lease_lost(run_id: str, step_id: str, kind: str, name: str) -> LeaseLost:
+    return LeaseLost(
+        f"run {run_id}: lease lost before step {step_id} ({kind} {name!r}) was "
+        "recorded; another worker owns the run now"
+    )
+
+
+def append_inline(
+    try_execute: Callable[[str, Sequence[Any]], int | None],
+    run_id: str,
+    n: int,
+    step_id: str,
+    kind: str,
+    name: str,
+    status: str,
+    output: bytes | None,
+    error: str | None,
+    fence: int,
+    prev_hash: str,
+) -> Event | None:
+    """The fast path of ``append_event`` on a store that can run a statement inline
+    (``SQLiteStore.try_execute``): the fenced event with its output inline, committed before
+    this returns, without suspending. None (nothing written) when the output is too large to
+    go inline or the statement has to wait: then use ``append_event``."""
+    if output is not None and len(output) > INLINE_MAX:
+        return None
+    row = event_row(run_id, n, step_id, kind, name, status, output, error, fence, prev_hash)
+    written = try_execute(_APPEND, (*row, output, run_id, fence))
+    if written is None:
+        return None
+    if written != 1:
+        raise _lease_lost(run_id, step_id, kind, name)
+    return _new_event(Event, row)
+
+
 async def append_event(
     db: Executor,
     *,
@@ -145,12 +209,8 @@ async def append_event(
     on SQLite with a large output a ``BEGIN IMMEDIATE`` transaction for the blob and the event).
     Raises ``LeaseLost`` when another worker holds the run now.
     """
-    now = time.time()
-    out_hash = blob_hash(output) if output is not None else None
-    digest = event_hash(
-        prev_hash, run_id, n, step_id, kind, name, status, out_hash, error, fence, now
-    )
-    row = (run_id, n, step_id, kind, name, status, out_hash, error, fence, now, prev_hash, digest)
+    row = event_row(run_id, n, step_id, kind, name, status, output, error, fence, prev_hash)
+    out_hash, now = row[6], row[9]
     dialect = getattr(db, "dialect", None)
     inline = output if output is not None and len(output) <= INLINE_MAX else None
     if dialect == "postgresql":
@@ -171,11 +231,8 @@ async def append_event(
     else:
         written = await _append(db, row, output, inline, run_id, fence)
     if written != 1:
-        raise LeaseLost(
-            f"run {run_id}: lease lost before step {step_id} ({kind} {name!r}) was "
-            "recorded; another worker owns the run now"
-        )
-    return Event(*row)
+        raise _lease_lost(run_id, step_id, kind, name)
+    return _new_event(Event, row)
 
 
 async def _append(

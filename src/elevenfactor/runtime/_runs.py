@@ -1,4 +1,5 @@
-"""Run rows: submitting, reading, leasing (with fencing tokens), parking, finishing, cancelling.
+"""Run rows: submitting, reading, cancelling and deleting runs (claiming them is in
+``_claims``, settling them in ``_settle``).
 
 Statuses: ``queued`` (runnable once ``wake_at`` passes), ``running`` (leased by a worker),
 ``waiting`` (parked on an approval; holds no worker), ``succeeded``, ``failed``, ``cancelled``.
@@ -23,23 +24,21 @@ from elevenfactor.errors import RequestError, RunNotFound
 from elevenfactor.governance import SYSTEM, Principal, append_entry, local_admin
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
-from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, get_blob
+from elevenfactor.runtime._settle import FINAL, record_end
+from elevenfactor.store import BLOB_INSERT, Store, blob_hash, get_blob, wake_local
 
 __all__ = [
-    "FINAL",
     "Lease",
     "RunInfo",
     "cancel_run",
-    "claim_run",
     "delete_run",
     "get_run",
     "list_runs",
-    "record_end",
-    "run_owner",
+    "run_input",
+    "run_result",
     "submit_run",
 ]
 
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
 _RUN_COLUMNS = (
     "id, program, queue, priority, status, input_hash, result_hash, error, parent_id,"
     " created_at, updated_at, wake_at, deadline_at, attempt, max_attempts, fence,"
@@ -108,6 +107,12 @@ class Lease:
     """Whom the run acts for: its tools, approvals and child runs carry this owner."""
     cancel_requested: bool = False
     """A cancel arrived while the run was running (and it parked since): stop at the next step."""
+    input_data: bytes | None = None
+    """The run's input as stored, read with the claim (None: read it from the blob table)."""
+    has_journal: bool = True
+    """Whether the run may have journal events to replay. False only for the first claim of a
+    run (fence 1) that has none: ``RunContext.open`` then loads nothing (and an approval or a
+    child run it issues cannot exist yet)."""
 
 
 async def submit_run(
@@ -192,6 +197,8 @@ async def submit_run(
                     "owner": [org_id, team_id, user_id, key_id],
                 },
             )
+    if inserted == 1 and (start_at is None or start_at <= now):
+        wake_local(store.url)  # a worker of this process starts it now (others: NOTIFY)
     if inserted != 1:
         existing = await get_run(store, rid)
         if (
@@ -224,7 +231,9 @@ async def get_run(store: Store, run_id: str, principal: Principal = SYSTEM) -> R
 
 async def run_input(store: Store, run: RunInfo | Lease) -> Any:
     """The decoded input of a run."""
-    data = await get_blob(store, run.input_hash)
+    data = run.input_data if isinstance(run, Lease) else None
+    if data is None:
+        data = await get_blob(store, run.input_hash)
     return orjson.loads(data) if data is not None else None
 
 
@@ -260,105 +269,6 @@ async def list_runs(
         (*params, limit),
     )
     return [RunInfo(*r) for r in rows]
-
-
-async def claim_run(
-    store: Store,
-    owner: str,
-    queues: list[str],
-    lease_seconds: float,
-    limits: dict[str, int] | None = None,
-) -> Lease | None:
-    """Lease the most urgent runnable run in ``queues``: queued and due, or running with an
-    expired lease (its worker died). ``limits`` caps running runs per queue across all workers.
-
-    PostgreSQL skips rows other workers are claiming (``FOR UPDATE SKIP LOCKED``); SQLite
-    serialises claims with ``BEGIN IMMEDIATE``.
-    """
-    now = time.time()
-    marks = ", ".join("?" for _ in queues)
-    lock = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgresql" else ""
-    async with store.transaction() as tx:
-        allowed = list(queues)
-        if limits:
-            if store.dialect == "postgresql":
-                await tx.execute("SELECT pg_advisory_xact_lock(22222)")
-            rows = await tx.fetchall(
-                f"SELECT queue, COUNT(*) FROM runs WHERE status = 'running' AND queue IN ({marks})"
-                " AND lease_expires_at >= ? GROUP BY queue",
-                (*queues, now),
-            )
-            busy = {q: int(n) for q, n in rows}
-            allowed = [q for q in queues if q not in limits or busy.get(q, 0) < limits[q]]
-            if not allowed:
-                return None
-            marks = ", ".join("?" for _ in allowed)
-        # Two index-friendly probes instead of one OR over three states (which scans and sorts
-        # every runnable run): first resumptions (a dead worker's expired lease, a due timer or
-        # approval timeout), then the most urgent queued run.
-        row = await tx.fetchone(
-            f"SELECT id FROM runs WHERE queue IN ({marks}) AND ("
-            " (status = 'running' AND lease_expires_at < ?)"
-            " OR (status = 'waiting' AND wake_at <= ?)) LIMIT 1" + lock,
-            (*allowed, now, now),
-        )
-        if row is None:
-            row = await tx.fetchone(
-                f"SELECT id FROM runs WHERE status = 'queued' AND queue IN ({marks})"
-                " AND (wake_at IS NULL OR wake_at <= ?)"
-                " ORDER BY priority DESC, created_at LIMIT 1" + lock,
-                (*allowed, now),
-            )
-        if row is None:
-            return None
-        expires = now + lease_seconds
-        # A queued run starts a new attempt when it never ran (attempt 0) or when it was queued
-        # to retry a failure (the failure's error kept); a parked run resumes its attempt, and a
-        # takeover (status 'running') continues it.
-        claimed = await tx.fetchone(
-            "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
-            " fence = fence + 1, updated_at = ?, wake_at = NULL,"
-            " attempt = CASE WHEN status = 'queued' AND (attempt = 0 OR error IS NOT NULL)"
-            " THEN attempt + 1 ELSE attempt END WHERE id = ?"
-            " RETURNING id, program, queue, fence, attempt, input_hash, genesis_hash, deadline_at,"
-            " attempt_start_n, cancel_requested, org_id, team_id, user_id, key_id",
-            (owner, expires, now, row[0]),
-        )
-    assert claimed is not None
-    rid, program, queue, fence, attempt, input_hash, genesis, deadline_at, start_n = claimed[:9]
-    return Lease(
-        rid,
-        program,
-        queue,
-        int(fence),
-        int(attempt),
-        input_hash,
-        genesis,
-        deadline_at,
-        expires,
-        int(start_n),
-        await run_owner(store, claimed[10:]),
-        bool(claimed[9]),
-    )
-
-
-async def run_owner(db: Store, owner: Sequence[Any]) -> Principal:
-    """The principal a run acts for, from its owner columns ``(org, team, user, key)``: the
-    user's current roles and groups, or a bare member if the user is gone."""
-    org_id, team_id, user_id, key_id = owner
-    row = await db.fetchone("SELECT name, roles FROM users WHERE id = ?", (user_id,))
-    name, roles = (row[0], row[1]) if row else (str(user_id), "member")
-    groups = await db.fetchall("SELECT group_name FROM group_members WHERE user_id = ?", (user_id,))
-    return Principal(
-        org_id=org_id or "org_default",
-        user_id=user_id or "user_local",
-        user_name=name,
-        team_id=team_id,
-        key_id=key_id,
-        roles=frozenset(r for r in roles.split(",") if r),
-        groups=frozenset(g[0] for g in groups),
-        via="run",
-    )
 
 
 async def cancel_run(
@@ -437,34 +347,3 @@ async def delete_run(store: Store, run_id: str, principal: Principal, reason: st
             principal.actor(),
             {"reason": reason, "events": int(count[0]) if count else 0},
         )
-
-
-async def record_end(
-    db: Executor,
-    run_id: str,
-    actor: dict[str, Any] | str,
-    status: str,
-    head_hash: str | None,
-    result_hash: str | None,
-    error: str | None,
-    *,
-    events: int | None = None,
-) -> None:
-    """Seal a run's end in the ledger (or, for a run that parks or is retried, a checkpoint):
-    its status, chain head, event count and result."""
-    if events is None:
-        count = await db.fetchone("SELECT COUNT(*) FROM journal WHERE run_id = ?", (run_id,))
-        events = int(count[0]) if count else 0
-    await append_entry(
-        db,
-        "run.ended" if status in FINAL else "run.checkpoint",
-        run_id,
-        actor,
-        {
-            "status": status,
-            "head_hash": head_hash,
-            "events": events,
-            "result_hash": result_hash,
-            "error_hash": blob_hash(error.encode()) if error is not None else None,
-        },
-    )

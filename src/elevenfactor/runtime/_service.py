@@ -197,6 +197,7 @@ def build_worker(
         queues=queues_from(queues or settings.worker_queues.split(",")),
         concurrency=concurrency or settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
+        max_poll_interval=settings.worker_poll_interval,
         queue_limits={
             name: q.concurrency for name, q in project.queues.items() if q.concurrency is not None
         },

@@ -44,8 +44,10 @@ async def run_child(
         max_attempts=max_attempts,
         owner=ctx.lease.owner,
     )
-    child = await get_run(ctx.store, child_id)
-    if not child.finished:
+    # A fresh run (its first execution) has just created the child: park without reading it
+    # (if it has ended already, the park's condition queues this run again at once).
+    child = await get_run(ctx.store, child_id) if ctx.lease.has_journal else None
+    if child is None or not child.finished:
         raise Park(
             wake_at=None,
             waiting=True,

@@ -13,6 +13,7 @@ from elevenfactor.store._migrations import (
     pending,
     require_migrated,
 )
+from elevenfactor.store._notify import subscribe, unsubscribe, wake_local
 
 __all__ = [
     "BLOB_INSERT",
@@ -30,6 +31,9 @@ __all__ = [
     "put_blob",
     "put_blobs",
     "require_migrated",
+    "subscribe",
+    "unsubscribe",
+    "wake_local",
 ]
 
 

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from elevenfactor.errors import MigrationRequired
 from elevenfactor.store._base import Store
-from elevenfactor.store.migrations import m001_initial, m002_runtime, m003_trust
+from elevenfactor.store.migrations import (
+    m001_initial,
+    m002_runtime,
+    m003_trust,
+    m004_run_notify,
+    m005_journal_rowid,
+)
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
 
@@ -24,9 +30,13 @@ class Migration:
 
     name: str
     statements: tuple[str, ...]
+    dialects: tuple[str, ...] = ("sqlite", "postgresql")
+    """Dialects the statements apply to; on the others the migration is recorded, empty."""
 
     def sql(self, dialect: str) -> list[str]:
         """The statements for ``dialect``."""
+        if dialect not in self.dialects:
+            return []
         types = {
             "sqlite": {
                 "blob": "BLOB",
@@ -50,6 +60,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m001_initial", m001_initial.STATEMENTS),
     Migration("m002_runtime", m002_runtime.STATEMENTS),
     Migration("m003_trust", m003_trust.STATEMENTS),
+    Migration("m004_run_notify", m004_run_notify.STATEMENTS, m004_run_notify.DIALECTS),
+    Migration("m005_journal_rowid", m005_journal_rowid.STATEMENTS, m005_journal_rowid.DIALECTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
