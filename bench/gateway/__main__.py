@@ -1,7 +1,9 @@
-"""``python -m bench.gateway``: elevenfactor vs LiteLLM vs direct, against one mock upstream.
+"""``python -m bench.gateway``: elevenfactor vs a bare relay (the floor) vs LiteLLM vs direct,
+against one mock upstream.
 
 Every phase runs in interleaved rounds (the order of targets rotates each round) and reports
-medians over rounds; "added" figures subtract the direct figure of the same round.
+medians over rounds; "added" figures subtract the direct figure of the same round, and the
+targets compare elevenfactor with the floor measured in the same rounds.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bench.gateway.targets import (
     Target,
     start_elevenfactor,
     start_litellm,
+    start_relay,
     start_upstream,
 )
 from bench.gateway.wrk import ensure_wrk
@@ -51,14 +54,16 @@ RESULTS_DIR = REPO / "bench" / "results"
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="one short round (smoke run, < 1 min)")
+    ap.add_argument("--quick", action="store_true", help="one short round (smoke run, about 1 min)")
     ap.add_argument("--skip-litellm", action="store_true", help="leave the LiteLLM peer out")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per phase (default 3)")
     ap.add_argument(
         "--ef-processes",
         type=int,
-        default=1,
-        help="elevenfactor server processes sharing the port (WEB_CONCURRENCY, default 1)",
+        default=2,
+        help="also measure elevenfactor with this many server processes sharing the port"
+        " (elevenfactor serve --workers N) in the throughput and streams phases (default 2;"
+        " 1 leaves it out); the targets compare the 1-process gateway with the 1-process floor",
     )
     ap.add_argument("--memory-requests", type=int, help="requests for the RSS check (100,000)")
     ap.add_argument(
@@ -102,6 +107,7 @@ class Bench:
             "startup_rss": {},
             "memory": {},
             "rounds": {"latency": [], "throughput": [], "streams": []},
+            "phases": {},
             "failures": [],
         }
 
@@ -125,6 +131,7 @@ class Bench:
             "startup_s": round(target.startup_s, 2),
             "notes": target.notes,
             "log": str(target.log) if target.log else None,
+            "phases": sorted(target.phases) if target.phases is not None else "all",
         }
         self.results["startup_rss"][name] = measure.rss_sample(target, 0, time.monotonic())
 
@@ -144,10 +151,11 @@ class Bench:
         self, key: str, label: str, fn: Callable[[Target], dict[str, Any]], overall: TaskID
     ) -> None:
         """Interleaved rounds of one measurement over every live target."""
-        n = len(self.targets)
+        targets = [t for t in self.targets if t.takes_part(key)]
+        n = len(targets)
         task = self.progress.add_task(label, total=self.plan.rounds * n)
         for rnd in range(self.plan.rounds):
-            order = self.targets[rnd % n :] + self.targets[: rnd % n]
+            order = targets[rnd % n :] + targets[: rnd % n]
             row: dict[str, Any] = {}
             for target in order:
                 self.progress.update(task, description=f"{label}: round {rnd + 1}, {target.name}")
@@ -167,7 +175,7 @@ class Bench:
     def memory(self, overall: TaskID) -> None:
         """The RSS check, for each gateway (not for the mock)."""
         for target in self._live():
-            if target.name == "direct":
+            if not target.takes_part("memory"):
                 continue
             task = self.progress.add_task(
                 f"RSS over {self.plan.memory_requests:,} requests: {target.name}",
@@ -194,6 +202,14 @@ class Bench:
             target.stop()
 
 
+_LOADS = frozenset({"latency", "throughput", "streams"})  # every phase but the RSS check
+
+
+def _as(target: Target, phases: frozenset[str]) -> Target:
+    target.phases = phases
+    return target
+
+
 def _git(*args: str) -> str:
     done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
     return done.stdout.strip()
@@ -213,7 +229,9 @@ def _meta(plan: Plan, stamp: str, workdir: Path) -> dict[str, Any]:
             "mock upstream in its own process; latency: sequential POSTs on one keep-alive "
             f"connection (http.client) from a client process, {plan.latency_n} per round after "
             f"{plan.latency_warmup} warm-up; throughput: wrk -t1 -c{plan.wrk_connections} "
-            f"-d{plan.wrk_seconds}s; streams: {plan.streams} concurrent streams kept going "
+            f"-d{plan.wrk_seconds}s, server CPU time (utime + stime of the process tree from "
+            "/proc/<pid>/stat) over the wrk run divided by its requests; streams: "
+            f"{plan.streams} concurrent streams kept going "
             f"back to back (aiohttp client process), upstream sends {plan.chunks} chunks "
             f"{plan.chunk_delay_ms:g} ms apart, TTFT of streams started after ramp-up; RSS: "
             "VmRSS from /proc after all other phases (warm), then while wrk sends requests"
@@ -244,14 +262,28 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(plan, workdir, progress)
         bench.results["meta"] = _meta(plan, stamp, workdir)
         try:
-            setup = progress.add_task("starting targets", total=3)
+            setup = progress.add_task("starting targets", total=5)
             upstream = start_upstream(workdir, plan.chunks, plan.chunk_delay_ms)
+            upstream.phases = _LOADS
             bench.add("direct", lambda: upstream)
+            progress.update(setup, advance=1, description="starting the relay (the floor)")
+            bench.add("relay", lambda: _as(start_relay(workdir, upstream.port), _LOADS))
             progress.update(setup, advance=1, description="starting elevenfactor")
-            bench.add(
-                "elevenfactor",
-                lambda: start_elevenfactor(workdir, upstream.port, args.ef_processes),
-            )
+            bench.add("elevenfactor", lambda: start_elevenfactor(workdir, upstream.port, 1))
+            progress.advance(setup)
+            if args.ef_processes > 1:
+                multi = f"elevenfactor-{args.ef_processes}p"
+                progress.update(setup, description=f"starting {multi}")
+                bench.add(
+                    multi,
+                    lambda: start_elevenfactor(
+                        workdir,
+                        upstream.port,
+                        args.ef_processes,
+                        name=multi,
+                        phases=frozenset({"throughput", "streams"}),
+                    ),
+                )
             progress.advance(setup)
             if args.skip_litellm:
                 bench.results["targets"]["litellm"] = {
@@ -271,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
                     "litellm", lambda: start_litellm(workdir, upstream.port, ensure_litellm())
                 )
             progress.update(setup, advance=1, description="targets started")
-            n = len(bench.targets)
-            overall = progress.add_task("[bold]overall", total=3 * plan.rounds * n + n - 1)
+            steps = sum(
+                plan.rounds * sum(t.takes_part(k) for t in bench.targets)
+                for k in ("latency", "throughput", "streams")
+            ) + sum(t.takes_part("memory") for t in bench.targets)
+            overall = progress.add_task("[bold]overall", total=steps)
             bench.phase(
                 "latency", "1 request at a time", lambda t: measure.latency(t, plan), overall
             )
@@ -298,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         if info.get("status") in ("ok", "died")
     }
     results["goals"] = {
-        name: evaluate(s) for name, s in results["summary"].items() if name != "direct"
+        name: evaluate(s, results["summary"].get("relay"))
+        for name, s in results["summary"].items()
+        if name not in ("direct", "relay")
     }
     console.print()
     print_report(console, results)

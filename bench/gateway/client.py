@@ -77,6 +77,7 @@ def run_latency(
         "latency_us": summarize(lat),
         "errors": errors,
         "first_error": first_error,
+        "requests_sent": warmup + n,
         "client_cpu_pct": round(100 * (_cpu_seconds() - cpu0) / wall, 1),
     }
 

@@ -101,8 +101,27 @@ def _header_args(target: Target) -> list[str]:
     return out
 
 
+def _with_cpu(target: Target, run: Callable[[], dict[str, Any]], count_key: str) -> dict[str, Any]:
+    """Run a load and add the server's CPU time over it (process tree, /proc), per request.
+
+    The window includes the client's start-up and warm-up, when the server is idle or serving
+    the warm-up requests, which are counted: ``count`` is every request the client sent.
+    """
+    cpu0 = target.cpu()
+    out = run()
+    cpu = target.cpu() - cpu0
+    n = out.get(count_key) or 0
+    out["server_cpu_s"] = round(cpu, 3)
+    out["server_cpu_us_per_request"] = round(1e6 * cpu / n, 1) if n else None
+    return out
+
+
 def latency(target: Target, plan: Plan) -> dict[str, Any]:
     """Sequential requests on one keep-alive connection, from a client process."""
+    return _with_cpu(target, lambda: _latency(target, plan), "requests_sent")
+
+
+def _latency(target: Target, plan: Plan) -> dict[str, Any]:
     return _client(
         [
             "latency",
@@ -121,14 +140,19 @@ def latency(target: Target, plan: Plan) -> dict[str, Any]:
 
 
 def throughput(target: Target, plan: Plan, workdir: Path) -> dict[str, Any]:
-    """``wrk`` at ``plan.wrk_connections`` in flight for ``plan.wrk_seconds``."""
-    return run_wrk(
-        target.url,
-        BODY,
-        target.headers,
-        connections=plan.wrk_connections,
-        seconds=plan.wrk_seconds,
-        script_dir=workdir,
+    """``wrk`` at ``plan.wrk_connections`` in flight for ``plan.wrk_seconds``, with the
+    server's CPU time per request."""
+    return _with_cpu(
+        target,
+        lambda: run_wrk(
+            target.url,
+            BODY,
+            target.headers,
+            connections=plan.wrk_connections,
+            seconds=plan.wrk_seconds,
+            script_dir=workdir,
+        ),
+        "requests",
     )
 
 

@@ -11,7 +11,17 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "process_tree", "rss_kib", "stop", "tail", "wait_http"]
+__all__ = [
+    "cpu_seconds",
+    "free_port",
+    "process_tree",
+    "rss_kib",
+    "stop",
+    "tail",
+    "wait_http",
+]
+
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -84,6 +94,18 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process (and of its reaped children) from
+    /proc/<pid>/stat, in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14-17
+    return sum(int(f) for f in fields[11:15]) / _TICK
 
 
 def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:

@@ -1,4 +1,5 @@
-"""The three targets: the mock upstream itself (direct), elevenfactor, and the LiteLLM proxy."""
+"""The targets: the mock upstream itself (direct), the bare relay (the floor), elevenfactor (one
+process, and optionally several), and the LiteLLM proxy."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.gateway.peers import LiteLLMInstall
-from bench.gateway.procs import free_port, process_tree, rss_kib, stop, wait_http
+from bench.gateway.procs import cpu_seconds, free_port, process_tree, rss_kib, stop, wait_http
 
-__all__ = ["MODEL", "REPO", "Target", "start_elevenfactor", "start_litellm", "start_upstream"]
+__all__ = [
+    "MODEL",
+    "REPO",
+    "Target",
+    "start_elevenfactor",
+    "start_litellm",
+    "start_relay",
+    "start_upstream",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "bench"  # the name clients ask for: a route in elevenfactor, a model_name in LiteLLM
@@ -32,6 +41,7 @@ class Target:
     log: Path | None = None
     startup_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    phases: frozenset[str] | None = None  # the phases it takes part in (None: all)
 
     @property
     def url(self) -> str:
@@ -46,6 +56,14 @@ class Target:
             if kib is not None:
                 out[pid] = kib
         return out
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) used so far by the server process and its descendants."""
+        return sum(cpu_seconds(pid) or 0.0 for pid in process_tree(self.proc.pid))
+
+    def takes_part(self, phase: str) -> bool:
+        """Whether this target is measured in ``phase``."""
+        return self.phases is None or phase in self.phases
 
     def alive(self) -> bool:
         """The server process is still running."""
@@ -108,6 +126,46 @@ def start_upstream(workdir: Path, chunks: int, chunk_delay_ms: float) -> Target:
     return target
 
 
+def start_relay(workdir: Path, upstream_port: int) -> Target:
+    """The floor: a bare Starlette + aiohttp relay (``relay.py``) under elevenfactor's uvicorn
+    settings, one process."""
+    import starlette
+
+    port = free_port()
+    log = workdir / "relay.log"
+    proc = _popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.gateway.relay",
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}/v1",
+        ],
+        log,
+        _clean_env(),
+        REPO,
+    )
+    target = Target(
+        "relay",
+        port,
+        proc,
+        f"starlette {starlette.__version__}",
+        log=log,
+        notes=[
+            "the floor: bare Starlette endpoint + one shared aiohttp session, no features;"
+            " uvicorn + uvloop + httptools as elevenfactor serve, 1 process"
+        ],
+    )
+    try:
+        target.startup_s = wait_http(port, "/healthz", proc, 30, log)
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
 _EF_PROJECT = """\
 version: 1
 providers:
@@ -136,12 +194,19 @@ def _clean_env() -> dict[str, str]:
     }
 
 
-def start_elevenfactor(workdir: Path, upstream_port: int, processes: int = 1) -> Target:
+def start_elevenfactor(
+    workdir: Path,
+    upstream_port: int,
+    processes: int = 1,
+    *,
+    name: str = "elevenfactor",
+    phases: frozenset[str] | None = None,
+) -> Target:
     """``elevenfactor serve`` with a migrated SQLite store, JSON logs to a file, and auth on;
-    ``processes`` server processes share the port (``WEB_CONCURRENCY``)."""
+    ``processes`` server processes share the port (``WEB_CONCURRENCY``, i.e. ``--workers``)."""
     from elevenfactor._version import __version__
 
-    home = workdir / "elevenfactor"
+    home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
     project = home / "elevenfactor.yaml"
     project.write_text(_EF_PROJECT.format(port=upstream_port, model=MODEL))
@@ -175,7 +240,7 @@ def start_elevenfactor(workdir: Path, upstream_port: int, processes: int = 1) ->
     log = home / "serve.log"
     proc = _popen([*cli, "serve"], log, env, home)
     target = Target(
-        "elevenfactor",
+        name,
         port,
         proc,
         __version__,
@@ -184,8 +249,14 @@ def start_elevenfactor(workdir: Path, upstream_port: int, processes: int = 1) ->
         notes=[
             "SQLite store (migrated), JSON logs to a file, API key auth,"
             " retry attempts 1, breaker defaults",
-            f"{processes} server process(es)",
+            f"{processes} server process(es)"
+            + (
+                " (elevenfactor serve --workers N: a supervisor + N children)"
+                if processes > 1
+                else ""
+            ),
         ],
+        phases=phases,
     )
     try:
         target.startup_s = wait_http(port, "/readyz", proc, 60, log)

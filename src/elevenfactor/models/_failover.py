@@ -79,10 +79,21 @@ class Failover:
                     raise
                 i = nxt
 
-    async def request_stream(
+    def request_stream(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> AsyncIterator[StreamChunk]:
-        """Stream from the first candidate that yields a first chunk."""
+        """Stream from the first candidate that yields a first chunk.
+
+        A chain of one has nowhere to fail over to: its stream is the candidate's own, without
+        one more generator between every chunk and the client.
+        """
+        if len(self.candidates) == 1:
+            return self.candidates[0].request_stream(messages, settings, call)
+        return self._stream(messages, settings, call)
+
+    async def _stream(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> AsyncIterator[StreamChunk]:
         order = self.order()
         i = 0
         while True:

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,8 @@ import orjson
 
 from elevenfactor.config import DeploymentConfig
 from elevenfactor.models import Call, Usage
+from elevenfactor.observe._ids import new_id
+from elevenfactor.observe._logs import emit
 from elevenfactor.store import BLOB_INSERT, Store, blob_hash
 
 __all__ = ["RECORD_COLUMNS", "CallRecord", "CallRecorder", "call_cost", "record_hash"]
@@ -52,11 +53,49 @@ RECORD_COLUMNS = (
     "run_id",
 )
 """The columns of a call record that ``record_hash`` covers, in order."""
+_SLICE = 32  # records hashed between two yields to the event loop
 _INSERT = (
     "INSERT INTO model_calls ("
     f" {', '.join(RECORD_COLUMNS)}, record_hash)"
     f" VALUES ({', '.join('?' for _ in RECORD_COLUMNS)}, ?)"
 )
+
+
+_MULTI = 32  # rows per multi-row INSERT (x 25 values: under SQLite's old 999-variable limit)
+
+# Multi-row forms of the two inserts: one statement (one SQLite step, so one hand-over of the
+# GIL between the writer thread and the event loop) per _MULTI rows instead of one per row. With
+# one statement per row the writer thread spent most of its time waiting for the GIL while
+# requests kept the loop busy, fell behind at a few thousand calls a second, and the queue grew.
+_BLOB_HEAD = BLOB_INSERT.split("VALUES", 1)[0] + "VALUES "
+_BLOB_TAIL = BLOB_INSERT.split("?)", 1)[1]  # " ON CONFLICT (hash) DO NOTHING"
+_CALL_HEAD = _INSERT.split("VALUES", 1)[0] + "VALUES "
+
+
+def _multi(head: str, width: int, n: int, tail: str = "") -> str:
+    row = "(" + ", ".join("?" for _ in range(width)) + ")"
+    return head + ", ".join(row for _ in range(n)) + tail
+
+
+def _batched(
+    head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """``(sql, params)`` pairs inserting ``rows``: full groups of _MULTI rows as one statement
+    each, the remainder as one more."""
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    full = len(rows) - len(rows) % _MULTI
+    if full:
+        sql = _multi(head, width, _MULTI, tail)
+        out.append(
+            (
+                sql,
+                [tuple(v for r in rows[i : i + _MULTI] for v in r) for i in range(0, full, _MULTI)],
+            )
+        )
+    if full < len(rows):
+        rest = rows[full:]
+        out.append((_multi(head, width, len(rest), tail), [tuple(v for r in rest for v in r)]))
+    return out
 
 
 def call_cost(
@@ -108,7 +147,7 @@ class CallRecord:
     response: bytes | None = None
     agent: str | None = None
     step: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -209,7 +248,7 @@ class CallRecorder:
     def record(self, rec: CallRecord) -> None:
         """Log ``rec`` now and queue it for the store."""
         if logger.isEnabledFor(logging.INFO):
-            logger.info("model_call", extra={"event": "model_call", **rec.log_fields()})
+            emit(logger, logging.INFO, "model_call", {"event": "model_call", **rec.log_fields()})
         queued = len(self._pending)
         if queued >= self.max_pending // 2:
             self._shed(rec, queued)
@@ -256,7 +295,11 @@ class CallRecorder:
         records, self._pending = self._pending, []
         blobs: dict[str, bytes] = {}
         rows = []
-        for r in records:
+        for i, r in enumerate(records):
+            if i and not i % _SLICE:
+                # Hashing a big batch in one go would hold up the requests waiting on this
+                # loop (a few ms at thousands of calls a second): let them run in between.
+                await asyncio.sleep(0)
             req_hash = resp_hash = None
             if self.record_payloads and r.request is not None:
                 req_hash = blob_hash(r.request)
@@ -292,10 +335,11 @@ class CallRecorder:
             rows.append((*row, record_hash(row)))
         try:
             now = time.time()
+            blob_rows = [(h, len(c), c, now) for h, c in blobs.items()]
             await self.store.write_batch(
                 [
-                    (BLOB_INSERT, [(h, len(c), c, now) for h, c in blobs.items()]),
-                    (_INSERT, rows),
+                    *_batched(_BLOB_HEAD, 4, blob_rows, _BLOB_TAIL),
+                    *_batched(_CALL_HEAD, len(RECORD_COLUMNS) + 1, rows),
                 ]
             )
         except BaseException:

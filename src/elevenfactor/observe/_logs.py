@@ -1,14 +1,26 @@
-"""JSON logs to stdout, one object per line (twelve-factor XI)."""
+"""JSON logs to stdout, one object per line (twelve-factor XI).
+
+Events on the request path (``log_event``, the call records) take a fast path when the only
+handler they would reach is the one ``configure_logging`` installed: the line is built with one
+``orjson.dumps`` and written straight to the stream, skipping ``LogRecord`` and the formatter; it
+is the same line the formatter would write. Inside an event loop the stream is flushed once per
+loop iteration (lines written in the same iteration go out in one write), elsewhere at once.
+With any other handler present (a test's log capture, a user's own handler) events go through
+``logging`` as usual.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sys
+import time
 from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "log_event"]
+__all__ = ["JsonFormatter", "JsonHandler", "configure_logging", "emit", "log_event"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -36,10 +48,91 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stream handler ``configure_logging`` installs; ``emit`` may write to it directly."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.setFormatter(JsonFormatter())
+        self._flush_scheduled = False
+
+    def write_line(self, line: str) -> None:
+        """Write one formatted line; flush now, or once at the end of this loop iteration."""
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+
+def _fast_handler(logger: logging.Logger, level: int) -> JsonHandler | None:
+    """The ``JsonHandler`` that is the only handler ``logger`` reaches, with no filters on the
+    way, or None."""
+    found: JsonHandler | None = None
+    lg: logging.Logger | None = logger
+    while lg is not None:
+        if lg.filters:
+            return None
+        for h in lg.handlers:
+            if found is not None or not isinstance(h, JsonHandler) or h.filters or level < h.level:
+                return None
+            found = h
+        if not lg.propagate:
+            break
+        lg = lg.parent
+    return found
+
+
+_PID = os.getpid()  # os.getpid() is a system call: kept, and refreshed in forked children
+
+
+def _refresh_pid() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """Log ``msg`` with ``fields`` (as ``extra``) at ``level``: the fast path when it applies,
+    ``logging`` otherwise. ``fields`` must not use the standard ``LogRecord`` attribute names."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _fast_handler(logger, level)
+    if handler is None or not _STANDARD.isdisjoint(fields):
+        logger.log(level, msg, extra=fields)
+        return
+    out: dict[str, Any] = {
+        "ts": round(time.time(), 6),
+        "level": logging.getLevelName(level).lower(),
+        "logger": logger.name,
+        "pid": _PID,
+        "msg": msg,
+    }
+    for key, value in fields.items():
+        if not key.startswith("_"):
+            out[key] = value
+    try:
+        line = orjson.dumps(out, default=str).decode()
+    except TypeError:  # what the formatter would do on a value orjson refuses
+        logger.log(level, msg, extra=fields)
+        return
+    handler.write_line(line + handler.terminator)
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Send every log record (ours, uvicorn's) to ``stream`` (stdout) as JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler = JsonHandler(stream or sys.stdout)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -54,4 +147,4 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
 def log_event(logger: logging.Logger, event: str, **fields: Any) -> None:
     """Log a structured event at INFO: ``{"msg": event, ...fields}``."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info(event, extra={"event": event, **fields})
+        emit(logger, logging.INFO, event, {"event": event, **fields})

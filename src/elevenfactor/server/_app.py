@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
@@ -101,10 +101,16 @@ class GatewayApp:
         self.app = app
         self.gateway = gateway
         self.state = app.state
+        # Set by the runner: handles the lifespan (see _runner._StartupGuard), so that HTTP
+        # requests do not pass through one more ASGI layer.
+        self.lifespan: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan" and self.lifespan is not None:
+                await self.lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         trace_id = trace_id_from(scope)
         scope["trace_id"] = trace_id

@@ -17,9 +17,9 @@ without a CORS preflight, which this server never grants (PUT, PATCH and DELETE 
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Scope
 
@@ -28,7 +28,7 @@ from elevenfactor.errors import AuthenticationFailed, RequestError
 from elevenfactor.governance import Principal, local_admin
 from elevenfactor.server._state import Gateway
 
-__all__ = ["authenticate", "check_cross_site", "owner_fields", "read_body"]
+__all__ = ["authenticate", "check_cross_site", "header", "owner_fields", "read_body"]
 
 DEV_PLACEHOLDER = "Bearer dev"
 """What clients that insist on a key (the ``openai`` SDK) send in dev mode: ``api_key="dev"``.
@@ -36,6 +36,15 @@ It is no key at all (real keys start with ``ef_``), so a mistyped real key is st
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _UNSAFE = frozenset({"POST"})  # PUT, PATCH and DELETE always need a preflight cross-site
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case bytes), as Starlette's ``Headers.get``
+    gives it, without building a ``Headers`` object (this runs several times per request)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
 
 
 def _loopback(request: Request) -> bool:
@@ -56,17 +65,17 @@ def _split_host(value: str) -> str | None:
     return parts.hostname
 
 
-def _csv(value: str) -> set[str]:
-    return {v.strip().lower() for v in value.split(",") if v.strip()}
+@lru_cache(maxsize=64)
+def _csv(value: str) -> frozenset[str]:
+    return frozenset(v.strip().lower() for v in value.split(",") if v.strip())
 
 
 def check_cross_site(scope: Scope, settings: Settings) -> None:
     """Refuse requests a foreign web page could have made (see the module docstring)."""
     if scope["path"] in _OPEN_PATHS:
         return
-    headers = Headers(scope=scope)
     if scope["method"] in _UNSAFE:
-        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        ctype = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise RequestError(
                 f"{scope['method']} requests must have 'Content-Type: application/json'"
@@ -80,7 +89,7 @@ def check_cross_site(scope: Scope, settings: Settings) -> None:
     origins = _csv(settings.allowed_origins)
     if not settings.dev and not hosts:
         return
-    host_value = headers.get("host", "")
+    host_value = header(scope, b"host") or ""
     host = _split_host(host_value)
     if host is None or not (
         (settings.dev and host in _LOOPBACK_NAMES)
@@ -94,7 +103,7 @@ def check_cross_site(scope: Scope, settings: Settings) -> None:
             param="host",
             hint="dev mode serves loopback names only; add others to ELEVENFACTOR_ALLOWED_HOSTS",
         )
-    origin = headers.get("origin")
+    origin = header(scope, b"origin")
     if origin is None:
         return
     try:
@@ -120,16 +129,16 @@ def check_cross_site(scope: Scope, settings: Settings) -> None:
 async def authenticate(request: Request, gw: Gateway) -> Principal:
     """The principal behind a request: its API key's user, or in dev mode with no key from
     loopback, the local administrator."""
-    header = request.headers.get("authorization")
+    value = header(request.scope, b"authorization")
     assert gw.keys is not None
-    if not header or header == DEV_PLACEHOLDER:
+    if not value or value == DEV_PLACEHOLDER:
         if gw.settings.dev and _loopback(request):
             return local_admin("dev")
         raise AuthenticationFailed(
             "You didn't provide an API key",
             hint="send 'Authorization: Bearer <key>'; create one with `elevenfactor keys create`",
         )
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("expected 'Authorization: Bearer <key>'")
     return await gw.keys.verify(token.strip())
@@ -147,21 +156,24 @@ def owner_fields(principal: Principal) -> dict[str, str | None]:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    too_big = RequestError(
+    declared = header(request.scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_big(limit: int) -> RequestError:
+    return RequestError(
         f"the request body is larger than {limit} bytes",
         code="request_too_large",
         status=413,
         param="body",
         hint="raise ELEVENFACTOR_MAX_BODY_BYTES",
     )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from elevenfactor.errors import (
     ElevenFactorError,
@@ -19,10 +18,13 @@ from elevenfactor.errors import (
 )
 from elevenfactor.governance import Principal
 from elevenfactor.models import Call, Model, StreamChunk, Usage
+from elevenfactor.models._admission import client_timeout
 from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
-from elevenfactor.observe import CallRecord, call_cost
-from elevenfactor.server._auth import authenticate, owner_fields, read_body
+from elevenfactor.observe import CallRecord, call_cost, new_id
+from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
+from elevenfactor.server._disconnect import client_timeout_from, runs_locally, unless_disconnected
 from elevenfactor.server._errors import error_body, error_response
+from elevenfactor.server._responses import JSONBytes
 from elevenfactor.server._sse import SSEResponse
 from elevenfactor.server._state import Gateway
 from elevenfactor.server._wire import ChatRequest, parse_chat_request
@@ -44,14 +46,14 @@ def trace_id_from(scope: Scope) -> str:
                     break
                 return str(parts[1])
             break
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def _sse(obj: object) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def chat_completions(request: Request) -> Response | SSEResponse:
+async def chat_completions(request: Request) -> Response | JSONBytes | SSEResponse:
     """Parse, authenticate, route, call, log and record one chat completion."""
     gw: Gateway = request.scope["gateway"]
     trace_id: str = request.scope.get("trace_id") or trace_id_from(request.scope)
@@ -69,16 +71,30 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
             raise RequestError(
                 f"the body is not valid JSON: {exc}", code="invalid_json", param="body"
             ) from None
-        tags_header = request.headers.get("x-elevenfactor-tags", "")
+        tags_header = header(request.scope, b"x-elevenfactor-tags") or ""
         tags = [t.strip() for t in tags_header.split(",") if t.strip()]
         parsed = parse_chat_request(body, tags)
         assert gw.registry is not None
         resolved = gw.registry.resolve(parsed.model, tags)
         call.route = resolved.route
         headers["x-elevenfactor-route"] = resolved.route
-        if parsed.stream:
+        if runs_locally(resolved.model):  # a scarce local instance: stop if the client leaves
+            budget = client_timeout.set(client_timeout_from(request.scope))
+            try:
+                if parsed.stream:
+                    return await _stream(
+                        gw, parsed, resolved.model, call, headers, principal, raw, request.receive
+                    )
+                response = await unless_disconnected(
+                    request.receive,
+                    resolved.model.request(parsed.messages, parsed.settings, call),
+                )
+            finally:
+                client_timeout.reset(budget)
+        elif parsed.stream:
             return await _stream(gw, parsed, resolved.model, call, headers, principal, raw)
-        response = await resolved.model.request(parsed.messages, parsed.settings, call)
+        else:
+            response = await resolved.model.request(parsed.messages, parsed.settings, call)
     except ElevenFactorError as exc:
         if parsed is not None and principal is not None and isinstance(exc, ModelError):
             _record_error(gw, call, parsed, exc, principal, raw)
@@ -106,7 +122,7 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
             response=out,
         )
     )
-    return Response(out, media_type="application/json", headers=headers)
+    return JSONBytes(out, headers)
 
 
 def _record_error(
@@ -140,11 +156,18 @@ async def _stream(
     headers: dict[str, str],
     principal: Principal,
     raw: bytes,
+    receive: Receive | None = None,
 ) -> SSEResponse:
-    """Fetch the first chunk before answering, so an early failure gets a real status code."""
+    """Fetch the first chunk before answering, so an early failure gets a real status code.
+
+    With ``receive`` (local models) a client that leaves before the first chunk stops the work.
+    """
     stream = aiter(model.request_stream(parsed.messages, parsed.settings, call))
     try:
-        first: StreamChunk | None = await anext(stream)
+        if receive is None:
+            first: StreamChunk | None = await anext(stream)
+        else:
+            first = await unless_disconnected(receive, anext(stream))
     except StopAsyncIteration:
         first = None
     completion_id = f"chatcmpl-{call.trace_id[:24]}"

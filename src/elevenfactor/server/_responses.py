@@ -1,11 +1,13 @@
 """What the endpoints answer, as pydantic models for the OpenAPI document (documentation only:
-the handlers build these objects as dictionaries)."""
+the handlers build these objects as dictionaries), and ``JSONBytes``, the lean response the chat
+endpoint sends."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "ApiKey",
@@ -16,6 +18,7 @@ __all__ = [
     "ChatCompletion",
     "ErrorResponse",
     "Health",
+    "JSONBytes",
     "ModelList",
     "ModelObject",
     "Readiness",
@@ -233,3 +236,26 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: dict[str, Any] | None = None
+
+
+class JSONBytes:
+    """The hot path's answer: a JSON body already serialized, sent with two ASGI messages
+    (Starlette's ``Response`` builds and checks its header list on every request)."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(self, body: bytes, headers: dict[str, str], status_code: int = 200) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.headers = [
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the answer."""
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})

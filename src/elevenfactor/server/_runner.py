@@ -12,6 +12,7 @@ a second signal exits at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -51,6 +52,14 @@ class _Server(uvicorn.Server):
             self._drain_until = time.monotonic() + self.drain_seconds
         else:
             self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything loaded by now (modules, config, models, the store) lives as long as the
+        # process: move it out of the collector's sight, so the full collections that happen
+        # while serving scan only what requests allocate (shorter pauses: the gateway's p99).
+        gc.collect()
+        gc.freeze()
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_until is not None and time.monotonic() >= self._drain_until:
@@ -131,9 +140,10 @@ def serve(settings: Settings, project: ProjectConfig) -> None:
     from starting.
     """
     app = create_app(settings, project)
-    guard = _StartupGuard(app)
+    guard = _StartupGuard(app.app)
+    app.lifespan = guard  # only the lifespan goes through the guard, not every request
     config = uvicorn.Config(
-        guard,
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

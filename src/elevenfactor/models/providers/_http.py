@@ -1,12 +1,14 @@
-"""Shared HTTP plumbing for remote providers: an aiohttp session, error mapping, SSE lines.
+"""Shared HTTP plumbing for remote providers: the upstream clients, error mapping, SSE lines.
 
-aiohttp is the upstream client because it measured ~3x lower latency and ~14x the throughput of
-httpx under concurrency on this class of machine.
+Calls go through the lean pooled HTTP/1.1 client of ``_h1`` (~10 µs of CPU a non-streamed call,
+against ~55 µs for aiohttp, itself ~3x lower latency and ~14x the throughput of httpx under
+concurrency on this class of machine). aiohttp remains for base URLs ``_h1`` does not take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from elevenfactor.errors import (
     ContentFiltered,
@@ -26,8 +29,12 @@ from elevenfactor.errors import (
     UpstreamConnectionError,
     UpstreamServerError,
 )
+from elevenfactor.models.providers._h1 import H1Pool, H1Stream
 
 __all__ = ["HttpClient", "parse_retry_after", "sse_data"]
+
+_SSE_HEADERS = {"Accept": "text/event-stream"}
+_SSE_HEAD = b"Accept: text/event-stream\r\n"
 
 _CONTEXT_MARKERS = (
     "context length",
@@ -93,9 +100,40 @@ class HttpClient:
 
     def __init__(self, base_url: str, headers: dict[str, str]) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = headers
+        # Every request sends JSON: as a session default, aiohttp need not merge a per-request
+        # header dict each time (the configured headers cannot override it, as before).
+        self._headers = {
+            **{k: v for k, v in headers.items() if k.lower() != "content-type"},
+            "Content-Type": "application/json",
+        }
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._urls: dict[str, URL] = {}
+        self._pool: H1Pool | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        try:
+            H1Pool(self.base_url, self._headers)
+        except ValueError:
+            self._lean = False  # not plain http(s): aiohttp for everything
+        else:
+            self._lean = True
+
+    def _h1(self) -> H1Pool:
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool_loop is not loop:
+            if self._pool is not None:
+                with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                    self._pool.close()
+            self._pool = H1Pool(self.base_url, self._headers)
+            self._pool_loop = loop
+        return self._pool
+
+    def _url(self, path: str) -> URL:
+        """The parsed URL for ``path``, parsed once (not on every request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
 
     def _get(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -107,25 +145,35 @@ class HttpClient:
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 timeout=aiohttp.ClientTimeout(total=None),
                 skip_auto_headers=("User-Agent",),
+                # One session serves every caller: cookies an upstream sets must not travel
+                # with other callers' requests (and keeping none saves work per request).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._loop = loop
         return self._session
 
     async def post_json(self, path: str, payload: dict[str, Any], deployment: str) -> Any:
         """POST JSON and return the parsed JSON body, or raise the classified error."""
-        try:
-            async with self._get().post(
-                self.base_url + path,
-                data=orjson.dumps(payload),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise classify_status(resp.status, body, resp.headers, deployment)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise UpstreamConnectionError(
-                f"{deployment}: connection failed: {exc!r}", deployment=deployment
-            ) from exc
+        if self._lean:
+            try:
+                answer = await self._h1().post(path, orjson.dumps(payload))
+            except OSError as exc:
+                raise UpstreamConnectionError(
+                    f"{deployment}: connection failed: {exc!r}", deployment=deployment
+                ) from exc
+            body = answer.body
+            if answer.status >= 400:
+                raise classify_status(answer.status, body, answer.headers, deployment)
+        else:
+            try:
+                async with self._get().post(self._url(path), data=orjson.dumps(payload)) as resp:
+                    body = await resp.read()
+                    if resp.status >= 400:
+                        raise classify_status(resp.status, body, resp.headers, deployment)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise UpstreamConnectionError(
+                    f"{deployment}: connection failed: {exc!r}", deployment=deployment
+                ) from exc
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -137,11 +185,37 @@ class HttpClient:
         self, path: str, payload: dict[str, Any], deployment: str
     ) -> AsyncIterator[bytes]:
         """POST JSON and yield the SSE ``data:`` payloads of the response."""
+        if not self._lean:
+            async for data in self._stream_aiohttp(path, payload, deployment):
+                yield data
+            return
+        try:
+            resp = await self._h1().stream(path, orjson.dumps(payload), _SSE_HEAD)
+        except OSError as exc:
+            raise UpstreamConnectionError(
+                f"{deployment}: stream broke: {exc!r}", deployment=deployment
+            ) from exc
+        try:
+            if resp.status >= 400:
+                body = await resp.read()
+                raise classify_status(resp.status, body, resp.headers, deployment)
+            async for data in sse_data(resp):
+                yield data
+        except OSError as exc:
+            raise UpstreamConnectionError(
+                f"{deployment}: stream broke: {exc!r}", deployment=deployment
+            ) from exc
+        finally:
+            resp.release()
+
+    async def _stream_aiohttp(
+        self, path: str, payload: dict[str, Any], deployment: str
+    ) -> AsyncIterator[bytes]:
         try:
             async with self._get().post(
-                self.base_url + path,
+                self._url(path),
                 data=orjson.dumps(payload),
-                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+                headers=_SSE_HEADERS,
             ) as resp:
                 if resp.status >= 400:
                     body = await resp.read()
@@ -154,13 +228,16 @@ class HttpClient:
             ) from exc
 
     async def aclose(self) -> None:
-        """Close the session."""
+        """Close the session and the pooled connections."""
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
-async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+async def sse_data(content: aiohttp.StreamReader | H1Stream) -> AsyncIterator[bytes]:
     """The ``data:`` field of each server-sent event, multi-line data joined with newlines.
 
     Reads whatever the socket delivered and splits events itself: one await per network read

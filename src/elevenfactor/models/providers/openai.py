@@ -98,24 +98,33 @@ class OpenAIModel:
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> AsyncIterator[StreamChunk]:
         """A streamed chat completion."""
-        async for data in self.http.stream_lines(
+        lines = self.http.stream_lines(
             "/chat/completions", self._payload(messages, settings, True), self._name
-        ):
-            if data == b"[DONE]":
-                return
-            obj = loads_or_malformed(data, self._name, lambda o: isinstance(o, dict))
-            if "error" in obj:
-                raise MalformedResponse(
-                    f"{self._name}: error in stream: {obj['error']}", deployment=self._name
-                )
-            try:
-                chunk = chunk_from_openai(obj)
-            except (KeyError, TypeError, ValueError):
-                raise MalformedResponse(
-                    f"{self._name}: bad chunk {data[:200]!r}", deployment=self._name
-                ) from None
-            if chunk.finish_reason == "content_filter":
-                raise ContentFiltered(
-                    f"{self._name}: the provider filtered the content", deployment=self._name
-                )
-            yield chunk
+        )
+        try:
+            async for data in lines:
+                if data == b"[DONE]":
+                    return
+                obj = loads_or_malformed(data, self._name, _is_dict)
+                if "error" in obj:
+                    raise MalformedResponse(
+                        f"{self._name}: error in stream: {obj['error']}", deployment=self._name
+                    )
+                try:
+                    chunk = chunk_from_openai(obj)
+                except (KeyError, TypeError, ValueError):
+                    raise MalformedResponse(
+                        f"{self._name}: bad chunk {data[:200]!r}", deployment=self._name
+                    ) from None
+                if chunk.finish_reason == "content_filter":
+                    raise ContentFiltered(
+                        f"{self._name}: the provider filtered the content", deployment=self._name
+                    )
+                yield chunk
+        finally:
+            # Now, not when the generator is collected: the connection goes back to the pool.
+            await lines.aclose()  # type: ignore[attr-defined]
+
+
+def _is_dict(obj: object) -> bool:
+    return isinstance(obj, dict)
