@@ -115,15 +115,14 @@ class Deployment:
         deadline = loop.time() + limit
         held_model: str | None = None
         finished = False
-        fired: list[bool] = []
+        guard = _Guard(loop)
         try:
             while True:
-                # A bare timer per wait (not asyncio.timeout, which costs several times more per
-                # chunk). The task is looked up each time: a stream may be consumed by a
-                # different task than the one that started it.
+                # The task is looked up each time: a stream may be consumed by a different task
+                # than the one that started it.
                 task = asyncio.current_task()
                 assert task is not None
-                handle = loop.call_at(deadline, _expire, task, fired)
+                guard.arm(task, deadline)
                 try:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
@@ -135,12 +134,12 @@ class Deployment:
                         ) from None
                     break
                 except asyncio.CancelledError:
-                    if not fired:
+                    if not guard.fired:
                         raise
                     task.uncancel()
                     raise TimeoutError from None
                 finally:
-                    handle.cancel()
+                    guard.waiting = False
                 finished = finished or chunk.finish_reason is not None
                 if what == "first token":
                     if _carries_nothing(chunk):
@@ -164,10 +163,63 @@ class Deployment:
             self._record(call, "error", start)
             raise
         finally:
+            guard.disarm()
             closer = getattr(stream, "aclose", None)
             if closer is not None:
                 await closer()
         self._record(call, "ok", start)
+
+
+class _Guard:
+    """The deadline of a stream's waits, with one timer for many chunks.
+
+    A timer per chunk (``call_at`` and ``cancel``) costs a couple of microseconds; this one stays
+    armed while the deadline only moves later, and when it fires early (the deadline moved on)
+    it re-arms itself for the new deadline. It cancels the waiting task only if the task is
+    waiting (``waiting``) and the current deadline has passed; outside a wait it lapses and the
+    next wait arms it again.
+    """
+
+    __slots__ = ("at", "deadline", "fired", "handle", "loop", "task", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[object] | None = None
+        self.waiting = False
+        self.deadline = 0.0
+        self.at = 0.0  # when the armed timer fires
+        self.handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    def arm(self, task: asyncio.Task[object], deadline: float) -> None:
+        """Bound the wait that ``task`` starts now by ``deadline`` (loop time)."""
+        self.task = task
+        self.deadline = deadline
+        self.waiting = True
+        if self.handle is None or deadline < self.at:
+            if self.handle is not None:
+                self.handle.cancel()
+            self.at = deadline
+            self.handle = self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        if not self.waiting:
+            return
+        if self.deadline > self.at:  # the deadline moved on since this timer was armed
+            self.at = self.deadline
+            self.handle = self.loop.call_at(self.deadline, self._fire)
+            return
+        self.fired = True
+        assert self.task is not None
+        self.task.cancel()
+
+    def disarm(self) -> None:
+        """Stop the timer."""
+        self.waiting = False
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 def _expire(task: asyncio.Task[object], fired: list[bool]) -> None:

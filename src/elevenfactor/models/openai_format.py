@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from elevenfactor.models._messages import (
     AssistantMessage,
     Message,
@@ -22,6 +24,7 @@ from elevenfactor.models._messages import (
 )
 
 __all__ = [
+    "ChunkEncoder",
     "chunk_from_openai",
     "chunk_to_openai",
     "message_to_openai",
@@ -145,6 +148,18 @@ def chunk_from_openai(obj: dict[str, Any]) -> StreamChunk:
         return StreamChunk(usage=usage, model=obj.get("model"))
     choice = choices[0]
     delta = choice.get("delta") or {}
+    if "tool_calls" not in delta:  # the common text chunk: no tool-call list to build
+        finish = choice.get("finish_reason")
+        text = delta.get("content") or ""
+        model = obj.get("model")
+        if not isinstance(text, str) or not (model is None or isinstance(model, str)):
+            raise ValueError("a chunk's content and model must be strings")
+        return StreamChunk(
+            text=text,
+            finish_reason=_finish(finish) if finish else None,
+            usage=usage,
+            model=model,
+        )
     calls = [
         ToolCallDelta(
             index=int(tc.get("index", i)),
@@ -210,6 +225,58 @@ def chunk_to_openai(
     chunk: StreamChunk, *, completion_id: str, created: int, model: str, first: bool
 ) -> dict[str, Any]:
     """A ``chat.completion.chunk`` body."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "delta": _delta(chunk, first),
+                "logprobs": None,
+                "finish_reason": chunk.finish_reason,
+            }
+        ],
+    }
+
+
+_NULL_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
+
+
+class ChunkEncoder:
+    """The SSE events of one stream's chunks, byte for byte ``data: `` + the orjson of
+    ``chunk_to_openai`` + a blank line, with the parts that stay the same for the whole stream
+    (id, created, model) serialised once rather than for every chunk."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, *, completion_id: str, created: int, model: str) -> None:
+        self._head = (
+            b'data: {"id":'
+            + orjson.dumps(completion_id)
+            + b',"object":"chat.completion.chunk","created":'
+            + orjson.dumps(created)
+            + b',"model":'
+            + orjson.dumps(model)
+            + b',"choices":[{"index":0,"delta":'
+        )
+
+    def sse(self, chunk: StreamChunk, first: bool) -> bytes:
+        """One ``data:`` event for ``chunk`` (``first``: the delta carries the role)."""
+        finish = chunk.finish_reason
+        if finish is None:
+            return self._head + orjson.dumps(_delta(chunk, first)) + _NULL_TAIL
+        return (
+            self._head
+            + orjson.dumps(_delta(chunk, first))
+            + b',"logprobs":null,"finish_reason":'
+            + orjson.dumps(finish)
+            + b"}]}\n\n"
+        )
+
+
+def _delta(chunk: StreamChunk, first: bool) -> dict[str, Any]:
     delta: dict[str, Any] = {}
     if first:
         delta["role"] = "assistant"
@@ -224,12 +291,4 @@ def chunk_to_openai(
             }
             for tc in chunk.tool_calls
         ]
-    return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": chunk.finish_reason}
-        ],
-    }
+    return delta

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope
+from starlette.types import Receive, Scope, Send
 
 from elevenfactor.errors import (
     ElevenFactorError,
@@ -19,7 +18,7 @@ from elevenfactor.errors import (
 from elevenfactor.governance import Principal
 from elevenfactor.models import Call, Model, StreamChunk, Usage
 from elevenfactor.models._admission import client_timeout
-from elevenfactor.models.openai_format import chunk_to_openai, response_to_openai
+from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai
 from elevenfactor.observe import CallRecord, call_cost, new_id
 from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
 from elevenfactor.server._disconnect import client_timeout_from, runs_locally, unless_disconnected
@@ -173,48 +172,58 @@ async def _stream(
     completion_id = f"chatcmpl-{call.trace_id[:24]}"
     created = int(time.time())
     name = parsed.model
+    encode = ChunkEncoder(completion_id=completion_id, created=created, model=name).sse
 
-    async def body() -> AsyncGenerator[bytes, None]:
+    async def write(send: Send) -> None:
         usage = Usage()
         text: list[str] = []
         status, error_class = "ok", None
         try:
-            chunk, is_first = first, True
-            while chunk is not None:
+            chunk = first
+            if chunk is not None:  # the first one always goes out: it carries the role
                 if chunk.usage is not None:
                     usage = chunk.usage
                 text.append(chunk.text)
-                if chunk.text or chunk.tool_calls or chunk.finish_reason or is_first:
-                    yield _sse(
-                        chunk_to_openai(
-                            chunk,
-                            completion_id=completion_id,
-                            created=created,
-                            model=name,
-                            first=is_first,
-                        )
-                    )
-                is_first = False
-                chunk = await anext(stream, None)
-            if parsed.include_usage:
-                yield _sse(
-                    {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": name,
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": usage.input_tokens,
-                            "completion_tokens": usage.output_tokens,
-                            "total_tokens": usage.total_tokens,
-                        },
-                    }
+                await send(
+                    {"type": "http.response.body", "body": encode(chunk, True), "more_body": True}
                 )
-            yield b"data: [DONE]\n\n"
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if chunk.text or chunk.tool_calls or chunk.finish_reason:
+                        text.append(chunk.text)
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": encode(chunk, False),
+                                "more_body": True,
+                            }
+                        )
+            tail = b"data: [DONE]\n\n"
+            if parsed.include_usage:
+                tail = (
+                    _sse(
+                        {
+                            "id": completion_id,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": name,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": usage.input_tokens,
+                                "completion_tokens": usage.output_tokens,
+                                "total_tokens": usage.total_tokens,
+                            },
+                        }
+                    )
+                    + tail
+                )
+            await send({"type": "http.response.body", "body": tail, "more_body": True})
         except ModelError as exc:
             status, error_class = "error", exc.error_class
-            yield _sse(error_body(exc))
+            await send(
+                {"type": "http.response.body", "body": _sse(error_body(exc)), "more_body": True}
+            )
         except BaseException:
             status, error_class = "error", "cancelled"
             raise
@@ -237,4 +246,4 @@ async def _stream(
                 )
             )
 
-    return SSEResponse(body(), headers)
+    return SSEResponse(write, headers)

@@ -3,12 +3,14 @@
 Starlette's StreamingResponse spawns an anyio task group per response; at thousands of chunks a
 second that shows. This one writes the stream from the request's own task and watches for the
 client going away with one plain task, cancelling the stream (and so the upstream call) then.
+The body is a writer coroutine that sends its chunks itself (``more_body`` messages), not a
+generator the response iterates: one generator hop fewer for every chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
@@ -16,10 +18,11 @@ __all__ = ["SSEResponse"]
 
 
 class SSEResponse:
-    """An ASGI response that sends ``body``'s byte strings as they come."""
+    """An ASGI response whose ``write(send)`` sends the body's ``http.response.body`` messages
+    (each with ``more_body``); the response ends the body after it."""
 
-    def __init__(self, body: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
-        self.body = body
+    def __init__(self, write: Callable[[Send], Awaitable[None]], headers: dict[str, str]) -> None:
+        self.write = write
         self.headers = [
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-cache"),
@@ -41,8 +44,7 @@ class SSEResponse:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         watcher = asyncio.create_task(watch())
         try:
-            async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self.write(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone:
@@ -50,4 +52,3 @@ class SSEResponse:
             task.uncancel()
         finally:
             watcher.cancel()
-            await self.body.aclose()

@@ -31,7 +31,7 @@ from elevenfactor.errors import (
 )
 from elevenfactor.models.providers._h1 import H1Pool, H1Stream
 
-__all__ = ["HttpClient", "parse_retry_after", "sse_data"]
+__all__ = ["HttpClient", "SSESplitter", "parse_retry_after", "sse_data"]
 
 _SSE_HEADERS = {"Accept": "text/event-stream"}
 _SSE_HEAD = b"Accept: text/event-stream\r\n"
@@ -199,7 +199,12 @@ class HttpClient:
             if resp.status >= 400:
                 body = await resp.read()
                 raise classify_status(resp.status, body, resp.headers, deployment)
-            async for data in sse_data(resp):
+            # The splitting inline, not through ``sse_data``: one generator fewer per chunk.
+            split = SSESplitter()
+            async for piece in resp.iter_any():
+                for data in split.feed(piece):
+                    yield data
+            for data in split.end():
                 yield data
         except OSError as exc:
             raise UpstreamConnectionError(
@@ -237,27 +242,56 @@ class HttpClient:
             self._pool = None
 
 
+class SSESplitter:
+    """Splits bytes as they arrive into the ``data:`` payloads of server-sent events."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads of the events completed by ``data``."""
+        if (  # the common case: a read that is exactly one one-line ``data:`` event
+            not self.buf
+            and data.startswith(b"data:")
+            and data.find(b"\n") == len(data) - 2
+            and data.endswith(b"\n")
+            and b"\r" not in data
+        ):
+            return [data[5:-2].lstrip(b" ")]
+        buf = self.buf + data if self.buf else data
+        if b"\r" in buf and not buf.endswith(b"\r"):
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out: list[bytes] = []
+        while (end := buf.find(b"\n\n")) != -1:
+            event = _event_data(buf[:end])
+            buf = buf[end + 2 :]
+            if event is not None:
+                out.append(event)
+        self.buf = buf
+        return out
+
+    def end(self) -> list[bytes]:
+        """The payload of an unterminated last event, if any."""
+        buf = self.buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
+        self.buf = b""
+        event = _event_data(buf) if buf else None
+        return [event] if event is not None else []
+
+
 async def sse_data(content: aiohttp.StreamReader | H1Stream) -> AsyncIterator[bytes]:
     """The ``data:`` field of each server-sent event, multi-line data joined with newlines.
 
     Reads whatever the socket delivered and splits events itself: one await per network read
     rather than one per line.
     """
-    buf = b""
+    split = SSESplitter()
     async for data in content.iter_any():
-        buf += data
-        if b"\r" in buf and not buf.endswith(b"\r"):
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        while (end := buf.find(b"\n\n")) != -1:
-            block, buf = buf[:end], buf[end + 2 :]
-            event = _event_data(block)
-            if event is not None:
-                yield event
-    buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip(b"\n")
-    if buf:
-        event = _event_data(buf)
-        if event is not None:
+        for event in split.feed(data):
             yield event
+    for event in split.end():
+        yield event
 
 
 def _event_data(block: bytes) -> bytes | None:

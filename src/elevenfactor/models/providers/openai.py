@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import orjson
+
 from elevenfactor.config import DeploymentConfig, ProviderConfig
 from elevenfactor.errors import ContentFiltered, MalformedResponse
 from elevenfactor.models._messages import Message, ModelSettings, Response, StreamChunk
@@ -105,7 +107,12 @@ class OpenAIModel:
             async for data in lines:
                 if data == b"[DONE]":
                     return
-                obj = loads_or_malformed(data, self._name, _is_dict)
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if type(obj) is not dict:  # the checks and messages of loads_or_malformed
+                    obj = loads_or_malformed(data, self._name, _is_dict)
                 if "error" in obj:
                     raise MalformedResponse(
                         f"{self._name}: error in stream: {obj['error']}", deployment=self._name
