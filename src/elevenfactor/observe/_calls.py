@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,17 +63,22 @@ _INSERT = (
 )
 
 
-_MULTI = 32  # rows per multi-row INSERT (x 25 values: under SQLite's old 999-variable limit)
-
-# Multi-row forms of the two inserts: one statement (one SQLite step, so one hand-over of the
-# GIL between the writer thread and the event loop) per _MULTI rows instead of one per row. With
-# one statement per row the writer thread spent most of its time waiting for the GIL while
-# requests kept the loop busy, fell behind at a few thousand calls a second, and the queue grew.
+# Multi-row forms of the two inserts, so the writer thread runs few statements per batch.
+# Each statement costs the writer one hand-over of the GIL (sqlite3 releases it around
+# sqlite3_step and must get it back), and under load the event loop holds the GIL for up to
+# the switch interval (5 ms) each time. With 32 rows per statement (and one statement per odd
+# remainder size) that capped the writer at a few thousand calls a second: at ~7,000 requests
+# a second it fell behind, the queue grew to ``max_pending`` and memory with it. So: up to
+# _MULTI rows per statement, and a remainder split in powers of two (at most log2(_MULTI)
+# statements, each SQL text cached once by the writer connection).
+_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_MULTI = 256
 _BLOB_HEAD = BLOB_INSERT.split("VALUES", 1)[0] + "VALUES "
 _BLOB_TAIL = BLOB_INSERT.split("?)", 1)[1]  # " ON CONFLICT (hash) DO NOTHING"
 _CALL_HEAD = _INSERT.split("VALUES", 1)[0] + "VALUES "
 
 
+@functools.lru_cache(maxsize=64)
 def _multi(head: str, width: int, n: int, tail: str = "") -> str:
     row = "(" + ", ".join("?" for _ in range(width)) + ")"
     return head + ", ".join(row for _ in range(n)) + tail
@@ -80,21 +87,19 @@ def _multi(head: str, width: int, n: int, tail: str = "") -> str:
 def _batched(
     head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """``(sql, params)`` pairs inserting ``rows``: full groups of _MULTI rows as one statement
-    each, the remainder as one more."""
+    """``(sql, params)`` pairs inserting ``rows``: full groups of the largest size (_MULTI rows,
+    fewer if the variable limit is lower) as one statement each, the remainder as one
+    statement per power of two in its size."""
+    size = max(1, min(_MULTI, _MAX_VARIABLES // width))
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
-    full = len(rows) - len(rows) % _MULTI
-    if full:
-        sql = _multi(head, width, _MULTI, tail)
-        out.append(
-            (
-                sql,
-                [tuple(v for r in rows[i : i + _MULTI] for v in r) for i in range(0, full, _MULTI)],
-            )
-        )
-    if full < len(rows):
-        rest = rows[full:]
-        out.append((_multi(head, width, len(rest), tail), [tuple(v for r in rest for v in r)]))
+    i = 0
+    while i < len(rows):
+        stop = i + (len(rows) - i) // size * size
+        if stop > i:
+            params = [tuple(v for r in rows[j : j + size] for v in r) for j in range(i, stop, size)]
+            out.append((_multi(head, width, size, tail), params))
+            i = stop
+        size //= 2
     return out
 
 
