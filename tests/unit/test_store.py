@@ -264,3 +264,14 @@ async def test_sqlite_journal_moves_to_a_rowid_table_with_its_events_intact(
         assert (await verify_run(db, rid)).ok
     finally:
         await db.close()
+
+
+async def test_sqlite_bounds_a_checkpointed_wal(tmp_path: Path) -> None:
+    """The WAL is cut back to 16 MiB after a checkpoint instead of staying at its high-water
+    mark (the default, -1, keeps it)."""
+    db = await open_store(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        row = await db.fetchone("PRAGMA journal_size_limit")
+        assert row is not None and row[0] == 16 * 1024 * 1024
+    finally:
+        await db.close()

@@ -32,6 +32,7 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a checkpointed WAL file is truncated to
 """How long a statement run on the store's thread waits for another connection's lock."""
 
 
@@ -194,6 +195,9 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # A checkpointed WAL is cut back to this size rather than kept at its high-water
+            # mark (sustained gateway load grew it to tens of MB).
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             # From here on the loop never waits for a lock (see the module docstring).
             conn.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as exc:
@@ -344,6 +348,7 @@ class SQLiteStore:
                 self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
             )
             self._writer_conn.execute("PRAGMA synchronous=NORMAL")
+            self._writer_conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._writer_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn = self._writer_conn
         conn.execute("BEGIN IMMEDIATE")
