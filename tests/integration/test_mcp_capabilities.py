@@ -295,3 +295,18 @@ async def test_over_stdio_an_agent_call_reports_its_journal_steps_and_logs_at_th
     assert heard.events() == [("info", "run_started"), ("info", "run_finished")]
     assert {p.data["run_id"] for p in heard.logs} == {run_id}
     assert all(p.logger == "elevenfactor.mcp" for p in heard.logs)
+
+
+@pytest.mark.parametrize("accept", ["application/json, text/event-stream", "application/json"])
+async def test_malformed_mcp_bodies_are_400s_on_either_transport(env: Env, accept: str) -> None:
+    headers = {
+        "Authorization": f"Bearer {env.secrets['otto']}",
+        "accept": accept,
+        "content-type": "application/json",
+    }
+    bodies = [b"{", b"[]", b'{"jsonrpc": "1.0", "id": 1}', b'"x"', b'{"id": {}, "method": 3}']
+    async with httpx2.AsyncClient(base_url=env.base) as http:
+        for body in bodies:
+            resp = await http.post("/mcp", content=body, headers=headers)
+            assert resp.status_code == 400, (body, resp.status_code, resp.text)
+            assert resp.headers["x-trace-id"]

@@ -10,8 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from elevenfactor.store import migrate, open_store
-from tests.support.serve import Server, sse_events, wait_for
+from tests.support.serve import Server, migrated, serving, sse_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +24,9 @@ programs: ["tests.support.programs:programs"]
 
 @pytest.fixture
 async def server(store_url: str, tmp_path: Path) -> Iterator[Server]:
-    db = await open_store(store_url)
-    await migrate(db)
-    await db.close()
-    (tmp_path / "elevenfactor.yaml").write_text(PROJECT)
-    srv = Server(tmp_path, store_url)
-    srv.start()
-    try:
+    await migrated(store_url)
+    with serving(tmp_path, store_url, PROJECT) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _status(base: str, rid: str) -> str:

@@ -16,8 +16,7 @@ from click.testing import CliRunner
 
 from elevenfactor.cli import main
 from elevenfactor.runtime import Programs, RunContext
-from elevenfactor.store import migrate, open_store
-from tests.support.serve import Server, sse_events, wait_for
+from tests.support.serve import Server, migrated, serving, sse_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,22 +53,11 @@ programs: ["tests.support.programs:programs", "tests.integration.test_runs_edges
 """
 
 
-async def _migrated(store_url: str) -> None:
-    db = await open_store(store_url)
-    await migrate(db)
-    await db.close()
-
-
 @pytest.fixture
 def server(store_url: str, tmp_path: Path) -> Iterator[Server]:
-    asyncio.run(_migrated(store_url))
-    (tmp_path / "elevenfactor.yaml").write_text(PROJECT)
-    srv = Server(tmp_path, store_url)
-    srv.start()
-    try:
+    asyncio.run(migrated(store_url))
+    with serving(tmp_path, store_url, PROJECT) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _show(base: str, rid: str) -> dict[str, Any]:
@@ -148,7 +136,7 @@ def test_each_execution_streams_running_before_its_steps(server: Server, tmp_pat
 def test_cli_refuses_an_unknown_program_and_shows_attempts(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asyncio.run(_migrated(store_url))
+    asyncio.run(migrated(store_url))
     (tmp_path / "elevenfactor.yaml").write_text(PROJECT)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))

@@ -20,8 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from elevenfactor.store import migrate, open_store
-from tests.support.serve import Server, wait_for
+from tests.support.serve import Server, migrated, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +48,9 @@ print("released", flush=True)
 @pytest.fixture
 async def server(tmp_path: Path) -> Iterator[Server]:
     url = f"sqlite:///{tmp_path}/serve.db"
-    db = await open_store(url)
-    await migrate(db)
-    await db.close()
-    (tmp_path / "elevenfactor.yaml").write_text(PROJECT)
-    srv = Server(tmp_path, url)
-    srv.start()
-    try:
+    await migrated(url)
+    with serving(tmp_path, url, PROJECT) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 CHAT = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}

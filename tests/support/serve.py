@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from elevenfactor.store import migrate, open_store
 from tests.conftest import free_port
 
 EXE = str(Path(sys.executable).parent / "elevenfactor")
@@ -52,6 +54,26 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             assert self.proc.wait(timeout=30) == 0
+
+
+async def migrated(db_url: str) -> None:
+    """Apply every migration to ``db_url``."""
+    db = await open_store(db_url)
+    await migrate(db)
+    await db.close()
+
+
+@contextmanager
+def serving(home: Path, db_url: str, project: str) -> Iterator[Server]:
+    """``project`` written as ``home``'s project file, served in dev mode on a migrated
+    ``db_url`` (see ``migrated``) until the block ends."""
+    (home / "elevenfactor.yaml").write_text(project)
+    srv = Server(home, db_url)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 def _ready(base: str) -> bool:
