@@ -87,6 +87,16 @@ def _popen(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subproc
         )
 
 
+def _started(target: Target, path: str, timeout: float) -> Target:
+    """``target`` once ``path`` answers (its start-up time recorded); stopped if it never does."""
+    try:
+        target.startup_s = wait_http(target.port, path, target.proc, timeout, target.log)
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
 def start_upstream(workdir: Path, chunks: int, chunk_delay_ms: float) -> Target:
     """The mock upstream, in its own process."""
     port = free_port()
@@ -118,12 +128,7 @@ def start_upstream(workdir: Path, chunks: int, chunk_delay_ms: float) -> Target:
             f" {chunk_delay_ms:g} ms apart"
         ],
     )
-    try:
-        target.startup_s = wait_http(port, "/healthz", proc, 30, log)
-    except BaseException:
-        target.stop()
-        raise
-    return target
+    return _started(target, "/healthz", 30)
 
 
 def start_relay(workdir: Path, upstream_port: int) -> Target:
@@ -158,12 +163,7 @@ def start_relay(workdir: Path, upstream_port: int) -> Target:
             " uvicorn + uvloop + httptools as elevenfactor serve, 1 process"
         ],
     )
-    try:
-        target.startup_s = wait_http(port, "/healthz", proc, 30, log)
-    except BaseException:
-        target.stop()
-        raise
-    return target
+    return _started(target, "/healthz", 30)
 
 
 _EF_PROJECT = """\
@@ -258,12 +258,7 @@ def start_elevenfactor(
         ],
         phases=phases,
     )
-    try:
-        target.startup_s = wait_http(port, "/readyz", proc, 60, log)
-    except BaseException:
-        target.stop()
-        raise
-    return target
+    return _started(target, "/readyz", 60)
 
 
 _LITELLM_CONFIG = """\
@@ -329,9 +324,4 @@ def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) ->
             " no database (its key/spend store needs PostgreSQL + Prisma)"
         ],
     )
-    try:
-        target.startup_s = wait_http(port, "/health/liveliness", proc, 180, log)
-    except BaseException:
-        target.stop()
-        raise
-    return target
+    return _started(target, "/health/liveliness", 180)
