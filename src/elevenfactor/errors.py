@@ -28,6 +28,10 @@ ElevenFactorError                 code                 http
 └── ModelError                    (by error class)     502
     ├── RateLimited               rate_limit           429
     │   └── ModelBusy             model_queue_full     429  (a local model's queue is full)
+    │   └── LimitExceeded         rate_limit_exceeded  429  (one of our rpm/tpm limits; Retry-After)
+    ├── BudgetExceeded            budget_exceeded      429  (a hard budget cannot cover the call)
+    ├── CallKilled                killed               403  (a kill switch stops the caller)
+    ├── BudgetUnavailable         budget_unavailable   503  (the budget backend is down: fail closed)
     ├── ModelOverloaded           model_overloaded     503  (not started within its deadline)
     ├── UpstreamServerError       server_error         502
     ├── ModelTimeout              timeout              504
@@ -52,6 +56,9 @@ __all__ = [
     "ApprovalConflict",
     "ApprovalNotFound",
     "AuthenticationFailed",
+    "BudgetExceeded",
+    "BudgetUnavailable",
+    "CallKilled",
     "CircuitOpen",
     "ClientDisconnected",
     "ConfigError",
@@ -61,6 +68,7 @@ __all__ = [
     "ElevenFactorError",
     "JournalDivergence",
     "LeaseLost",
+    "LimitExceeded",
     "MalformedResponse",
     "MigrationRequired",
     "ModelBusy",
@@ -250,6 +258,55 @@ class ModelBusy(RateLimited):
     """A local model's admission queue is full; ``retry_after`` estimates when a place frees."""
 
     code = "model_queue_full"
+
+
+class LimitExceeded(RateLimited):
+    """One of our own rate limits (requests or tokens per minute) cannot admit the call before
+    its deadline; ``retry_after`` says when it could. ``details`` name the limit."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.details = details
+
+
+class BudgetExceeded(ModelError):
+    """A hard budget cannot cover the call's worst-case cost: never retried, never failed over.
+
+    ``details`` hold ``budget`` (its scope, e.g. ``user:alice``), ``budget_id``, ``limit``,
+    ``spent``, ``reserved``, ``requested`` (the reservation asked for), ``window`` and
+    ``resets_at`` (epoch seconds, None for ``total``/``run``).
+    """
+
+    code = "budget_exceeded"
+    http_status = 429
+    error_class = "budget"
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message, hint=hint)
+        self.details = details
+
+
+class CallKilled(ModelError):
+    """A kill switch covers the caller (key, user, team, agent or run): no new calls."""
+
+    code = "killed"
+    http_status = 403
+    error_class = "killed"
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message, hint=hint)
+        self.details = details
+
+
+class BudgetUnavailable(ModelError):
+    """The budget backend (Redis or the store) cannot be reached: the call is refused rather
+    than let through unaccounted (fail closed)."""
+
+    code = "budget_unavailable"
+    http_status = 503
+    error_class = "budget"
 
 
 class ModelOverloaded(ModelError):

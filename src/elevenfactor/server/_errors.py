@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from elevenfactor.errors import ElevenFactorError, ModelError, RequestError
+from elevenfactor.errors import (
+    BudgetExceeded,
+    CallKilled,
+    ElevenFactorError,
+    LimitExceeded,
+    ModelError,
+    RequestError,
+)
 
 __all__ = ["error_body", "error_response"]
 
@@ -22,6 +29,10 @@ def _type(exc: ElevenFactorError) -> str:
     return "server_error"
 
 
+_DETAILED = (BudgetExceeded, CallKilled, LimitExceeded)
+"""Errors whose ``details`` (which budget, limit or switch) go out with the error object."""
+
+
 def error_body(exc: ElevenFactorError) -> dict[str, Any]:
     """The error object for ``exc``."""
     message = exc.message if not exc.hint else f"{exc.message} ({exc.hint})"
@@ -33,6 +44,8 @@ def error_body(exc: ElevenFactorError) -> dict[str, Any]:
     }
     if isinstance(exc, ModelError):
         err["error_class"] = exc.error_class
+    if isinstance(exc, _DETAILED) and exc.details:
+        err["details"] = exc.details
     return {"error": err}
 
 
@@ -45,6 +58,8 @@ def error_response(exc: ElevenFactorError, headers: dict[str, str] | None = None
         and exc.http_status in (429, 503)
     ):
         hdrs["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, (BudgetExceeded, CallKilled)):
+        hdrs["x-should-retry"] = "false"  # official clients would retry a 429/403 otherwise
     return Response(
         orjson.dumps(error_body(exc)),
         status_code=exc.http_status,
