@@ -14,7 +14,16 @@ from rich.table import Table
 
 from bench.stats import median
 
-__all__ = ["GOALS", "Goal", "evaluate", "print_report", "summarize_results", "write_json"]
+__all__ = [
+    "GOALS",
+    "GOAL_FORMATS",
+    "Goal",
+    "evaluate",
+    "goal_cell",
+    "print_report",
+    "summarize_results",
+    "write_json",
+]
 
 Rounds = list[dict[str, dict[str, Any]]]
 
@@ -277,7 +286,7 @@ def _rss_cell(s: dict[str, Any]) -> str:
     )
 
 
-def _goal_cell(g: dict[str, Any], fmt: Callable[[float], str]) -> str:
+def goal_cell(g: dict[str, Any], fmt: Callable[[float], str]) -> str:
     value = "—" if g["value"] is None else fmt(g["value"])
     if g["met"] is None:
         return f"[yellow]? {value}[/] ({g['why']})"
@@ -285,7 +294,7 @@ def _goal_cell(g: dict[str, Any], fmt: Callable[[float], str]) -> str:
     return f"[green]met[/] {value}" if g["met"] else f"[red]NOT met[/] {value}{why}"
 
 
-_FMT: dict[str, Callable[[float], str]] = {
+GOAL_FORMATS: dict[str, Callable[[float], str]] = {
     "added_p50_vs_floor": lambda v: f"{v:.2f}x",
     "added_p99_ms": lambda v: f"{v:+.2f} ms",
     "cpu_vs_floor": lambda v: f"{v:.2f}x",
@@ -378,7 +387,10 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
         for goal in GOALS:
             goals.add_row(
                 goal.label,
-                *(_goal_cell(results["goals"][n][goal.key], _FMT[goal.key]) for n in proxies),
+                *(
+                    goal_cell(results["goals"][n][goal.key], GOAL_FORMATS[goal.key])
+                    for n in proxies
+                ),
             )
         console.print(goals)
 
@@ -434,9 +446,9 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
             console.print(f"[dim]{name}: {note}[/]", highlight=False)
 
 
-def write_json(results: dict[str, Any], out_dir: Path, stamp: str) -> Path:
-    """Write ``gateway-<stamp>.json`` under ``out_dir``."""
+def write_json(results: dict[str, Any], out_dir: Path, stamp: str, name: str = "gateway") -> Path:
+    """Write ``<name>-<stamp>.json`` under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"gateway-{stamp}.json"
+    path = out_dir / f"{name}-{stamp}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ __all__ = [
     "MODEL",
     "REPO",
     "Target",
+    "clean_env",
+    "elevenfactor_cli",
     "start_elevenfactor",
     "start_litellm",
     "start_relay",
@@ -149,7 +152,7 @@ def start_relay(workdir: Path, upstream_port: int) -> Target:
             f"http://127.0.0.1:{upstream_port}/v1",
         ],
         log,
-        _clean_env(),
+        clean_env(),
         REPO,
     )
     target = Target(
@@ -187,11 +190,20 @@ default_route: {model}
 """
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
+    """This environment without the variables that would point a server elsewhere."""
     drop = ("DATABASE_URL", "REDIS_URL", "PORT")
     return {
         k: v for k, v in os.environ.items() if k not in drop and not k.startswith("ELEVENFACTOR_")
     }
+
+
+def elevenfactor_cli() -> list[str]:
+    """The ``elevenfactor`` command line of this venv."""
+    exe = Path(sys.executable).with_name("elevenfactor")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from elevenfactor.cli import main; main()"]
 
 
 def start_elevenfactor(
@@ -201,52 +213,58 @@ def start_elevenfactor(
     *,
     name: str = "elevenfactor",
     phases: frozenset[str] | None = None,
+    project: str | None = None,
+    env: Mapping[str, str] | None = None,
+    setup: Sequence[Sequence[str]] = (),
+    auth: bool = True,
+    api_key: str | None = None,
+    home: Path | None = None,
+    notes: Sequence[str] | None = None,
 ) -> Target:
     """``elevenfactor serve`` with a migrated SQLite store, JSON logs to a file, and auth on;
-    ``processes`` server processes share the port (``WEB_CONCURRENCY``, i.e. ``--workers``)."""
+    ``processes`` server processes share the port (``WEB_CONCURRENCY``, i.e. ``--workers``).
+
+    For other benchmarks: ``project`` replaces the project file (``{port}`` and ``{model}`` are
+    filled in), ``env`` is added to the environment (e.g. ``DATABASE_URL``, ``REDIS_URL``),
+    ``setup`` are CLI commands run after ``migrate`` and ``keys create`` (e.g. ``budgets
+    set``), ``auth=False`` serves in dev mode and sends no key, and ``api_key`` starts one
+    more server on an already prepared store (no migrate, key or setup) in ``home``.
+    """
     from elevenfactor._version import __version__
 
-    home = workdir / name
+    home = home or workdir / name
     home.mkdir(parents=True, exist_ok=True)
-    project = home / "elevenfactor.yaml"
-    project.write_text(_EF_PROJECT.format(port=upstream_port, model=MODEL))
+    project_file = home / "elevenfactor.yaml"
+    project_file.write_text((project or _EF_PROJECT).format(port=upstream_port, model=MODEL))
     port = free_port()
-    env = _clean_env() | {
-        "ELEVENFACTOR_DATA_DIR": str(home / "data"),
-        "ELEVENFACTOR_CONFIG_FILE": str(project),
-        "ELEVENFACTOR_LOG_LEVEL": "info",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(processes),
-    }
-    exe = Path(sys.executable).with_name("elevenfactor")
-    cli = (
-        [str(exe)]
-        if exe.exists()
-        else [sys.executable, "-c", "from elevenfactor.cli import main; main()"]
+    env = (
+        clean_env()
+        | {
+            "ELEVENFACTOR_DATA_DIR": str(home / "data"),
+            "ELEVENFACTOR_CONFIG_FILE": str(project_file),
+            "ELEVENFACTOR_LOG_LEVEL": "info",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": str(processes),
+        }
+        | dict(env or {})
+        | ({} if auth else {"ELEVENFACTOR_DEV": "true"})
     )
-    done = subprocess.run([*cli, "migrate"], env=env, cwd=home, capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"elevenfactor migrate failed: {done.stderr.decode()}")
-    done = subprocess.run(
-        [*cli, "keys", "create", "bench", "--json"],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"elevenfactor keys create failed: {done.stderr.decode()}")
-    key = json.loads(done.stdout)["key"]
-    log = home / "serve.log"
+    cli = elevenfactor_cli()
+    key = api_key
+    if key is None:
+        key = _prepare(cli, env, home, setup)
+    log = home / f"serve-{port}.log" if api_key else home / "serve.log"
     proc = _popen([*cli, "serve"], log, env, home)
     target = Target(
         name,
         port,
         proc,
         __version__,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}"} if auth else {},
         log=log,
-        notes=[
+        notes=list(notes)
+        if notes is not None
+        else [
             "SQLite store (migrated), JSON logs to a file, API key auth,"
             " retry attempts 1, breaker defaults",
             f"{processes} server process(es)"
@@ -259,6 +277,19 @@ def start_elevenfactor(
         phases=phases,
     )
     return _started(target, "/readyz", 60)
+
+
+def _prepare(
+    cli: list[str], env: dict[str, str], home: Path, setup: Sequence[Sequence[str]]
+) -> str:
+    """``migrate``, ``keys create bench``, then the ``setup`` commands; the key's secret."""
+    outputs = []
+    for args in (["migrate"], ["keys", "create", "bench", "--json"], *setup):
+        done = subprocess.run([*cli, *args], env=env, cwd=home, capture_output=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"elevenfactor {' '.join(args)} failed: {done.stderr.decode()}")
+        outputs.append(done.stdout)
+    return str(json.loads(outputs[1])["key"])
 
 
 _LITELLM_CONFIG = """\
@@ -276,17 +307,28 @@ general_settings:
 """
 
 
-def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) -> Target:
-    """The LiteLLM proxy, 1 worker, master-key auth, default logging to a file, no database."""
-    home = workdir / "litellm"
+def start_litellm(
+    workdir: Path,
+    upstream_port: int,
+    install: LiteLLMInstall,
+    *,
+    name: str = "litellm",
+    config: str | None = None,
+    notes: Sequence[str] | None = None,
+    phases: frozenset[str] | None = None,
+) -> Target:
+    """The LiteLLM proxy, 1 worker, master-key auth, default logging to a file, no database.
+    ``config`` replaces its config file (``{model}``, ``{port}`` and ``{master_key}`` are
+    filled in)."""
+    home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
     master_key = "sk-bench-" + secrets.token_hex(16)
-    config = home / "config.yaml"
-    config.write_text(
-        _LITELLM_CONFIG.format(model=MODEL, port=upstream_port, master_key=master_key)
+    config_file = home / "config.yaml"
+    config_file.write_text(
+        (config or _LITELLM_CONFIG).format(model=MODEL, port=upstream_port, master_key=master_key)
     )
     port = free_port()
-    env = _clean_env() | {
+    env = clean_env() | {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_TELEMETRY": "False",
         "VIRTUAL_ENV": str(install.venv),
@@ -298,7 +340,7 @@ def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) ->
         [
             str(install.executable),
             "--config",
-            str(config),
+            str(config_file),
             "--host",
             "127.0.0.1",
             "--port",
@@ -313,15 +355,18 @@ def start_litellm(workdir: Path, upstream_port: int, install: LiteLLMInstall) ->
         home,
     )
     target = Target(
-        "litellm",
+        name,
         port,
         proc,
         install.version,
         headers={"Authorization": f"Bearer {master_key}"},
         log=log,
-        notes=[
+        notes=list(notes)
+        if notes is not None
+        else [
             "1 worker, master-key auth, default logging to a file, num_retries 0;"
             " no database (its key/spend store needs PostgreSQL + Prisma)"
         ],
+        phases=phases,
     )
     return _started(target, "/health/liveliness", 180)

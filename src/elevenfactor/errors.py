@@ -31,7 +31,7 @@ ElevenFactorError                 code                 http
     │   └── LimitExceeded         rate_limit_exceeded  429  (one of our rpm/tpm limits; Retry-After)
     ├── BudgetExceeded            budget_exceeded      429  (a hard budget cannot cover the call)
     ├── CallKilled                killed               403  (a kill switch stops the caller)
-    ├── BudgetUnavailable         budget_unavailable   503  (the budget backend is down: fail closed)
+    ├── BudgetUnavailable         budget_unavailable   503  (budget backend down: fail closed)
     ├── ModelOverloaded           model_overloaded     503  (not started within its deadline)
     ├── UpstreamServerError       server_error         502
     ├── ModelTimeout              timeout              504

@@ -181,7 +181,9 @@ async def test_served_parameters_at_their_bounds(
         stop=["a", "b", "c", "d"],
     )
     assert len(completion.choices) == 1
-    assert completion.choices[0].message.content == "echo: hi"
+    # max_completion_tokens (1) wins over max_tokens (5): one word of "echo: hi".
+    assert completion.choices[0].message.content == "echo:"
+    assert completion.choices[0].finish_reason == "length"
 
 
 async def test_legacy_functions_are_translated_to_tools(

@@ -23,6 +23,9 @@ Faults (``kind``; the string shorthand ``"kind:arg"`` sets the argument in brack
   when ``after_chunks`` is None, else after the role chunk and that many content chunks (half
   the body for a plain request).
 
+Any fault may carry ``headers``: extra response headers sent with its answer, e.g. OpenAI's
+``x-ratelimit-remaining-requests`` / ``x-ratelimit-reset-requests``.
+
 In process::
 
     async with FaultUpstream(name="a") as up:
@@ -108,6 +111,7 @@ class Fault:
     delay: float | None = None
     malformed: str = "not_json"
     text: str | None = None
+    headers: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         kind = _ALIASES.get(self.kind, self.kind)
@@ -191,6 +195,15 @@ def _rst(request: web.BaseRequest) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+_FAULT_HEADERS = web.RequestKey("fault_headers", dict)
+
+
+async def _add_fault_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the answering fault's extra ``headers`` with whatever response it gets."""
+    for name, value in request.get(_FAULT_HEADERS, {}).items():
+        response.headers[name] = value
 
 
 def _words(payload: Mapping[str, Any]) -> int:
@@ -359,6 +372,7 @@ class FaultUpstream:
         app.router.add_get("/_control/stats", self._control_stats)
         app.router.add_post("/_control/reset", self._control_reset)
         app.router.add_get("/_control/health", self._control_health)
+        app.on_response_prepare.append(_add_fault_headers)
         return app
 
     async def _control_script(self, request: web.Request) -> web.Response:
@@ -421,6 +435,8 @@ class FaultUpstream:
         if self._arrived is not None:
             async with self._arrived:
                 self._arrived.notify_all()
+        if fault.headers:
+            request[_FAULT_HEADERS] = fault.headers
         return await self._answer(request, fault, payload, model, stream)
 
     async def _wait(self, seconds: float | None) -> bool:

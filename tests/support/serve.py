@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """``elevenfactor serve`` (with its in-process worker) as a subprocess."""
 
-    def __init__(self, home: Path, db_url: str, *, dev: bool = True, **env: str) -> None:
+    def __init__(
+        self, home: Path, db_url: str, *, dev: bool = True, ready: str = "/readyz", **env: str
+    ) -> None:
         self.home, self.db_url, self.dev, self.env = home, db_url, dev, env
+        self.ready = ready  # the path that answers 200 once the server is up
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
 
@@ -48,7 +51,7 @@ class Server:
             stderr=subprocess.DEVNULL,
         )
         self.base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _ready(self.base), "server ready", proc=self.proc)
+        wait_for(lambda: _ready(self.base + self.ready), "server ready", proc=self.proc)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -76,9 +79,9 @@ def serving(home: Path, db_url: str, project: str) -> Iterator[Server]:
         srv.stop()
 
 
-def _ready(base: str) -> bool:
+def _ready(url: str) -> bool:
     try:
-        return httpx.get(base + "/readyz").status_code == 200
+        return httpx.get(url).status_code == 200
     except httpx.TransportError:
         return False
 

@@ -26,7 +26,8 @@ from elevenfactor.cli._common import (
     with_store,
 )
 from elevenfactor.errors import RequestError
-from elevenfactor.governance import Principal, Sealer, principal_for_user
+from elevenfactor.governance import Principal, Sealer, open_meter, principal_for_user
+from elevenfactor.models import open_limiter, open_response_cache
 from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime import (
     RunInfo,
@@ -84,7 +85,15 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
     async def main(store: Store) -> None:
         await require_migrated(store)
         recorder = CallRecorder(store, record_payloads=settings.record_payloads)
-        runtime = build_runtime(settings, project, recorder=recorder)
+        meter = await open_meter(settings, project, store)
+        runtime = build_runtime(
+            settings,
+            project,
+            recorder=recorder,
+            meter=meter,
+            cache=open_response_cache(settings, store),
+            limiter=open_limiter(settings, project),
+        )
         w = build_worker(
             store,
             settings,
@@ -97,6 +106,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
         recorder.start()
+        meter.start()
         sealer = Sealer(store, settings)
         sealer.start()
         try:
@@ -104,6 +114,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
         finally:
             await sealer.aclose()
             await runtime.aclose()
+            await meter.aclose()
             await recorder.aclose()
 
     run(with_store(settings, main))
@@ -150,7 +161,10 @@ def run_cmd(
         await require_migrated(store)
         owner = await principal_for_user(store, as_user)
         recorder = CallRecorder(store, record_payloads=settings.record_payloads)
-        runtime = build_runtime(settings, project, recorder=recorder if execute else None)
+        meter = await open_meter(settings, project, store) if execute else None
+        runtime = build_runtime(
+            settings, project, recorder=recorder if execute else None, meter=meter
+        )
         recorder.start()
         try:
             runtime.programs.get(program)  # refuse an unknown program before queuing anything
@@ -171,6 +185,8 @@ def run_cmd(
                     status.update(f"run {rid}: {info.status}")
         finally:
             await runtime.aclose()
+            if meter is not None:
+                await meter.aclose()
             await recorder.aclose()
         return info
 
@@ -447,8 +463,17 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
         await require_migrated(store)
         principal = await principal_for_user(store, as_user)
         recorder = CallRecorder(store, record_payloads=settings.record_payloads)
-        runtime = build_runtime(settings, project, recorder=recorder)
+        meter = await open_meter(settings, project, store)
+        runtime = build_runtime(
+            settings,
+            project,
+            recorder=recorder,
+            meter=meter,
+            cache=open_response_cache(settings, store),
+            limiter=open_limiter(settings, project),
+        )
         recorder.start()
+        meter.start()
         w = None if no_worker else build_worker(store, settings, project, runtime.programs)
         task = asyncio.create_task(w.serve()) if w is not None else None
         server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w), principal)
@@ -463,6 +488,7 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
                 await w.shutdown(settings.shutdown_timeout)
                 await task
             await runtime.aclose()
+            await meter.aclose()
             await recorder.aclose()
 
     run(with_store(settings, main))

@@ -1,5 +1,7 @@
 """Configuration: deployment settings from the environment and the project file."""
 
+from elevenfactor.config._cache import CacheConfig
+from elevenfactor.config._limits import LimitsConfig, RateLimitConfig
 from elevenfactor.config._project import (
     BreakerConfig,
     DeploymentConfig,
@@ -22,14 +24,17 @@ from elevenfactor.config._settings import Settings, load_settings, mask_url
 
 __all__ = [
     "BreakerConfig",
+    "CacheConfig",
     "DeploymentConfig",
     "ErrorClass",
     "FailoverConfig",
+    "LimitsConfig",
     "McpServerSettings",
     "PriceConfig",
     "ProjectConfig",
     "ProviderConfig",
     "QueueConfig",
+    "RateLimitConfig",
     "RetryConfig",
     "RouteConfig",
     "RouteRule",

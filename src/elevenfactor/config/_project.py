@@ -15,8 +15,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from elevenfactor.config._limits import LimitsConfig
+from elevenfactor.config._models import (
+    BreakerConfig,
+    DeploymentConfig,
+    ErrorClass,
+    FailoverConfig,
+    PriceConfig,
+    ProviderConfig,
+    RetryConfig,
+    RouteConfig,
+    RouteRule,
+    RouteTarget,
+    _Strict,
+)
 from elevenfactor.errors import ConfigError
 
 __all__ = [
@@ -37,169 +51,6 @@ __all__ = [
     "load_project",
     "parse_project",
 ]
-
-ErrorClass = Literal[
-    "rate_limit",
-    "server_error",
-    "timeout",
-    "connection",
-    "context_window",
-    "content_filter",
-    "malformed_response",
-    "circuit_open",
-    "auth",
-    "bad_request",
-]
-
-
-_RETRY_ON: tuple[ErrorClass, ...] = (
-    "rate_limit",
-    "server_error",
-    "timeout",
-    "connection",
-    "malformed_response",
-)
-_FAILOVER_ON: tuple[ErrorClass, ...] = (
-    "rate_limit",
-    "server_error",
-    "timeout",
-    "connection",
-    "circuit_open",
-    "content_filter",
-    "malformed_response",
-)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetryConfig(_Strict):
-    """Retries with exponential backoff and full jitter; Retry-After is honoured up to a cap."""
-
-    attempts: int = Field(default=2, ge=1, le=20, description="Total attempts, first included.")
-    backoff_base: float = Field(
-        default=0.25,
-        ge=0,
-        description="Backoff cap in seconds before the first retry; doubles each retry.",
-    )
-    backoff_max: float = Field(
-        default=8.0, ge=0, description="Upper bound in seconds on the backoff cap."
-    )
-    max_retry_after: float = Field(
-        default=30.0, ge=0, description="A longer Retry-After fails over instead of waiting."
-    )
-    on: list[ErrorClass] = Field(
-        default_factory=lambda: list(_RETRY_ON), description="Error classes that are retried."
-    )
-
-
-class BreakerConfig(_Strict):
-    """Open after ``failures`` consecutive failures; refuse calls for ``cooldown`` seconds."""
-
-    failures: int = Field(
-        default=5, ge=1, description="Consecutive failures that open the breaker."
-    )
-    cooldown: float = Field(
-        default=30.0,
-        gt=0,
-        description="Seconds the open breaker refuses calls before a trial call.",
-    )
-
-
-class PriceConfig(_Strict):
-    """Price in currency units per million tokens."""
-
-    input_per_mtok: float = Field(ge=0, description="Price per million input tokens.")
-    output_per_mtok: float = Field(ge=0, description="Price per million output tokens.")
-
-
-class ProviderConfig(_Strict):
-    """A provider account: its type (an entry point name), endpoint and credentials."""
-
-    type: str = Field(description="Provider type: the name of a registered provider entry point.")
-    base_url: str | None = Field(
-        default=None, description="API endpoint; None: the provider's default."
-    )
-    api_key: SecretStr | None = Field(default=None, description="API key (use ${VAR}).")
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers sent with every request."
-    )
-    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
-
-
-class DeploymentConfig(_Strict):
-    """One model at one provider, with its parameters and resilience policy."""
-
-    provider: str = Field(description="Name of a provider under `providers:`.")
-    model: str = Field(description="The model id at the provider.")
-    context_window: int | None = Field(
-        default=None, gt=0, description="Context window in tokens; None: the provider's value."
-    )
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Default model parameters; a request's settings override them.",
-    )
-    price: PriceConfig | None = None
-    timeout: float = Field(default=60.0, gt=0, description="Seconds per attempt.")
-    first_token_timeout: float | None = Field(
-        default=None, gt=0, description="Seconds to wait for a stream's first chunk; None: timeout."
-    )
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    breaker: BreakerConfig | None = Field(default_factory=BreakerConfig)
-    tags: list[str] = Field(
-        default_factory=list, description="Free-form labels for the deployment (informational)."
-    )
-
-
-class FailoverConfig(_Strict):
-    """Which error classes move a chain to its next deployment."""
-
-    on: list[ErrorClass] = Field(
-        default_factory=lambda: list(_FAILOVER_ON),
-        description="Error classes that move on to the next deployment.",
-    )
-    context_window: Literal["larger", "next", "fail"] = Field(
-        default="larger",
-        description="On context_window: skip to a deployment with a larger context window.",
-    )
-
-
-class RouteTarget(_Strict):
-    """A weighted target of a route."""
-
-    model: str = Field(description="A model or another route.")
-    weight: float = Field(
-        default=1.0, gt=0, description="Relative weight; share of requests proportional to it."
-    )
-
-
-class RouteRule(_Strict):
-    """Send requests carrying all of ``tags`` to ``use`` (a route or a model)."""
-
-    tags: list[str] = Field(
-        min_length=1, description="Request tags that must all be present for the rule to match."
-    )
-    use: str = Field(description="The route or model that matching requests go to.")
-
-
-class RouteConfig(_Strict):
-    """A named route: a failover chain, or weighted targets, optionally preceded by tag rules."""
-
-    chain: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        description="Models to try in order, failing over to the next; exclusive with weights.",
-    )
-    weights: list[RouteTarget] | None = Field(default=None, min_length=1)
-    rules: list[RouteRule] = Field(default_factory=list)
-    failover: FailoverConfig = Field(default_factory=FailoverConfig)
-
-    @model_validator(mode="after")
-    def _one_shape(self) -> RouteConfig:
-        if (self.chain is None) == (self.weights is None):
-            raise ValueError("a route needs exactly one of 'chain' or 'weights'")
-        return self
 
 
 class QueueConfig(_Strict):
@@ -288,6 +139,12 @@ class ProjectConfig(_Strict):
     )
     agents_dir: str = Field(default="agents", description="Where agents/*.yaml live.")
     mcp_server: McpServerSettings = Field(default_factory=McpServerSettings)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    prices: dict[str, PriceConfig] = Field(
+        default_factory=dict,
+        description="Prices keyed by a deployment name under `models:` or a model id one of"
+        " them uses; they override the shipped list prices (a deployment's own `price` wins).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:
@@ -309,8 +166,24 @@ class ProjectConfig(_Strict):
             for i, rule in enumerate(route.rules):
                 if rule.use not in targets or rule.use == name:
                     raise _RefError(f"routes.{name}.rules[{i}].use", rule.use, sorted(targets))
+            if route.escalate_to is not None and (
+                route.escalate_to not in targets or route.escalate_to == name
+            ):
+                raise _RefError(f"routes.{name}.escalate_to", route.escalate_to, sorted(targets))
         if self.routes and self.default_route not in targets:
             raise _RefError("default_route", self.default_route, sorted(targets))
+        if (bad := self.limits.unknown_reference(self.models, self.routes)) is not None:
+            raise _RefError(*bad)
+        priceable = set(self.models) | {dep.model for dep in self.models.values()}
+        for key in self.prices:
+            if key not in priceable:
+                raise _RefError(
+                    f"prices.{key}",
+                    key,
+                    sorted(priceable),
+                    "a deployment name or a deployment's model id: "
+                    + (", ".join(sorted(priceable)) or "(no models are defined)"),
+                )
         return self
 
 

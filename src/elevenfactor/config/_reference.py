@@ -87,12 +87,14 @@ def _document(title: str, root: type[BaseModel], example: str | None) -> str:
 
 def _sections(root: type[BaseModel]) -> list[_Section]:
     found: list[_Section] = []
+    seen: set[type[BaseModel]] = set()
 
     def visit(model: type[BaseModel], path: str, stack: tuple[type[BaseModel], ...]) -> None:
         found.append(_Section(path, model))
+        seen.add(model)
         for name, field in model.model_fields.items():
             for sub, suffix in _nested(field.annotation):
-                if sub not in stack:
+                if sub not in stack and sub not in seen:  # a model used twice: one section
                     visit(sub, _join(path, name) + suffix, (*stack, sub))
 
     visit(root, "", (root,))

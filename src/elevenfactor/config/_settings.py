@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "ELEVENFACTOR_REDIS_URL"),
-        description="Redis URL (credentials masked in output; not currently used).",
+        description="Redis URL for budget counters, rate limits and the response cache, shared"
+        " by every process (credentials masked in output); unset: the store and in-process.",
     )
     host: str = Field(default="127.0.0.1", description="Interface to bind.")
     port: int = Field(
@@ -84,6 +85,19 @@ class Settings(BaseSettings):
     )
     approval_webhook: str | None = Field(
         default=None, description="URL POSTed (JSON) when an approval becomes pending."
+    )
+    redis_prefix: str = Field(
+        default="elevenfactor:",
+        min_length=1,
+        description="Prefix of every Redis key (budget counters, rate limits, cache), so several"
+        " deployments can share one Redis.",
+    )
+    hold_ttl: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a budget reservation lives if its process dies before settling it;"
+        " then it expires and the budget gets the amount back. A call running longer than this"
+        " is still charged in full when it ends.",
     )
     lease_seconds: float = Field(default=15.0, gt=0.5, description="Run lease; heartbeats at 1/3.")
     allowed_hosts: str = Field(

@@ -1,5 +1,27 @@
 """Factors 8, 10, 11: governance — identity and access, API keys, the ledger and the audit."""
 
+from elevenfactor.governance._budget_admin import (
+    BudgetStatus,
+    budget_status,
+    budgets_covering,
+    delete_budget,
+    get_budget,
+    list_budgets,
+    set_budget,
+    update_budget,
+)
+from elevenfactor.governance._budgets import SCOPE_KINDS, Budget
+from elevenfactor.governance._cost import (
+    BUCKETS,
+    DIMENSIONS,
+    CostFigures,
+    CostReport,
+    CostRow,
+    cost_report,
+)
+from elevenfactor.governance._cost_args import parse_filters, parse_when
+from elevenfactor.governance._gate_open import SpendEngine, open_spend_gate
+from elevenfactor.governance._gate_sql import StoreSpendGate, expire_holds
 from elevenfactor.governance._identity import (
     Team,
     User,
@@ -22,6 +44,7 @@ from elevenfactor.governance._keys import (
     rename_key,
     revoke_key,
 )
+from elevenfactor.governance._kills import KILL_KINDS, Killed, KillSwitch, kill, list_kills, unkill
 from elevenfactor.governance._ledger import (
     Block,
     LedgerEntry,
@@ -31,12 +54,21 @@ from elevenfactor.governance._ledger import (
     ledger_head,
     seal,
 )
+from elevenfactor.governance._meter import Meter, open_meter, reachable
 from elevenfactor.governance._names import (
     ID_PATTERN,
     NAME_PATTERN,
     check_id,
     check_name,
     check_text,
+)
+from elevenfactor.governance._pricing import (
+    Price,
+    PriceBook,
+    estimate_prompt_tokens,
+    price_book,
+    shipped_prices,
+    store_prices,
 )
 from elevenfactor.governance._principal import (
     DEFAULT_ORG,
@@ -54,49 +86,92 @@ from elevenfactor.governance._signing import (
     sign_head,
     verify_head,
 )
+from elevenfactor.governance._spend import Charge, Hold, SpendGate
+from elevenfactor.governance._windows import WINDOWS
 
 __all__ = [
+    "BUCKETS",
     "DEFAULT_ORG",
+    "DIMENSIONS",
     "ID_PATTERN",
+    "KILL_KINDS",
     "LOCAL_USER",
     "NAME_PATTERN",
     "ROLES",
+    "SCOPE_KINDS",
     "SYSTEM",
+    "WINDOWS",
     "ApiKey",
     "Block",
+    "Budget",
+    "BudgetStatus",
+    "Charge",
+    "CostFigures",
+    "CostReport",
+    "CostRow",
+    "Hold",
     "KeyVerifier",
+    "KillSwitch",
+    "Killed",
     "LedgerEntry",
+    "Meter",
+    "Price",
+    "PriceBook",
     "Principal",
     "Sealer",
     "SignedHead",
+    "SpendEngine",
+    "SpendGate",
+    "StoreSpendGate",
     "Team",
     "User",
     "append_entry",
+    "budget_status",
+    "budgets_covering",
     "canonical",
     "check_id",
     "check_name",
     "check_text",
+    "cost_report",
     "create_key",
     "create_team",
     "create_user",
+    "delete_budget",
     "disable_user",
+    "estimate_prompt_tokens",
+    "expire_holds",
     "export_head",
     "generate_keypair",
+    "get_budget",
     "get_key",
     "get_user",
     "iter_blocks",
+    "kill",
     "ledger_head",
+    "list_budgets",
     "list_keys",
+    "list_kills",
     "list_teams",
     "list_users",
     "local_admin",
+    "open_meter",
+    "open_spend_gate",
+    "parse_filters",
+    "parse_when",
+    "price_book",
     "principal_for_key",
     "principal_for_user",
     "public_key_of",
+    "reachable",
     "rename_key",
     "revoke_key",
     "seal",
+    "set_budget",
+    "shipped_prices",
     "sign_head",
+    "store_prices",
+    "unkill",
+    "update_budget",
     "update_user",
     "verify_head",
     "write_head",

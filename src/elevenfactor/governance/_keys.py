@@ -158,7 +158,8 @@ async def revoke_key(store: Store, actor: Principal, ident: str) -> ApiKey:
 
 
 _PRINCIPAL_SQL = (
-    "SELECT k.id, u.id, u.org_id, u.name, u.roles, u.team_id, t.shares FROM api_keys k"
+    "SELECT k.id, u.id, u.org_id, u.name, u.roles, u.team_id, t.shares, k.name, t.name"
+    " FROM api_keys k"
     " JOIN users u ON u.id = k.user_id LEFT JOIN teams t ON t.id = u.team_id"
     " WHERE k.key_hash = ? AND k.revoked_at IS NULL AND u.disabled_at IS NULL"
 )
@@ -176,7 +177,8 @@ async def principal_for_user(db: Executor, name: str, *, org: str = "default") -
     """The principal of user ``name`` of organisation ``org``, as an operator with database
     access acts (``elevenfactor ... --as NAME``)."""
     row = await db.fetchone(
-        "SELECT NULL, u.id, u.org_id, u.name, u.roles, u.team_id, t.shares FROM users u"
+        "SELECT NULL, u.id, u.org_id, u.name, u.roles, u.team_id, t.shares, NULL, t.name"
+        " FROM users u"
         " JOIN orgs o ON o.id = u.org_id LEFT JOIN teams t ON t.id = u.team_id"
         " WHERE o.name = ? AND u.name = ? AND u.disabled_at IS NULL",
         (org, name),
@@ -190,7 +192,7 @@ async def principal_for_user(db: Executor, name: str, *, org: str = "default") -
 
 
 async def _principal(db: Executor, row: tuple[Any, ...], via: str) -> Principal:
-    key_id, user_id, org_id, name, roles, team_id, shares = row
+    key_id, user_id, org_id, name, roles, team_id, shares, key_name, team_name = row
     groups = await db.fetchall("SELECT group_name FROM group_members WHERE user_id = ?", (user_id,))
     return Principal(
         org_id=org_id,
@@ -202,6 +204,8 @@ async def _principal(db: Executor, row: tuple[Any, ...], via: str) -> Principal:
         groups=frozenset(g[0] for g in groups),
         team_shares=bool(shares),
         via=via,
+        key_name=key_name,
+        team_name=team_name,
     )
 
 

@@ -37,7 +37,8 @@ LOCAL_USER = "user_local"
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated actor. ``via`` says how it was established: ``key``, ``dev`` (loopback
-    without a key), ``cli`` (an operator with database access) or ``system`` (the runtime)."""
+    without a key), ``cli`` (an operator with database access) or ``system`` (the runtime).
+    ``key_name`` and ``team_name`` are what per-key and per-team rate limits are set by."""
 
     org_id: str
     user_id: str
@@ -49,6 +50,8 @@ class Principal:
     team_shares: bool = False
     via: str = "key"
     unscoped: bool = field(default=False, repr=False)
+    key_name: str | None = None
+    team_name: str | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -93,6 +93,11 @@ class SpendGate(Protocol):
         """Raise ``CallKilled`` if a kill switch covers the charge (cheap: cached)."""
         ...
 
+    def covered(self, charge: Charge) -> bool:
+        """Whether any budget applies to ``charge`` (from the cached definitions, no I/O): when
+        none does, callers skip estimating the worst case and reserving altogether."""
+        ...
+
     async def reserve(self, hold_id: str, charge: Charge, amount: float, ttl: float) -> Hold:
         """Hold ``amount`` against every budget that applies to ``charge``, or raise
         ``BudgetExceeded`` (nothing held anywhere). Idempotent by ``hold_id``: a second call

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AssistantMessage",
+    "CacheRequest",
     "Message",
     "ModelSettings",
     "Response",
@@ -89,6 +90,13 @@ class ResponseFormat(_Model):
     strict: bool | None = None
 
 
+class CacheRequest(_Model):
+    """A request's ask for the response cache: serve and store its answer for ``ttl`` seconds
+    (None: the route's ttl, else 300)."""
+
+    ttl: int | None = Field(default=None, gt=0, le=30 * 86400)
+
+
 class ModelSettings(_Model):
     """Per-request parameters. ``None`` means the deployment's default."""
 
@@ -106,6 +114,14 @@ class ModelSettings(_Model):
     user: str | None = None
     tags: list[str] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
+    cache: CacheRequest | Literal[False] | None = Field(
+        default=None,
+        description="Response cache: an object asks for it (a hit is served even for a "
+        "sampling request), false bypasses it; None: the route's `cache` setting.",
+    )
+    prompt_version: str | None = Field(
+        default=None, description="The version of the prompt, part of the response cache key."
+    )
 
     def merged_over(self, defaults: dict[str, Any]) -> ModelSettings:
         """These settings with unset fields taken from a deployment's ``params``."""
@@ -122,10 +138,12 @@ class ModelSettings(_Model):
 
 
 class Usage(_Model):
-    """Token counts of one call."""
+    """Token counts of one call. ``cached_input_tokens`` are the part of ``input_tokens`` the
+    provider read from its prompt cache (billed at the cached-input price)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -140,6 +158,10 @@ class Response(_Model):
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     finish_reason: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
+    deployment: str | None = None
+    """The deployment that answered (set by agents, so a journaled response can be priced)."""
+    cache_hit: bool = False
+    """Served from the response cache (set by agents: a hit is committed at no cost)."""
 
 
 class ToolCallDelta(_Model):

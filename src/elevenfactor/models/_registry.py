@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from elevenfactor.config import DeploymentConfig, ProjectConfig, RouteConfig
+from elevenfactor.config import DeploymentConfig, LimitsConfig, ProjectConfig, RouteConfig
 from elevenfactor.errors import ConfigError, ModelNotFound
 from elevenfactor.models._breaker import CircuitBreaker
+from elevenfactor.models._cache import ResponseCache
+from elevenfactor.models._cache_backends import CacheBackend, MemoryCache
 from elevenfactor.models._deployment import Deployment
 from elevenfactor.models._failover import Failover, Weighted
+from elevenfactor.models._limits import Limiter
+from elevenfactor.models._messages import Message, ModelSettings
 from elevenfactor.models._protocol import Model
 from elevenfactor.models._provider import Provider, load_provider
+from elevenfactor.models._ratelimit import limit_deployment
 from elevenfactor.models._retry import Retry
+from elevenfactor.models._routing import (
+    Deferred,
+    Escalate,
+    cache_defaults,
+    load_validator,
+    model_version,
+    rule_matches,
+)
 
 __all__ = ["ModelRegistry", "Resolved", "wrap_deployment"]
 
@@ -25,8 +39,17 @@ class Resolved:
     kind: str  # "route" | "model"
 
 
-def wrap_deployment(raw: Model, provider: str, config: DeploymentConfig) -> Model:
-    """The standard stack for one deployment: Retry(CircuitBreaker(Deployment(raw)))."""
+def wrap_deployment(
+    raw: Model,
+    provider: str,
+    config: DeploymentConfig,
+    *,
+    limits: LimitsConfig | None = None,
+    limiter: Limiter | None = None,
+) -> Model:
+    """The standard stack for one deployment: Retry(CircuitBreaker(Deployment(raw))), inside a
+    ``DeploymentLimiter`` when ``limits`` limit it or the provider reports rate-limit headers
+    (``limiter``: the shared one; None: one of its own, in-process)."""
     model: Model = Deployment(
         raw,
         provider=provider,
@@ -38,7 +61,9 @@ def wrap_deployment(raw: Model, provider: str, config: DeploymentConfig) -> Mode
         model = CircuitBreaker(model, config.breaker)
     if config.retry.attempts > 1:
         model = Retry(model, config.retry)
-    return model
+    return limit_deployment(
+        model, raw, limits=limits, limiter=limiter, provider=provider, model_id=config.model
+    )
 
 
 @dataclass
@@ -49,18 +74,45 @@ class ModelRegistry:
     providers: dict[str, Provider] = field(default_factory=dict)
     deployments: dict[str, Model] = field(default_factory=dict)
     routes: dict[str, Model] = field(default_factory=dict)
+    entries: dict[str, Model] = field(default_factory=dict)
+    """What ``resolve`` hands out per name: the route or deployment inside its response cache."""
+    _deferred: dict[str, Model] = field(default_factory=dict, repr=False)
+    cache: CacheBackend | None = None
+    """Where the response cache keeps answers; closed with the registry."""
 
     @classmethod
-    def from_project(cls, project: ProjectConfig) -> ModelRegistry:
-        """Instantiate providers and build the wrapper stacks. Opens no connections."""
+    def from_project(
+        cls,
+        project: ProjectConfig,
+        *,
+        limiter: Limiter | None = None,
+        cache: CacheBackend | None = None,
+    ) -> ModelRegistry:
+        """Instantiate providers and build the wrapper stacks. Opens no connections.
+
+        ``limiter`` enforces ``limits.deployments`` (shared through Redis when it is); None:
+        each deployment with limits gets an in-process one. ``cache`` keeps the response cache
+        (``open_response_cache``: Redis or the store); None: process memory."""
         reg = cls(project)
         for name, pconf in project.providers.items():
             reg.providers[name] = load_provider(name, pconf)
         for name, dconf in project.models.items():
             raw = reg.providers[dconf.provider].deployment(name, dconf)
-            reg.deployments[name] = wrap_deployment(raw, dconf.provider, dconf)
+            reg.deployments[name] = wrap_deployment(
+                raw, dconf.provider, dconf, limits=project.limits, limiter=limiter
+            )
         for name in project.routes:
             reg._build_route(name, set())
+        backend = reg.cache = cache if cache is not None else MemoryCache()
+        for name, model in [*reg.routes.items(), *reg.deployments.items()]:
+            route = project.routes.get(name)
+            reg.entries[name] = ResponseCache(
+                model,
+                backend,
+                config=route.cache if route is not None else None,
+                model_version=model_version(project, name),
+                defaults=cache_defaults(project, name),
+            )
         return reg
 
     def _target(self, name: str, seen: set[str]) -> Model:
@@ -75,7 +127,7 @@ class ModelRegistry:
             raise ConfigError(
                 f"route cycle through {name!r}",
                 key=f"routes.{name}",
-                expected="weights that do not lead back to the route itself",
+                expected="weights and escalate_to that do not lead back to the route itself",
             )
         seen.add(name)
         conf: RouteConfig = self.project.routes[name]
@@ -87,6 +139,13 @@ class ModelRegistry:
             model = Weighted(
                 name, [(self._target(t.model, seen), t.weight) for t in conf.weights], conf.failover
             )
+        if conf.escalate_to is not None:
+            validator = (
+                load_validator(conf.validator, f"routes.{name}.validator")
+                if conf.validator
+                else None
+            )
+            model = Escalate(name, model, self._target(conf.escalate_to, seen), validator)
         self.routes[name] = model
         return model
 
@@ -94,37 +153,66 @@ class ModelRegistry:
         """Every name a client may ask for: routes first, then deployments."""
         return [*self.routes, *self.deployments]
 
-    def resolve(self, name: str | None, tags: list[str] | tuple[str, ...] = ()) -> Resolved:
-        """The model for a requested name (a route or a deployment) and the request's tags.
+    def resolve(
+        self,
+        name: str | None,
+        tags: Sequence[str] = (),
+        *,
+        messages: Sequence[Message] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> Resolved:
+        """The model for a requested name (a route or a deployment) and the request.
 
-        Tag rules of a route are checked in order; the first whose tags are all present wins.
+        A route's rules are checked in order; the first whose conditions all hold wins. Rules
+        on the prompt's size or tools need ``messages`` and ``settings``: without them, a route
+        that reaches such a rule resolves to a model that applies the rules per request.
         """
         if not name:
             name = self.project.default_route
         seen: list[str] = []
+        present = set(tags)
         while (conf := self.project.routes.get(name)) is not None:
-            rule = next((r for r in conf.rules if set(r.tags) <= set(tags)), None)
+            rule = None
+            for candidate in conf.rules:
+                if not present.issuperset(candidate.tags):
+                    continue
+                if candidate.by_content and (messages is None or settings is None):
+                    return Resolved(name, self._deferred_route(name), "route")
+                if rule_matches(candidate, tags, messages, settings):
+                    rule = candidate
+                    break
             if rule is None:
-                return Resolved(name, self.routes[name], "route")
+                return Resolved(name, self.entries.get(name) or self.routes[name], "route")
             seen.append(name)
             if rule.use in seen:
                 raise ConfigError(
-                    f"tag rules loop: {' -> '.join([*seen, rule.use])}",
+                    f"routing rules loop: {' -> '.join([*seen, rule.use])}",
                     key=f"routes.{name}.rules",
                     expected="rules that end at a model or route",
                 )
             name = rule.use
         if name in self.routes:
-            return Resolved(name, self.routes[name], "route")
+            return Resolved(name, self.entries.get(name) or self.routes[name], "route")
         if name in self.deployments:
-            return Resolved(name, self.deployments[name], "model")
+            return Resolved(name, self.entries.get(name) or self.deployments[name], "model")
         raise ModelNotFound(
             f"The model {name!r} does not exist",
             param="model",
             hint="GET /v1/models lists the configured routes and models",
         )
 
+    def _deferred_route(self, name: str) -> Model:
+        model = self._deferred.get(name)
+        if model is None:
+            targets = [name, *(r.use for r in self.project.routes[name].rules)]
+            model = self._deferred[name] = Deferred(
+                self, name, [self.routes.get(t) or self.deployments[t] for t in targets]
+            )
+        return model
+
     async def aclose(self) -> None:
-        """Close every provider."""
+        """Close every provider, and the response cache's connections."""
         for provider in self.providers.values():
             await provider.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()

@@ -31,6 +31,7 @@ __all__ = [
     "response_from_openai",
     "response_to_openai",
     "settings_to_openai",
+    "usage_to_openai",
 ]
 
 _FINISH = {"stop", "length", "tool_calls", "content_filter"}
@@ -108,10 +109,23 @@ def settings_to_openai(settings: ModelSettings) -> dict[str, Any]:
 def _usage(obj: Any) -> Usage:
     if not isinstance(obj, dict):
         return Usage()
+    details = obj.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(
         input_tokens=int(obj.get("prompt_tokens") or 0),
         output_tokens=int(obj.get("completion_tokens") or 0),
+        cached_input_tokens=int(cached or 0),
     )
+
+
+def usage_to_openai(usage: Usage) -> dict[str, Any]:
+    """The ``usage`` object of a chat completion, with the cached prompt tokens."""
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    }
 
 
 def _finish(value: Any) -> Any:
@@ -199,7 +213,6 @@ def response_to_openai(
             }
             for tc in response.message.tool_calls
         ]
-    usage = response.usage
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -213,11 +226,7 @@ def response_to_openai(
                 "finish_reason": response.finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": usage_to_openai(response.usage),
     }
 
 

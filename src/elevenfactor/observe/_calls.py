@@ -13,23 +13,28 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from elevenfactor.config import DeploymentConfig
 from elevenfactor.models import Call, Usage
+from elevenfactor.observe._bill import Pricer
 from elevenfactor.observe._ids import new_id
 from elevenfactor.observe._logs import emit
 from elevenfactor.store import BLOB_INSERT, Store, blob_hash
 
-__all__ = ["RECORD_COLUMNS", "CallRecord", "CallRecorder", "call_cost", "record_hash"]
+__all__ = [
+    "RECORD_COLUMNS",
+    "RECORD_COLUMNS_V1",
+    "CallRecord",
+    "CallRecorder",
+    "record_hash",
+]
 
 logger = logging.getLogger("elevenfactor.calls")
 
-RECORD_COLUMNS = (
+RECORD_COLUMNS_V1 = (
     "id",
     "trace_id",
     "created_at",
@@ -54,7 +59,19 @@ RECORD_COLUMNS = (
     "user_id",
     "run_id",
 )
+"""The columns of a call record before m006_cost: the hash of a row that has none of the newer
+columns (written before them) covers only these."""
+RECORD_COLUMNS = (
+    *RECORD_COLUMNS_V1,
+    "agent",
+    "session_id",
+    "tags",
+    "tokens_cached",
+    "price_version",
+    "saved",
+)
 """The columns of a call record that ``record_hash`` covers, in order."""
+_V1 = len(RECORD_COLUMNS_V1)
 _SLICE = 32  # records hashed between two yields to the event loop
 _INSERT = (
     "INSERT INTO model_calls ("
@@ -103,30 +120,12 @@ def _batched(
     return out
 
 
-def call_cost(
-    models: Mapping[str, DeploymentConfig], deployment: str | None, usage: Usage
-) -> float | None:
-    """What ``usage`` cost on ``deployment`` at its configured ``price`` (``None`` when the
-    deployment is unknown or has no price)."""
-    dep = models.get(deployment or "")
-    if dep is None or dep.price is None:
-        return None
-    return round(
-        (
-            usage.input_tokens * dep.price.input_per_mtok
-            + usage.output_tokens * dep.price.output_per_mtok
-        )
-        / 1_000_000,
-        10,
-    )
-
-
 @dataclass(slots=True)
 class CallRecord:
-    """What one logical model call did.
+    """What one logical model call did, and whom it is attributed to.
 
-    ``agent`` and ``step`` (an agent's own calls) go to the log line only: they are not columns
-    of the stored record, which carries the run in ``run_id`` instead.
+    ``step`` (an agent's own calls) goes to the log line only. ``tags`` are the request's tags;
+    ``saved`` what caching saved (see ``Bill``); ``price_version`` the ``prices`` row charged.
     """
 
     trace_id: str
@@ -152,6 +151,11 @@ class CallRecord:
     response: bytes | None = None
     agent: str | None = None
     step: str | None = None
+    session_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    tokens_cached: int = 0
+    price_version: str | None = None
+    saved: float | None = None
     id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
 
@@ -160,18 +164,20 @@ class CallRecord:
         cls,
         call: Call,
         usage: Usage | None = None,
-        prices: Mapping[str, DeploymentConfig] | None = None,
+        prices: Pricer | None = None,
         /,
         **kw: Any,
     ) -> CallRecord:
         """Fill provider, deployment, model and path from a finished ``Call``; given ``usage``,
-        the token counts, and with ``prices`` (the project's deployments) its cost too
-        (``call_cost``)."""
+        the token counts, and with ``prices`` (the project's ``PriceBook``) its cost, savings
+        and price version too (a response-cache hit costs 0 and saves its whole cost)."""
         final = call.final
         if usage is not None:
             kw["tokens_in"], kw["tokens_out"] = usage.input_tokens, usage.output_tokens
+            kw["tokens_cached"] = usage.cached_input_tokens
             if prices is not None:
-                kw["cost"] = call_cost(prices, final.deployment if final else None, usage)
+                bill = prices.bill(final.deployment if final else None, usage, call.cache_hit)
+                kw["cost"], kw["saved"], kw["price_version"] = bill
         return cls(
             trace_id=call.trace_id,
             route=call.route,
@@ -196,20 +202,31 @@ class CallRecord:
             "status": self.status,
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
+            "tokens_cached": self.tokens_cached,
             "latency_ms": round(self.latency_ms, 3),
             "cost": self.cost,
+            "saved": self.saved,
+            "price_version": self.price_version,
             "cache_hit": self.cache_hit,
             "failover_path": self.failover_path,
             "error_class": self.error_class,
             **({"run_id": self.run_id} if self.run_id is not None else {}),
             **({"agent": self.agent} if self.agent is not None else {}),
             **({"step": self.step} if self.step is not None else {}),
+            **({"session_id": self.session_id} if self.session_id is not None else {}),
+            **({"tags": self.tags} if self.tags else {}),
         }
 
 
 def record_hash(row: tuple[Any, ...]) -> str:
     """SHA-256 over a call record's columns (``RECORD_COLUMNS``): what ``audit verify``
-    recomputes, so an edited token count or cost is caught."""
+    recomputes, so an edited token count or cost is caught.
+
+    A row whose newer columns (after ``RECORD_COLUMNS_V1``) are all NULL was written before
+    they existed and is hashed over the old columns, so it still verifies. A row written since
+    always has ``tokens_cached``, so clearing its newer columns changes its hash."""
+    if len(row) > _V1 and all(v is None for v in row[_V1:]):
+        row = row[:_V1]
     return hashlib.sha256(orjson.dumps(list(row))).hexdigest()
 
 
@@ -336,6 +353,12 @@ class CallRecorder:
                 r.team_id,
                 r.user_id,
                 r.run_id,
+                r.agent,
+                r.session_id,
+                orjson.dumps(r.tags).decode() if r.tags else None,
+                r.tokens_cached,
+                r.price_version,
+                r.saved,
             )
             rows.append((*row, record_hash(row)))
         try:

@@ -26,6 +26,7 @@ from elevenfactor.runtime._journal import (
     describe_steps,
     load_events,
 )
+from elevenfactor.runtime._kill import kill_and_cancel
 from elevenfactor.runtime._loader import load_programs
 from elevenfactor.runtime._programs import Program, Programs
 from elevenfactor.runtime._runs import (
@@ -78,6 +79,7 @@ __all__ = [
     "describe_steps",
     "get_approval",
     "get_run",
+    "kill_and_cancel",
     "list_approvals",
     "list_runs",
     "load_agents",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
 from elevenfactor.errors import ConfigError
-from elevenfactor.models import ModelRegistry
+from elevenfactor.governance import Meter
+from elevenfactor.models import CacheBackend, Limiter, ModelRegistry
 from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime._agent import Agent, AgentDeps
 from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
@@ -96,10 +97,15 @@ def build_runtime(
     *,
     errors: list[ConfigError] | None = None,
     recorder: CallRecorder | None = None,
+    meter: Meter | None = None,
+    cache: CacheBackend | None = None,
+    limiter: Limiter | None = None,
 ) -> Runtime:
     """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets,
     and ``mcp.tool`` (gated tool calls of the MCP server). Agents record their model calls with
-    ``recorder`` (its owner starts and closes it).
+    ``recorder`` and check kill switches and reserve budgets through ``meter`` (their owner
+    starts and closes both). A registry built here keeps its response cache in ``cache`` and
+    enforces deployment rate limits with ``limiter``.
 
     Nothing connects yet: MCP servers start on first use. The first configuration error is
     raised; with an ``errors`` list every one is collected instead (``config check``).
@@ -112,7 +118,7 @@ def build_runtime(
     owns = registry is None
     if registry is None:
         try:
-            registry = ModelRegistry.from_project(project)
+            registry = ModelRegistry.from_project(project, cache=cache, limiter=limiter)
         except ConfigError as exc:
             raise _in_file(exc, source) from None
     # What the registry serves: every route and deployment of the project.
@@ -131,7 +137,7 @@ def build_runtime(
                 expected=expected,
             )
             report(unknown, errors)
-    deps = AgentDeps(registry, toolsets, specs, recorder)
+    deps = AgentDeps(registry, toolsets, specs, recorder, meter)
     if MCP_TOOL in programs:
         builtin = f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls"
         report(ConfigError(builtin, source=source, key="programs"), errors)

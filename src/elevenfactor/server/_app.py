@@ -18,7 +18,9 @@ from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
 from elevenfactor.server._admin_api import ROUTES as ADMIN_ROUTES
 from elevenfactor.server._auth import authenticate, check_cross_site
+from elevenfactor.server._budgets_api import ROUTES as BUDGET_ROUTES
 from elevenfactor.server._chat import chat_completions, trace_id_from
+from elevenfactor.server._cost_api import ROUTES as COST_ROUTES
 from elevenfactor.server._docs import docs_page
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
@@ -70,11 +72,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: open, migrated, and not draining."""
+    """Readiness: open, migrated, not draining, and the budget backend answering (budgets
+    fail closed: with Redis down no call a budget covers can be admitted)."""
     gw: Gateway = request.app.state.gateway
-    if gw.ready:
-        return _json({"status": "ready"})
-    return _json({"status": "draining" if gw.draining else "starting"}, 503)
+    if not gw.ready:
+        return _json({"status": "draining" if gw.draining else "starting"}, 503)
+    if gw.meter is not None and not await gw.meter.gate.ready():
+        return _json(
+            {
+                "status": "unavailable",
+                "checks": {"budgets": "the budget backend (REDIS_URL) does not answer"},
+            },
+            503,
+        )
+    return _json({"status": "ready"})
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -211,6 +222,8 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             Route("/healthz", healthz, methods=["GET"]),
             *(Route(path, fn, methods=methods) for path, fn, methods in RUN_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in ADMIN_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in COST_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in BUDGET_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
             # Documentation: open, like the health checks.
             Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -11,15 +12,17 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from elevenfactor.errors import (
+    BudgetExceeded,
     ElevenFactorError,
     ModelError,
     RequestError,
 )
-from elevenfactor.governance import Principal
-from elevenfactor.models import Call, Model, StreamChunk, Usage
+from elevenfactor.governance import Principal, check_id, price_book
+from elevenfactor.models import Call, LimitWait, Model, StreamChunk, Usage, limit_wait, priority_of
 from elevenfactor.models._admission import client_timeout
-from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai
+from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai, usage_to_openai
 from elevenfactor.observe import CallRecord, call_cost, new_id
+from elevenfactor.server._admit import Admission, admit, downgrade_target
 from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
 from elevenfactor.server._disconnect import client_timeout_from, runs_locally, unless_disconnected
 from elevenfactor.server._errors import error_body, error_response
@@ -31,6 +34,8 @@ from elevenfactor.server._wire import ChatRequest, parse_chat_request
 __all__ = ["chat_completions", "trace_id_from"]
 
 logger = logging.getLogger("elevenfactor.server")
+_SESSION = "x-elevenfactor-session"  # the session a call belongs to (echoed in the answer)
+_PRIORITY = b"x-elevenfactor-priority"  # the call's rank among those waiting for capacity
 
 
 def trace_id_from(scope: Scope) -> str:
@@ -72,31 +77,71 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             ) from None
         tags_header = header(request.scope, b"x-elevenfactor-tags") or ""
         tags = [t.strip() for t in tags_header.split(",") if t.strip()]
+        session = header(request.scope, b"x-elevenfactor-session")
+        if session is not None:
+            headers[_SESSION] = check_id(session, _SESSION)
         parsed = parse_chat_request(body, tags)
         assert gw.registry is not None
-        resolved = gw.registry.resolve(parsed.model, tags)
+        resolved = gw.registry.resolve(
+            parsed.model, tags, messages=parsed.messages, settings=parsed.settings
+        )
         call.route = resolved.route
         headers["x-elevenfactor-route"] = resolved.route
-        if runs_locally(resolved.model):  # a scarce local instance: stop if the client leaves
-            budget = client_timeout.set(client_timeout_from(request.scope))
-            try:
-                if parsed.stream:
-                    return await _stream(
-                        gw, parsed, resolved.model, call, headers, principal, raw, request.receive
+        wait = _wait(gw, request.scope)
+        try:
+            adm = await admit(
+                gw.meter, call.trace_id, principal, resolved.route, parsed.messages,
+                parsed.settings, tags, limiter=gw.limiter, project=gw.project, wait=wait,
+            )  # fmt: skip
+        except BudgetExceeded as exc:
+            target = downgrade_target(exc, resolved.route, gw.registry.names())
+            if target is None:
+                raise
+            # The budget's policy: send the call to a cheaper route instead of refusing it.
+            resolved = gw.registry.resolve(
+                target, tags, messages=parsed.messages, settings=parsed.settings
+            )
+            call.route = resolved.route
+            headers["x-elevenfactor-route"] = resolved.route
+            headers["x-elevenfactor-downgraded"] = f"budget {exc.details.get('budget')}"
+            adm = await admit(
+                gw.meter, call.trace_id, principal, resolved.route, parsed.messages,
+                parsed.settings, tags, limiter=gw.limiter, project=gw.project, wait=wait,
+            )  # fmt: skip
+        waiting = limit_wait.set(wait)
+        try:
+            if runs_locally(resolved.model):  # a scarce local instance: stop if the client leaves
+                budget = client_timeout.set(client_timeout_from(request.scope))
+                try:
+                    if parsed.stream:
+                        return await _stream(
+                            gw, parsed, resolved.model, call, headers, principal, raw, adm,
+                            request.receive,
+                        )  # fmt: skip
+                    response = await unless_disconnected(
+                        request.receive,
+                        resolved.model.request(parsed.messages, parsed.settings, call),
                     )
-                response = await unless_disconnected(
-                    request.receive,
-                    resolved.model.request(parsed.messages, parsed.settings, call),
-                )
-            finally:
-                client_timeout.reset(budget)
-        elif parsed.stream:
-            return await _stream(gw, parsed, resolved.model, call, headers, principal, raw)
-        else:
-            response = await resolved.model.request(parsed.messages, parsed.settings, call)
+                finally:
+                    client_timeout.reset(budget)
+            elif parsed.stream:
+                return await _stream(gw, parsed, resolved.model, call, headers, principal, raw, adm)
+            else:
+                response = await resolved.model.request(parsed.messages, parsed.settings, call)
+        except asyncio.CancelledError:
+            killed = adm.killed()
+            await adm.settle(None)
+            if killed is None:
+                raise
+            raise killed from None
+        except BaseException:
+            await adm.settle(None)
+            raise
+        finally:
+            limit_wait.reset(waiting)
     except ElevenFactorError as exc:
         if parsed is not None and principal is not None and isinstance(exc, ModelError):
-            _record_error(gw, call, parsed, exc, principal, raw)
+            _record_error(gw, call, parsed, exc, principal, raw, headers.get(_SESSION))
         return error_response(exc, headers)
     out = orjson.dumps(
         response_to_openai(
@@ -106,22 +151,35 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             model=response.model or parsed.model,
         )
     )
-    final = call.final
+    final, prices = call.final, price_book(gw.project)
+    deployment = final.deployment if final else None
+    cost = call_cost(prices, deployment, response.usage, cache_hit=call.cache_hit)
+    await adm.settle(cost, response.usage.total_tokens)
     assert gw.recorder is not None
     gw.recorder.record(
         CallRecord.from_call(
             call,
+            response.usage,
+            prices,
             stream=False,
             status="ok",
-            tokens_in=response.usage.input_tokens,
-            tokens_out=response.usage.output_tokens,
-            cost=call_cost(gw.project.models, final.deployment if final else None, response.usage),
             **owner_fields(principal),
+            session_id=headers.get(_SESSION),
+            tags=parsed.settings.tags,
             request=raw,
             response=out,
         )
     )
     return JSONBytes(out, headers)
+
+
+def _wait(gw: Gateway, scope: Scope) -> LimitWait:
+    """How long this call may queue for rate-limit capacity (``x-elevenfactor-timeout``, else
+    ``limits.max_wait``) and at which priority (``x-elevenfactor-priority``)."""
+    timeout = client_timeout_from(scope)
+    priority = priority_of(header(scope, _PRIORITY), param="x-elevenfactor-priority")
+    wait = gw.project.limits.max_wait if timeout is None else timeout
+    return LimitWait(time.monotonic() + wait, priority)
 
 
 def _record_error(
@@ -131,6 +189,7 @@ def _record_error(
     exc: ModelError,
     principal: Principal,
     raw: bytes,
+    session: str | None = None,
 ) -> None:
     assert gw.recorder is not None
     gw.recorder.record(
@@ -142,6 +201,8 @@ def _record_error(
             tokens_in=0,
             tokens_out=0,
             **owner_fields(principal),
+            session_id=session,
+            tags=parsed.settings.tags,
             request=raw,
         )
     )
@@ -155,6 +216,7 @@ async def _stream(
     headers: dict[str, str],
     principal: Principal,
     raw: bytes,
+    adm: Admission,
     receive: Receive | None = None,
 ) -> SSEResponse:
     """Fetch the first chunk before answering, so an early failure gets a real status code.
@@ -209,11 +271,7 @@ async def _stream(
                             "created": created,
                             "model": name,
                             "choices": [],
-                            "usage": {
-                                "prompt_tokens": usage.input_tokens,
-                                "completion_tokens": usage.output_tokens,
-                                "total_tokens": usage.total_tokens,
-                            },
+                            "usage": usage_to_openai(usage),
                         }
                     )
                     + tail
@@ -224,23 +282,36 @@ async def _stream(
             await send(
                 {"type": "http.response.body", "body": _sse(error_body(exc)), "more_body": True}
             )
+        except asyncio.CancelledError:
+            killed = adm.killed()
+            if killed is None:
+                status, error_class = "error", "cancelled"
+                raise
+            status, error_class = "error", killed.error_class
+            await send(
+                {"type": "http.response.body", "body": _sse(error_body(killed)), "more_body": True}
+            )
         except BaseException:
             status, error_class = "error", "cancelled"
             raise
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-            final = call.final
+            final, prices = call.final, price_book(gw.project)
+            deployment = final.deployment if final else None
+            cost = call_cost(prices, deployment, usage, cache_hit=call.cache_hit)
+            await adm.settle(cost, usage.total_tokens)
             assert gw.recorder is not None
             gw.recorder.record(
                 CallRecord.from_call(
                     call,
+                    usage,
+                    prices,
                     stream=True,
                     status=status,
                     error_class=error_class,
-                    tokens_in=usage.input_tokens,
-                    tokens_out=usage.output_tokens,
-                    cost=call_cost(gw.project.models, final.deployment if final else None, usage),
                     **owner_fields(principal),
+                    session_id=headers.get(_SESSION),
+                    tags=parsed.settings.tags,
                     request=raw,
                     response="".join(text).encode(),
                 )

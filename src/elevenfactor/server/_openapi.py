@@ -20,8 +20,10 @@ from starlette.responses import Response
 
 from elevenfactor._version import __version__
 from elevenfactor.governance import ID_PATTERN, NAME_PATTERN
+from elevenfactor.server import _budget_schemas as bs
 from elevenfactor.server import _responses as r
 from elevenfactor.server import _schemas as s
+from elevenfactor.server._cost_api import CostReportDoc
 
 __all__ = [
     "OPERATIONS",
@@ -79,6 +81,8 @@ APPROVAL_ID = PathParam("approval_id", "The approval's id.", ID_PATTERN)
 USER_NAME = PathParam("name", "The user's name.", NAME_PATTERN)
 KEY_ID = PathParam("key_id", "The key's id or its prefix.", ID_PATTERN)
 MODEL_ID = PathParam("model_id", "A route or deployment name.")
+BUDGET_ID = PathParam("id", "The budget's id, or its scope if it has one window.", ID_PATTERN)
+KILL_ID = PathParam("id", "The switch's id, or its scope.", ID_PATTERN)
 _ADMIN = "Admins only (others get 403 `permission_denied`)."
 TRACEPARENT = HeaderParam(
     "traceparent",
@@ -89,6 +93,12 @@ CHAT_HEADERS = (
     HeaderParam(
         "x-elevenfactor-tags",
         "Comma-separated tags: they select tag-routed deployments and are recorded with the call.",
+    ),
+    HeaderParam(
+        "x-elevenfactor-session",
+        "The session the call belongs to (an id: 1-200 characters of A-Z a-z 0-9 . _ : -),"
+        " recorded with the call for the cost report and echoed in the answer.",
+        (("type", "string"), ("pattern", ID_PATTERN)),
     ),
     HeaderParam(
         "x-elevenfactor-timeout",
@@ -156,6 +166,33 @@ OPERATIONS: tuple[Operation, ...] = (
               _ADMIN, body=s.AdminKeyUpdate, params=(KEY_ID,)),
     Operation("/v1/admin/keys/{key_id}", "delete", "Revoke an API key", "admin", r.ApiKey,
               _ADMIN + " Idempotent.", params=(KEY_ID,)),
+    Operation("/v1/cost", "get", "Cost report", "cost", CostReportDoc,
+              "Spend grouped by org, team, user, key, agent, run, session, route, model,"
+              " provider, tag or status, and by hour, day, week or month (UTC), with cache"
+              " savings. A member sees its own calls, an admin its organisation's. `format=csv`"
+              " answers `text/csv`.", query=s.CostQuery),
+    Operation("/v1/admin/budgets", "get", "List budgets", "budgets", bs.BudgetList,
+              _ADMIN + " Each with its current window's spend and reservations."),
+    Operation("/v1/admin/budgets", "post", "Set a budget", "budgets", bs.BudgetObject,
+              _ADMIN + " One per scope and window: 201 when created, 200 when updated.",
+              body=bs.BudgetCreate, status=201),
+    Operation("/v1/admin/budgets/{id}", "get", "Retrieve a budget", "budgets",
+              bs.BudgetObject, _ADMIN, params=(BUDGET_ID,)),
+    Operation("/v1/admin/budgets/{id}", "patch", "Update a budget", "budgets",
+              bs.BudgetObject, _ADMIN + " Only the fields given change.", body=bs.BudgetUpdate,
+              params=(BUDGET_ID,)),
+    Operation("/v1/admin/budgets/{id}", "delete", "Delete a budget", "budgets",
+              bs.BudgetObject, _ADMIN, params=(BUDGET_ID,)),
+    Operation("/v1/budgets", "get", "Budgets covering the caller", "budgets", bs.BudgetList,
+              "The organisation's, the caller's team's, its own and its key's; read-only."),
+    Operation("/v1/admin/kills", "get", "List kill switches", "budgets", bs.KillList,
+              _ADMIN + " Active ones unless `all=true`.", query=bs.KillQuery),
+    Operation("/v1/admin/kills", "post", "Pull a kill switch", "budgets", bs.KillCreated,
+              _ADMIN + " New calls of the scope are refused at once (403 `killed`); its queued"
+              " and running runs are cancelled. 200 if the scope was already stopped.",
+              body=bs.KillCreate, status=201),
+    Operation("/v1/admin/kills/{id}", "delete", "Lift a kill switch", "budgets",
+              bs.KillSwitchObject, _ADMIN, query=bs.KillLiftQuery, params=(KILL_ID,)),
     Operation("/mcp", "post", "MCP (streamable HTTP)", "mcp", None,
               "The Model Context Protocol: JSON-RPC messages in, JSON or server-sent events"
               " out; the project's agents and selected tools, acting for the key's user.",

@@ -33,6 +33,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalQuery",
     "ChatCompletionRequest",
+    "CostQuery",
     "RunCreate",
     "RunDeleteQuery",
     "RunQuery",
@@ -105,6 +106,34 @@ class ApprovalDecision(_Schema):
         default=None, description="For `edit`: the arguments the tool runs with instead."
     )
     answer: Any = Field(default=None, description="For `answer`: the tool's result instead.")
+
+
+When = Annotated[str, SC(pattern=r"^[0-9A-Za-z.:+-]{1,40}$")]
+
+
+class CostQuery(_Schema):
+    """``GET /v1/cost`` query string."""
+
+    by: Annotated[str, SC(pattern=r"^[a-z]+(,[a-z]+)*$", max_length=200)] | None = Field(
+        default=None,
+        description="Comma-separated dimensions to group by: org, team, user, key, agent, run,"
+        " session, route, model, provider, tag, status. Unset: one row of totals.",
+    )
+    per: Literal["hour", "day", "week", "month"] | None = Field(
+        default=None, description="Time bucket (UTC; weeks start on Monday)."
+    )
+    since: When | None = Field(
+        default=None,
+        description="From (inclusive): a duration back from now (`7d`, `12h`, `30m`, `2w`), an"
+        " ISO date or date-time (UTC unless it names a zone), or epoch seconds.",
+    )
+    until: When | None = Field(default=None, description="To (exclusive), as `since`.")
+    where: Annotated[Text, SC(max_length=2000)] | None = Field(
+        default=None,
+        description="Comma-separated filters `DIMENSION:VALUE` (e.g. `model:gpt-4o,user:ann`);"
+        " org, team, user and key match an id or a name.",
+    )
+    format: Literal["json", "csv"] = Field(default="json", description="`csv` for a CSV file.")
 
 
 def _member() -> list[Role]:
@@ -284,6 +313,16 @@ class ChatStreamOptions(_Doc):
     )
 
 
+class ChatCache(_Doc):
+    """Ask for the response cache, for ``ttl`` seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl: Annotated[StrictInt, Field(gt=0, le=30 * 86400)] | None = Field(
+        default=None, description="Seconds the answer is kept; unset: the route's, else 300."
+    )
+
+
 _IGNORED = "Accepted and ignored."
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 LogitBias = Annotated[
@@ -339,6 +378,12 @@ class ChatCompletionRequest(_Doc):
     logit_bias: LogitBias | None = Field(
         default=None,
         description="Token id -> bias from -100 to 100. Not served: only `{}` is accepted.",
+    )
+    cache: StrictBool | ChatCache | None = Field(
+        default=None,
+        description="The exact response cache: an object `{ttl: seconds}` (or `true`) "
+        "serves an identical earlier answer and stores this one, even for a sampling "
+        "request; `false` bypasses the cache. Unset: the route's `cache` setting decides.",
     )
     service_tier: Any = Field(default=None, description=_IGNORED)
     store: Any = Field(default=None, description=_IGNORED)

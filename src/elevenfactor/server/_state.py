@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from mcp.server.transport_security import TransportSecuritySettings
 
 from elevenfactor.config import ProjectConfig, Settings
-from elevenfactor.governance import KeyVerifier, Sealer
-from elevenfactor.models import ModelRegistry
+from elevenfactor.governance import KeyVerifier, Meter, Sealer, open_meter
+from elevenfactor.models import Limiter, ModelRegistry, open_limiter, open_response_cache
 from elevenfactor.observe import CallRecorder, log_event
 from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
 from elevenfactor.server._mcp import McpBridge, build_mcp_server
@@ -56,6 +56,8 @@ class Gateway:
     store: Store | None = None
     registry: ModelRegistry | None = None
     recorder: CallRecorder | None = None
+    meter: Meter | None = None
+    limiter: Limiter | None = None
     keys: KeyVerifier | None = None
     programs: Programs | None = None
     mcp: McpHttp | None = None
@@ -77,14 +79,21 @@ class Gateway:
         except BaseException:
             await self.store.close()
             raise
-        self.registry = ModelRegistry.from_project(self.project)
+        self.limiter = open_limiter(self.settings, self.project)
+        self.registry = ModelRegistry.from_project(
+            self.project,
+            limiter=self.limiter,
+            cache=open_response_cache(self.settings, self.store),
+        )
         self.recorder = CallRecorder(self.store, record_payloads=self.settings.record_payloads)
         self.recorder.start()
+        self.meter = await open_meter(self.settings, self.project, self.store)
+        self.meter.start()
         self.keys = KeyVerifier(self.store)
         self.sealer = Sealer(self.store, self.settings)
         self.sealer.start()
         self.runtime = build_runtime(
-            self.settings, self.project, self.registry, recorder=self.recorder
+            self.settings, self.project, self.registry, recorder=self.recorder, meter=self.meter
         )
         self.programs = self.runtime.programs
         if self.settings.serves_worker():
@@ -128,10 +137,14 @@ class Gateway:
             await self.runtime.aclose()
         if self.sealer is not None:
             await self.sealer.aclose()
+        if self.meter is not None:
+            await self.meter.aclose()
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.registry is not None:
             await self.registry.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
         if self.store is not None:
             await self.store.close()
         log_event(logger, "gateway_closed")

@@ -6,13 +6,14 @@ Errors name the parameter (``messages[2].content``) the way OpenAI's do, and use
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from elevenfactor.errors import RequestError
 from elevenfactor.models import (
     AssistantMessage,
+    CacheRequest,
     Message,
     ModelSettings,
     ResponseFormat,
@@ -77,6 +78,7 @@ _KNOWN = {
     "functions",
     "function_call",
     "logit_bias",
+    "cache",
     *_SCALARS,
     *_IGNORED,
 }
@@ -256,6 +258,31 @@ def _response_format(raw: Any) -> ResponseFormat | None:
     )
 
 
+def _cache(raw: Any) -> CacheRequest | Literal[False] | None:
+    """The response-cache parameter: ``{"ttl": seconds}`` asks for it, ``false`` bypasses it."""
+    if raw is None:
+        return None
+    if raw is False:
+        return False
+    if raw is True:
+        return CacheRequest()
+    if not isinstance(raw, dict):
+        raise _fail('expected {"ttl": seconds}, true or false', "cache", "invalid_type")
+    unknown = sorted(set(raw) - {"ttl"})
+    if unknown:
+        raise _fail(f"unknown key {unknown[0]!r}; expected only 'ttl'", "cache", "invalid_value")
+    ttl = raw.get("ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
+        raise _fail(f"expected an integer, got {type(ttl).__name__}", "cache.ttl", "invalid_type")
+    if ttl is not None and not 0 < ttl <= 30 * 86400:
+        raise _fail(
+            f"must be between 1 and 2592000 seconds (30 days), got {ttl}",
+            "cache.ttl",
+            "invalid_value",
+        )
+    return CacheRequest(ttl=ttl)
+
+
 def _unsupported(message: str, param: str) -> RequestError:
     return _fail(message, param, "unsupported_parameter")
 
@@ -373,6 +400,7 @@ def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
             response_format=_response_format(body.get("response_format")),
             user=body.get("user"),
             tags=tags,
+            cache=_cache(body.get("cache")),
         )
     except ValidationError as exc:
         err = exc.errors()[0]

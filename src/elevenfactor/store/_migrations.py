@@ -18,6 +18,9 @@ from elevenfactor.store.migrations import (
     m003_trust,
     m004_run_notify,
     m005_journal_rowid,
+    m006_cost,
+    m007_budgets,
+    m008_cache,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -62,6 +65,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m003_trust", m003_trust.STATEMENTS),
     Migration("m004_run_notify", m004_run_notify.STATEMENTS, m004_run_notify.DIALECTS),
     Migration("m005_journal_rowid", m005_journal_rowid.STATEMENTS, m005_journal_rowid.DIALECTS),
+    Migration("m006_cost", m006_cost.STATEMENTS),
+    Migration("m007_budgets", m007_budgets.STATEMENTS),
+    Migration("m008_cache", m008_cache.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -31,7 +31,11 @@ from elevenfactor.errors import (
 )
 from elevenfactor.models.providers._h1 import H1Pool, H1Stream
 
-__all__ = ["HttpClient", "SSESplitter", "parse_retry_after", "sse_data"]
+__all__ = ["HeadersHook", "HttpClient", "SSESplitter", "parse_retry_after", "sse_data"]
+
+#: Called with the status and headers of every upstream answer, errors included (rate-limit
+#: feedback for the deployment's limiter).
+HeadersHook = Callable[[int, Mapping[str, str]], None]
 
 _SSE_HEADERS = {"Accept": "text/event-stream"}
 _SSE_HEAD = b"Accept: text/event-stream\r\n"
@@ -152,7 +156,13 @@ class HttpClient:
             self._loop = loop
         return self._session
 
-    async def post_json(self, path: str, payload: dict[str, Any], deployment: str) -> Any:
+    async def post_json(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        deployment: str,
+        on_headers: HeadersHook | None = None,
+    ) -> Any:
         """POST JSON and return the parsed JSON body, or raise the classified error."""
         if self._lean:
             try:
@@ -162,12 +172,16 @@ class HttpClient:
                     f"{deployment}: connection failed: {exc!r}", deployment=deployment
                 ) from exc
             body = answer.body
+            if on_headers is not None:
+                on_headers(answer.status, answer.headers)
             if answer.status >= 400:
                 raise classify_status(answer.status, body, answer.headers, deployment)
         else:
             try:
                 async with self._get().post(self._url(path), data=orjson.dumps(payload)) as resp:
                     body = await resp.read()
+                    if on_headers is not None:
+                        on_headers(resp.status, resp.headers)
                     if resp.status >= 400:
                         raise classify_status(resp.status, body, resp.headers, deployment)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
@@ -182,11 +196,15 @@ class HttpClient:
             ) from None
 
     async def stream_lines(
-        self, path: str, payload: dict[str, Any], deployment: str
+        self,
+        path: str,
+        payload: dict[str, Any],
+        deployment: str,
+        on_headers: HeadersHook | None = None,
     ) -> AsyncIterator[bytes]:
         """POST JSON and yield the SSE ``data:`` payloads of the response."""
         if not self._lean:
-            async for data in self._stream_aiohttp(path, payload, deployment):
+            async for data in self._stream_aiohttp(path, payload, deployment, on_headers):
                 yield data
             return
         try:
@@ -196,6 +214,8 @@ class HttpClient:
                 f"{deployment}: stream broke: {exc!r}", deployment=deployment
             ) from exc
         try:
+            if on_headers is not None:
+                on_headers(resp.status, resp.headers)
             if resp.status >= 400:
                 body = await resp.read()
                 raise classify_status(resp.status, body, resp.headers, deployment)
@@ -214,7 +234,11 @@ class HttpClient:
             resp.release()
 
     async def _stream_aiohttp(
-        self, path: str, payload: dict[str, Any], deployment: str
+        self,
+        path: str,
+        payload: dict[str, Any],
+        deployment: str,
+        on_headers: HeadersHook | None = None,
     ) -> AsyncIterator[bytes]:
         try:
             async with self._get().post(
@@ -222,6 +246,8 @@ class HttpClient:
                 data=orjson.dumps(payload),
                 headers=_SSE_HEADERS,
             ) as resp:
+                if on_headers is not None:
+                    on_headers(resp.status, resp.headers)
                 if resp.status >= 400:
                     body = await resp.read()
                     raise classify_status(resp.status, body, resp.headers, deployment)

@@ -193,6 +193,11 @@ def _input_tokens(usage: Any) -> int:
     )
 
 
+def _cached_tokens(usage: Any) -> int:
+    """Input tokens read from the prompt cache (part of ``_input_tokens``)."""
+    return int(usage.get("cache_read_input_tokens") or 0) if isinstance(usage, dict) else 0
+
+
 def _stream_error(error: Any, deployment: str) -> ModelError:
     """The error class of an in-stream ``error`` event."""
     kind = error.get("type") if isinstance(error, dict) else None
@@ -322,6 +327,7 @@ class AnthropicModel:
                 usage=Usage(
                     input_tokens=_input_tokens(usage),
                     output_tokens=int(usage.get("output_tokens") or 0),
+                    cached_input_tokens=_cached_tokens(usage),
                 ),
                 model=str(obj.get("model") or ""),
                 finish_reason=self._finish(obj.get("stop_reason"), forced),
@@ -370,6 +376,7 @@ class _StreamState:
     parts: dict[int, list[str]] = field(default_factory=dict)  # block index -> JSON fragments
     model_id: str | None = None
     input_tokens: int = 0
+    cached_tokens: int = 0
     output_tokens: int = 0
     stop_reason: Any = None
     done: bool = False
@@ -386,6 +393,7 @@ class _StreamState:
             message = event["message"]
             self.model_id = message.get("model") or None
             self.input_tokens = _input_tokens(message.get("usage"))
+            self.cached_tokens = _cached_tokens(message.get("usage"))
             self.output_tokens = int((message.get("usage") or {}).get("output_tokens") or 0)
         elif kind == "content_block_start":
             return self._start(event["index"], event["content_block"])
@@ -400,11 +408,16 @@ class _StreamState:
                 self.output_tokens = int(usage["output_tokens"])
             if usage.get("input_tokens") is not None:
                 self.input_tokens = _input_tokens(usage)
+                self.cached_tokens = _cached_tokens(usage)
         elif kind == "message_stop":
             self.done = True
             return StreamChunk(
                 finish_reason=self.model._finish(self.stop_reason, self.forced),
-                usage=Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens),
+                usage=Usage(
+                    input_tokens=self.input_tokens,
+                    output_tokens=self.output_tokens,
+                    cached_input_tokens=self.cached_tokens,
+                ),
                 model=self.model_id,
             )
         elif kind == "error":

@@ -17,7 +17,7 @@ from elevenfactor.models.openai_format import (
     response_from_openai,
     settings_to_openai,
 )
-from elevenfactor.models.providers._http import HttpClient, loads_or_malformed
+from elevenfactor.models.providers._http import HeadersHook, HttpClient, loads_or_malformed
 
 __all__ = ["OpenAIModel", "OpenAIProvider"]
 
@@ -53,6 +53,8 @@ class OpenAIModel:
         self.params = config.params
         self._context_window = config.context_window
         self.http = http
+        #: Called with each answer's headers; the deployment's rate limiter sets it.
+        self.on_headers: HeadersHook | None = None
 
     @property
     def name(self) -> str:
@@ -82,7 +84,10 @@ class OpenAIModel:
     ) -> Response:
         """One chat completion."""
         obj = await self.http.post_json(
-            "/chat/completions", self._payload(messages, settings, False), self._name
+            "/chat/completions",
+            self._payload(messages, settings, False),
+            self._name,
+            self.on_headers,
         )
         try:
             response = response_from_openai(obj)
@@ -101,7 +106,10 @@ class OpenAIModel:
     ) -> AsyncIterator[StreamChunk]:
         """A streamed chat completion."""
         lines = self.http.stream_lines(
-            "/chat/completions", self._payload(messages, settings, True), self._name
+            "/chat/completions",
+            self._payload(messages, settings, True),
+            self._name,
+            self.on_headers,
         )
         try:
             async for data in lines:

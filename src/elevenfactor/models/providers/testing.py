@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from elevenfactor.config import DeploymentConfig, ProviderConfig
 from elevenfactor.models._messages import (
@@ -198,8 +198,13 @@ def echo(messages: Sequence[Message], settings: ModelSettings) -> Response:
         content = json.dumps({"echo": text})
     else:
         content = f"echo: {text}"
+    finish: Literal["stop", "length"] = "stop"
+    words = content.split()
+    if settings.max_tokens is not None and len(words) > settings.max_tokens:
+        # As a real model: no more output tokens (one per word here) than max_tokens.
+        content, finish = " ".join(words[: settings.max_tokens]), "length"
     usage.output_tokens = _count(content)
-    return Response(message=AssistantMessage(content=content), usage=usage)
+    return Response(message=AssistantMessage(content=content), usage=usage, finish_reason=finish)
 
 
 class TestProvider:

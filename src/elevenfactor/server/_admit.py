@@ -1,0 +1,147 @@
+"""Admission of one gateway call: rate limits, kill switches, budgets, and settling afterwards.
+
+``admit`` first takes the call's request and estimated tokens from every rate limit that applies
+(key, user, team, route: waiting in the priority queue up to the call's deadline, else
+``LimitExceeded`` with ``Retry-After``), then refuses a caller a kill switch covers, holds the
+call's worst-case cost against every budget that applies (``BudgetExceeded`` names the one that
+cannot cover it) and watches the call while it runs, so a kill switch pulled meanwhile cancels
+it. ``Admission.settle`` commits the real cost (or releases everything when nothing was spent),
+corrects the rate limits' token count with the real usage off the response path, and stops the
+watch; it never fails the answer: a hold that cannot be settled expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+
+from elevenfactor.config import ProjectConfig
+from elevenfactor.errors import BudgetExceeded, CallKilled
+from elevenfactor.governance import Hold, Meter, Principal
+from elevenfactor.models import (
+    Limiter,
+    LimitWait,
+    Message,
+    ModelSettings,
+    Permit,
+    estimate_tokens,
+    limits_for,
+)
+
+__all__ = ["Admission", "admit", "downgrade_target"]
+
+logger = logging.getLogger("elevenfactor.server")
+_reconciling: set[asyncio.Task[None]] = set()
+
+
+@dataclass(slots=True)
+class Admission:
+    """What a call was admitted with: its budget hold, and the meter watching it."""
+
+    call_id: str
+    meter: Meter | None = None
+    hold: Hold | None = None
+    limiter: Limiter | None = None
+    permit: Permit | None = None
+    settled: bool = False
+
+    def killed(self) -> CallKilled | None:
+        """The kill switch that cancelled the call, if one did (checked on ``CancelledError``:
+        the caller then un-cancels its task and answers with this error)."""
+        if self.meter is None:
+            return None
+        killed = self.meter.untrack(self.call_id)
+        if killed is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        return killed
+
+    async def settle(self, cost: float | None, tokens: int = 0) -> None:
+        """Commit ``cost`` against the hold (release it all when None), correct the rate
+        limits to the ``tokens`` really used, stop the watch. Once."""
+        if self.settled:
+            return
+        self.settled = True
+        if self.permit is not None and self.limiter is not None:
+            task = asyncio.create_task(_reconcile(self.limiter, self.permit, tokens))
+            _reconciling.add(task)
+            task.add_done_callback(_reconciling.discard)
+        if self.meter is None:
+            return
+        self.meter.untrack(self.call_id)
+        if self.hold is None:
+            return
+        try:
+            await self.meter.settle(self.hold, cost)
+        except Exception:
+            logger.exception("settling budget hold %s failed; it will expire", self.hold.id)
+
+
+async def admit(
+    meter: Meter | None,
+    call_id: str,
+    principal: Principal,
+    route: str,
+    messages: Sequence[Message],
+    settings: ModelSettings,
+    tags: Sequence[str] = (),
+    *,
+    limiter: Limiter | None = None,
+    project: ProjectConfig | None = None,
+    wait: LimitWait | None = None,
+) -> Admission:
+    """Take the rate limits, check kill switches and reserve budgets for a call by
+    ``principal`` through ``route``, then watch it (see the module docstring). ``wait`` is how
+    long and at which priority the call may queue for capacity."""
+    adm = Admission(call_id, limiter=limiter)
+    if limiter is not None and project is not None and wait is not None:
+        keys = limits_for(
+            project,
+            key_name=principal.key_name,
+            user_name=principal.user_name,
+            team_name=principal.team_name,
+            route=route,
+        )
+        if keys:
+            adm.permit = await limiter.acquire(
+                keys,
+                estimate_tokens(messages, settings),
+                deadline=wait.deadline,
+                priority=wait.priority,
+            )
+    if meter is None:
+        return adm
+    charge = meter.charge(principal, route, tags=tags)
+    try:
+        adm.hold = await meter.reserve(call_id, charge, messages, settings)
+    except BaseException:
+        await adm.settle(None)  # a refused call gives its tokens back to the rate limits
+        raise
+    adm.meter = meter
+    meter.track(call_id, charge)
+    return adm
+
+
+async def _reconcile(limiter: Limiter, permit: Permit, tokens: int) -> None:
+    try:
+        await limiter.reconcile(permit, tokens)
+    except Exception:  # the limit stays charged with the estimate: never fails the call
+        logger.warning("correcting a rate limit's token count failed", exc_info=True)
+
+
+def downgrade_target(exc: BudgetExceeded, route: str, known: Container[str]) -> str | None:
+    """The route a refused call goes to instead when the budget's policy is
+    ``downgrade:ROUTE`` (None: refuse — also when the call is already on that route, or the
+    route is not configured, which is logged)."""
+    policy = str(exc.details.get("on_exceed") or "")
+    if not policy.startswith("downgrade:"):
+        return None
+    target = policy.partition(":")[2]
+    if target not in known:
+        budget = exc.details.get("budget")
+        logger.warning("budget %s downgrades to unknown route %r", budget, target)
+        return None
+    return target if target != route else None

@@ -1,0 +1,149 @@
+"""Budgets inside durable runs: reserve and commit are journaled steps, so a run resumed after
+its worker was SIGKILLed in the middle of a model call is charged exactly once — checked against
+the budget's own books and against what the upstream served — and a run refused by a budget
+fails with the budget's error, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from elevenfactor.governance import local_admin, set_budget
+from elevenfactor.runtime import get_run, load_events, run_result, submit_run
+from elevenfactor.store import Store, migrate, open_store
+from tests.support.fault_upstream import FaultUpstreamProcess
+from tests.support.serve import EXE, ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+ADMIN = local_admin("cli")
+# 1 input token costs $0.001, 1 output token $0.01: the upstream's usage (words in, words out)
+# makes each call's cost known, and the budget's spent must equal the one recorded call's cost.
+PROJECT = """
+providers:
+  up: {type: openai, base_url: "%s", api_key: none}
+models:
+  paid:
+    provider: up
+    model: m
+    price: {input_per_mtok: 1000, output_per_mtok: 10000}
+    retry: {attempts: 1}
+    timeout: 30
+routes: {default: {chain: [paid]}}
+"""
+AGENT = "instructions: Repeat the user.\nmodel: default\nsettings: {max_tokens: 50}\n"
+
+
+def _worker(home: Path, url: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVENFACTOR_")}
+    env.update(
+        DATABASE_URL=url, PYTHONPATH=str(ROOT), ELEVENFACTOR_LEASE_SECONDS="1",
+        ELEVENFACTOR_WORKER_POLL_INTERVAL="0.2",
+    )  # fmt: skip
+    return subprocess.Popen(
+        [EXE, "worker"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def _until(cond: object, what: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while not await cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def _setup(home: Path, url: str, upstream: FaultUpstreamProcess) -> Store:
+    (home / "elevenfactor.yaml").write_text(PROJECT % upstream.base_url)
+    (home / "agents").mkdir()
+    (home / "agents" / "payer.yaml").write_text(AGENT)
+    store = await open_store(url)
+    await migrate(store)
+    return store
+
+
+async def test_run_resumed_after_sigkill_mid_call_is_charged_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    upstream = FaultUpstreamProcess(name="paid").start()
+    store = await _setup(tmp_path, store_url, upstream)
+    try:
+        await set_budget(store, ADMIN, "agent:payer", 1.0, window="total")
+        await upstream.script("hang:30")  # the first call never answers: its worker dies waiting
+        rid = await submit_run(store, "payer", "one two three", owner=ADMIN)
+        first = _worker(tmp_path, store_url)
+        try:
+            await _until(lambda: _served(upstream, 1), "the first model call to arrive")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        second = _worker(tmp_path, store_url)
+        try:
+            await _until(lambda: _finished(store, rid), "the resumed run to finish")
+        finally:
+            second.terminate()
+            second.wait(30)
+        info = await get_run(store, rid, ADMIN)
+        assert info.status == "succeeded", info
+        assert (await run_result(store, info))["output"]
+        assert (await upstream.stats())["requests"] == 2  # the model call was made again...
+        names = [e.name for e in await load_events(store, rid)]
+        assert names.count("budget.reserve") == 1  # ...under the hold reserved before the kill
+        assert names.count("budget.commit") == 1
+        costs = await store.fetchall(
+            "SELECT cost FROM model_calls WHERE run_id = ? AND status = 'ok'", (rid,)
+        )
+        assert len(costs) == 1 and costs[0][0] > 0
+        holds = await store.fetchall(
+            "SELECT status, cost FROM budget_holds WHERE run_id = ?", (rid,)
+        )
+        assert holds == [("committed", costs[0][0])]
+        spent, reserved = await _usage(store)
+        assert spent == pytest.approx(costs[0][0], abs=1e-12)  # charged exactly once
+        assert reserved == 0
+    finally:
+        await store.close()
+        upstream.stop()
+
+
+async def test_run_refused_by_its_budget_fails_with_the_budget_error(
+    tmp_path: Path, store_url: str
+) -> None:
+    upstream = FaultUpstreamProcess(name="paid").start()
+    store = await _setup(tmp_path, store_url, upstream)
+    try:
+        # max_tokens 50 at $0.01 is $0.50 of output alone: a $0.10 per-run budget refuses it.
+        await set_budget(store, ADMIN, "agent:payer", 0.1, window="run")
+        rid = await submit_run(store, "payer", "hello", owner=ADMIN)
+        worker = _worker(tmp_path, store_url)
+        try:
+            await _until(lambda: _finished(store, rid), "the run to fail")
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        info = await get_run(store, rid, ADMIN)
+        assert info.status == "failed"
+        assert "budget_exceeded" in str(info.error) or "agent:payer" in str(info.error)
+        assert (await upstream.stats())["requests"] == 0  # refused before any model call
+    finally:
+        await store.close()
+        upstream.stop()
+
+
+async def _served(upstream: FaultUpstreamProcess, n: int) -> bool:
+    return bool((await upstream.stats())["requests"] >= n)
+
+
+async def _finished(store: Store, rid: str) -> bool:
+    return (await get_run(store, rid, ADMIN)).finished
+
+
+async def _usage(store: Store) -> tuple[float, float]:
+    row = await store.fetchone("SELECT SUM(spent), SUM(reserved) FROM budget_usage")
+    assert row is not None
+    return float(row[0] or 0), float(row[1] or 0)
