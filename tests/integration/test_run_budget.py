@@ -40,11 +40,11 @@ routes: {default: {chain: [paid]}}
 AGENT = "instructions: Repeat the user.\nmodel: default\nsettings: {max_tokens: 50}\n"
 
 
-def _worker(home: Path, url: str) -> subprocess.Popen[bytes]:
+def _worker(home: Path, url: str, **extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELEVENFACTOR_")}
     env.update(
         DATABASE_URL=url, PYTHONPATH=str(ROOT), ELEVENFACTOR_LEASE_SECONDS="1",
-        ELEVENFACTOR_WORKER_POLL_INTERVAL="0.2",
+        ELEVENFACTOR_WORKER_POLL_INTERVAL="0.2", **extra,
     )  # fmt: skip
     return subprocess.Popen(
         [EXE, "worker"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -147,3 +147,53 @@ async def _usage(store: Store) -> tuple[float, float]:
     row = await store.fetchone("SELECT SUM(spent), SUM(reserved) FROM budget_usage")
     assert row is not None
     return float(row[0] or 0), float(row[1] or 0)
+
+
+LIMITED = """
+providers: {t: {type: test}}
+models: {echo: {provider: t, model: e, retry: {attempts: 1}}}
+routes: {default: {chain: [echo]}}
+toolsets: {calc: "tests.support.programs:calc"}
+programs: ["tests.support.programs:programs"]
+limits: {user: {tpm: 1000}}
+"""
+# Each call is estimated at a little over 545 tokens (max_tokens 545 plus the prompt bytes / 4),
+# so the first of the agent's two calls fits the 1,000-token burst and the second waits ~6 s for
+# the refill (1,000 tokens a minute): the run parks on a durable timer meanwhile instead of
+# holding its worker.
+TOOLED = (
+    "instructions: Add.\nmodel: default\nsettings: {max_tokens: 545}\n"
+    "tools: [{toolset: calc, allow: [add]}]\n"
+)
+
+
+async def test_a_run_over_its_rate_limit_parks_until_capacity_frees(
+    tmp_path: Path, store_url: str
+) -> None:
+    (tmp_path / "elevenfactor.yaml").write_text(LIMITED)
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "adder.yaml").write_text(TOOLED)
+    store = await open_store(store_url)
+    await migrate(store)
+    worker = _worker(tmp_path, store_url, ELEVENFACTOR_WORKER_CONCURRENCY="1")
+    try:
+        rid = await submit_run(store, "adder", "add 1 and 2", owner=ADMIN)
+
+        async def parked() -> bool:  # the second call's limits.acquire said "wait"
+            return [e.name for e in await load_events(store, rid)].count("limits.acquire") >= 2
+
+        await _until(parked, "the run to park on its rate limit", 30)
+        # The worker runs one run at a time: another run finishing while the first waits for
+        # capacity shows the parked run holds no worker.
+        other = await submit_run(store, "greet", {"name": "x"}, owner=ADMIN)
+        await _until(lambda: _finished(store, other), "the other run to finish", 30)
+        assert not (await get_run(store, rid, ADMIN)).finished
+        await _until(lambda: _finished(store, rid), "the parked run to finish", 60)
+        info = await get_run(store, rid, ADMIN)
+        assert info.status == "succeeded", info
+        names = [e.name for e in await load_events(store, rid)]
+        assert names.count("model") == 2
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        await store.close()

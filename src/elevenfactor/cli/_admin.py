@@ -7,7 +7,6 @@ ledger under its name.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from elevenfactor.cli._common import (
     print_table,
     run,
     settings_from,
+    when,
     with_store,
 )
 from elevenfactor.governance import (
@@ -80,12 +80,6 @@ def run_as(config: Path | None, as_user: str, fn: Callable[[Store, Principal], A
     return run(with_store(settings_from(config), main))
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _show_users(found: list[User], as_json: bool, title: str = "users") -> None:
     if as_json:
         print_json([u.to_dict() for u in found])
@@ -100,8 +94,8 @@ def _show_users(found: list[User], as_json: bool, title: str = "users") -> None:
                 u.team,
                 ", ".join(u.roles),
                 ", ".join(u.groups),
-                "active" if u.disabled_at is None else f"disabled {_when(u.disabled_at)}",
-                _when(u.created_at),
+                "active" if u.disabled_at is None else f"disabled {when(u.disabled_at)}",
+                when(u.created_at),
                 u.id,
             )
             for u in found
@@ -128,8 +122,8 @@ def _show_keys(found: list[ApiKey], as_json: bool, title: str = "API keys") -> N
                 k.prefix,
                 k.name,
                 k.user,
-                _when(k.created_at),
-                "active" if k.active else f"revoked {_when(k.revoked_at)}",
+                when(k.created_at),
+                "active" if k.active else f"revoked {when(k.revoked_at)}",
                 k.id,
             )
             for k in found
@@ -144,7 +138,7 @@ def _show_teams(found: list[Team], as_json: bool) -> None:
     print_table(
         "teams",
         ["name", "shares", "created", "id"],
-        [(t.name, "yes" if t.shares else "no", _when(t.created_at), t.id) for t in found],
+        [(t.name, "yes" if t.shares else "no", when(t.created_at), t.id) for t in found],
     )
 
 

@@ -7,7 +7,6 @@ is set, else the store.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from elevenfactor.cli._common import (
     print_table,
     run,
     settings_from,
+    when,
     with_store,
 )
 from elevenfactor.errors import BudgetUnavailable
@@ -98,12 +98,6 @@ def _bar(fraction: float, width: int = 10) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
 def _show(found: list[BudgetStatus], as_json: bool, title: str = "budgets") -> None:
     if as_json:
         print_json([s.to_dict() for s in found])
@@ -122,7 +116,7 @@ def _show(found: list[BudgetStatus], as_json: bool, title: str = "budgets") -> N
                 _bar(s.used),
                 ("soft" if s.budget.soft else "hard")
                 + ("" if s.budget.on_exceed == "refuse" else f", {s.budget.on_exceed}"),
-                _when(s.resets_at),
+                when(s.resets_at),
                 s.budget.id,
             )
             for s in found
@@ -266,8 +260,8 @@ def _show_kills(found: list[KillSwitch], as_json: bool) -> None:
                 k.scope,
                 k.reason,
                 k.created_by,
-                _when(k.created_at),
-                "active" if k.active else f"lifted by {k.lifted_by} {_when(k.lifted_at)}",
+                when(k.created_at),
+                "active" if k.active else f"lifted by {k.lifted_by} {when(k.lifted_at)}",
                 k.id,
             )
             for k in found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -83,6 +84,13 @@ async def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) ->
         return await fn(store)
     finally:
         await store.close()
+
+
+def when(ts: float | None) -> str:
+    """An epoch time as ``YYYY-MM-DD HH:MM:SS`` UTC for tables ('' for None)."""
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def print_json(obj: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from elevenfactor.cli._common import (
     project_from,
     run,
     settings_from,
+    when,
     with_store,
 )
 from elevenfactor.errors import RequestError
@@ -46,12 +46,6 @@ from elevenfactor.runtime import (
 from elevenfactor.store import Store, require_migrated
 
 __all__ = ["approvals", "mcp", "run_cmd", "runs", "worker"]
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _run_dict(r: RunInfo) -> dict[str, Any]:
@@ -248,8 +242,8 @@ def runs_list(
                 r.status,
                 r.queue,
                 r.attempt,
-                _when(r.created_at),
-                _when(r.updated_at),
+                when(r.created_at),
+                when(r.updated_at),
             )
             for r in found
         ],
@@ -285,7 +279,7 @@ def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> 
                 s["kind"],
                 s["name"],
                 s["status"],
-                _when(s["created_at"]),
+                when(s["created_at"]),
                 orjson.dumps(s["error"] or s["output"]).decode()[: 80 if tty else None],
             )
             for s in shown["steps"]
@@ -377,7 +371,7 @@ def approvals_list(
                 a.name,
                 a.reviewer_group,
                 a.status,
-                _when(a.created_at),
+                when(a.created_at),
                 orjson.dumps(a.request).decode()[:60],
             )
             for a in found

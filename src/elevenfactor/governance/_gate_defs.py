@@ -205,3 +205,37 @@ def check_money(value: float, what: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be a finite amount of USD >= 0; got {value!r}")
     return float(value)
+
+
+class CachedGate:
+    """What both gates share: kill switches and budget matching from the cached
+    ``Definitions`` (``self.defs``), and the checks before a reservation touches a backend."""
+
+    defs: Definitions
+
+    async def check(self, charge: Charge) -> None:
+        """Raise ``CallKilled`` if a kill switch covers ``charge``."""
+        if not self.defs.fresh():
+            await self.defs.ensure()
+        self.defs.check(charge)
+
+    def covered(self, charge: Charge) -> bool:
+        """Whether a budget may apply to ``charge`` (no I/O; True while the cache is stale)."""
+        return self.defs.covered(charge)
+
+    async def targets(
+        self, charge: Charge, amount: float, ttl: float
+    ) -> tuple[float, list[tuple[Budget, str]]]:
+        """``(now, [(budget, window key), ...])``: the windows a reservation of ``amount``
+        for ``charge`` must be held in (empty: no budget applies, nothing to write)."""
+        check_money(amount, "amount")
+        if not self.defs.fresh():
+            await self.defs.ensure()
+        budgets = self.defs.budgets(charge)
+        if not budgets:
+            return 0.0, []
+        at = time.time()
+        found = plan(budgets, charge, at)
+        if found and not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a finite number of seconds > 0; got {ttl!r}")
+        return at, found

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ from elevenfactor.config import mask_url
 from elevenfactor.errors import BudgetUnavailable
 from elevenfactor.governance._alerts import Alerts
 from elevenfactor.governance._budgets import now
-from elevenfactor.governance._gate_defs import Definitions, check_money, exceeded, plan
+from elevenfactor.governance._gate_defs import CachedGate, Definitions, check_money, exceeded
 from elevenfactor.governance._redis_scripts import COMMIT, RESERVE, SEED, SETTLE
 from elevenfactor.governance._redis_writer import Committed, StoreWriter
 from elevenfactor.governance._spend import Charge, Hold
@@ -48,7 +47,7 @@ COUNTER_TTL = 35 * 86400
 _Key = tuple[str, str]
 
 
-class RedisSpendGate:
+class RedisSpendGate(CachedGate):
     """A ``SpendGate`` on Redis (see the module docstring)."""
 
     def __init__(
@@ -124,30 +123,11 @@ class RedisSpendGate:
 
     # -- the gate -------------------------------------------------------------------------
 
-    async def check(self, charge: Charge) -> None:
-        """Raise ``CallKilled`` if a kill switch covers ``charge``."""
-        if not self.defs.fresh():
-            await self.defs.ensure()
-        self.defs.check(charge)
-
-    def covered(self, charge: Charge) -> bool:
-        """Whether a budget may apply to ``charge`` (no I/O; True while the cache is stale)."""
-        return self.defs.covered(charge)
-
     async def reserve(self, hold_id: str, charge: Charge, amount: float, ttl: float) -> Hold:
         """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``."""
-        amount = check_money(amount, "amount")
-        if not self.defs.fresh():
-            await self.defs.ensure()
-        budgets = self.defs.budgets(charge)
-        if not budgets:
-            return Hold(hold_id, amount)
-        at = now()
-        targets = plan(budgets, charge, at)
+        at, targets = await self.targets(charge, amount, ttl)
         if not targets:
             return Hold(hold_id, amount)
-        if not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a finite number of seconds > 0; got {ttl!r}")
         windows = [(b.id, k) for b, k in targets]
         expires_at = at + ttl
         raw = orjson.dumps([list(w) for w in windows]).decode()

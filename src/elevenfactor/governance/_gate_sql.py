@@ -14,7 +14,6 @@ id returns it, and committing or releasing a settled hold does nothing.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -25,7 +24,13 @@ import psycopg
 from elevenfactor.errors import BudgetUnavailable
 from elevenfactor.governance._alerts import Alerts, crossed
 from elevenfactor.governance._budgets import Budget, now
-from elevenfactor.governance._gate_defs import EPSILON, Definitions, check_money, exceeded, plan
+from elevenfactor.governance._gate_defs import (
+    EPSILON,
+    CachedGate,
+    Definitions,
+    check_money,
+    exceeded,
+)
 from elevenfactor.governance._spend import Charge, Hold
 from elevenfactor.store import Executor, Store
 
@@ -129,7 +134,7 @@ class _Duplicate(Exception):
     """Another transaction inserted the same hold id first."""
 
 
-class StoreSpendGate:
+class StoreSpendGate(CachedGate):
     """A ``SpendGate`` on the store (see the module docstring)."""
 
     def __init__(self, store: Store, *, refresh: float = 1.0, alerts: Alerts | None = None) -> None:
@@ -137,30 +142,11 @@ class StoreSpendGate:
         self.defs = Definitions(store, refresh=refresh)
         self.alerts = alerts or Alerts()
 
-    async def check(self, charge: Charge) -> None:
-        """Raise ``CallKilled`` if a kill switch covers ``charge``."""
-        if not self.defs.fresh():
-            await self.defs.ensure()
-        self.defs.check(charge)
-
-    def covered(self, charge: Charge) -> bool:
-        """Whether a budget may apply to ``charge`` (no I/O; True while the cache is stale)."""
-        return self.defs.covered(charge)
-
     async def reserve(self, hold_id: str, charge: Charge, amount: float, ttl: float) -> Hold:
         """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``."""
-        amount = check_money(amount, "amount")
-        if not self.defs.fresh():
-            await self.defs.ensure()
-        budgets = self.defs.budgets(charge)
-        if not budgets:
-            return Hold(hold_id, amount)
-        at = now()
-        targets = plan(budgets, charge, at)
+        at, targets = await self.targets(charge, amount, ttl)
         if not targets:
             return Hold(hold_id, amount)
-        if not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a finite number of seconds > 0; got {ttl!r}")
         try:
             return await self._reserve(hold_id, charge, amount, at + ttl, targets, at)
         except _DB_ERRORS as exc:

@@ -14,10 +14,11 @@ import orjson
 from pydantic import TypeAdapter
 
 from elevenfactor.errors import AgentLimitExceeded, ModelError, RequestError
-from elevenfactor.governance import DEFAULT_ORG, Hold, Meter, Principal, price_book
+from elevenfactor.governance import Meter, Principal, price_book
 from elevenfactor.models import (
     AssistantMessage,
     Call,
+    Limiter,
     Message,
     ModelRegistry,
     ModelSettings,
@@ -28,8 +29,9 @@ from elevenfactor.models import (
     ToolMessage,
     UserMessage,
 )
-from elevenfactor.observe import CallRecord, CallRecorder, call_cost
+from elevenfactor.observe import CallRecord, CallRecorder
 from elevenfactor.runtime._agent_spec import AgentSpec, ApprovalRule
+from elevenfactor.runtime._agent_spend import metered_call
 from elevenfactor.runtime._approvals import approval
 from elevenfactor.runtime._context import RunContext, step_key
 from elevenfactor.runtime._policy import model_rule, tool_rule
@@ -45,14 +47,16 @@ DELEGATE, HANDOFF = "delegate_to_", "handoff_to_"
 @dataclass
 class AgentDeps:
     """What agents share: the models, the project's named toolsets, every agent's spec, the
-    recorder their model calls are recorded with (as the gateway's are), and the meter that
-    checks kill switches and reserves budgets around each call, if any."""
+    recorder their model calls are recorded with (as the gateway's are), the meter that
+    checks kill switches and reserves budgets around each call, and the limiter that applies
+    the owner's rate limits (a run over a limit parks until capacity frees), if any."""
 
     registry: ModelRegistry
     toolsets: Mapping[str, Toolset] = field(default_factory=dict)
     specs: Mapping[str, AgentSpec] = field(default_factory=dict)
     recorder: CallRecorder | None = None
     meter: Meter | None = None
+    limiter: Limiter | None = None
 
 
 def _initial_messages(spec: AgentSpec, payload: Any) -> list[Message]:
@@ -129,77 +133,6 @@ class Agent:
                 }
             )
         return out
-
-    async def _metered(
-        self, ctx: RunContext, messages: list[Message], settings: ModelSettings
-    ) -> Response:
-        """The model step, between a ``budget.reserve`` and a ``budget.commit`` step when the
-        runtime meters spend. The hold id is the reserve step's key, so a reserve retried after
-        a crash finds its hold; the commit is journaled with the cost it charged, so a resumed
-        or replayed run never charges twice, and a model step re-run after a crash is committed
-        once, against the same hold."""
-        meter = self.deps.meter
-        owner = ctx.lease.owner
-        if meter is None:
-            return await ctx.step(
-                "model",
-                self._model,
-                messages,
-                settings,
-                ctx.run_id,
-                owner,
-                kind="model",
-                result_type=Response,
-            )
-        held = await ctx.step(
-            "budget.reserve", self._reserve, meter, messages, settings, ctx.run_id, owner,
-            kind="budget",
-        )  # fmt: skip
-        hold = Hold.from_dict(held)
-        try:
-            response = await ctx.step(
-                "model",
-                self._model,
-                messages,
-                settings,
-                ctx.run_id,
-                owner,
-                kind="model",
-                result_type=Response,
-            )
-        except BaseException:
-            if not hold.empty:
-                await ctx.step("budget.release", meter.settle, hold, None, kind="budget")
-            raise
-        await ctx.step(
-            "budget.commit", self._commit, meter, hold, response,
-            kind="budget",
-        )  # fmt: skip
-        return response
-
-    async def _reserve(
-        self,
-        meter: Meter,
-        messages: list[Message],
-        settings: ModelSettings,
-        run_id: str,
-        owner: Principal | None,
-    ) -> dict[str, Any]:
-        route = self.deps.registry.resolve(
-            self.spec.model, settings.tags, messages=messages, settings=settings
-        ).route
-        charge = meter.charge(
-            owner, route, org_id=DEFAULT_ORG, agent=self.spec.name, run_id=run_id,
-            tags=settings.tags,
-        )  # fmt: skip
-        hold = await meter.reserve(step_key() or run_id, charge, messages, settings)
-        return hold.to_dict()
-
-    async def _commit(self, meter: Meter, hold: Hold, response: Response) -> dict[str, Any]:
-        prices = price_book(self.deps.registry.project)
-        cost = call_cost(prices, response.deployment, response.usage, cache_hit=response.cache_hit)
-        await meter.settle(hold, cost)
-        return {"hold": hold.id, "cost": cost}
 
     async def _model(
         self,
@@ -331,7 +264,9 @@ class Agent:
                 )
                 if not decision.approved:
                     return {"output": None, "stopped": "rejected", "reason": decision.reason}
-            response = await self._metered(ctx, messages, settings)
+            response = await metered_call(
+                ctx, self.deps, self.spec, messages, settings, self._model
+            )
             usage_in += response.usage.input_tokens
             usage_out += response.usage.output_tokens
             messages.append(response.message)

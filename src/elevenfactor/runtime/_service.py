@@ -137,7 +137,7 @@ def build_runtime(
                 expected=expected,
             )
             report(unknown, errors)
-    deps = AgentDeps(registry, toolsets, specs, recorder, meter)
+    deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter)
     if MCP_TOOL in programs:
         builtin = f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls"
         report(ConfigError(builtin, source=source, key="programs"), errors)

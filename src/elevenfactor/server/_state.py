@@ -93,7 +93,12 @@ class Gateway:
         self.sealer = Sealer(self.store, self.settings)
         self.sealer.start()
         self.runtime = build_runtime(
-            self.settings, self.project, self.registry, recorder=self.recorder, meter=self.meter
+            self.settings,
+            self.project,
+            self.registry,
+            recorder=self.recorder,
+            meter=self.meter,
+            limiter=self.limiter,
         )
         self.programs = self.runtime.programs
         if self.settings.serves_worker():
