@@ -156,9 +156,13 @@ def test_redis_down_fails_closed_and_readyz_says_so(tmp_path: Path, store_url: s
         srv.stop()
 
 
-def test_a_budget_can_downgrade_to_a_cheaper_route(tmp_path: Path, store_url: str) -> None:
-    """A call the budget cannot cover on the premium route goes to the cheap route its policy
-    names; the answer says so in its headers, and what the budget charged is the cheap cost."""
+@pytest.mark.parametrize("soft", [False, True])
+def test_a_budget_can_downgrade_to_a_cheaper_route(
+    tmp_path: Path, store_url: str, soft: bool
+) -> None:
+    """A call the budget cannot cover on the premium route (a hard budget), or that would go
+    past it (a soft one), goes to the cheap route its policy names; the answer says so in its
+    headers, and what the budget charged is the cheap cost."""
     asyncio.run(migrated(store_url))
     project = PROJECT.replace(
         "routes: {default: {chain: [priced]}}",
@@ -172,7 +176,8 @@ routes:
   cheap: {chain: [priced]}""",
     )
     env = {"DATABASE_URL": store_url}
-    _cli(tmp_path, env, "budgets", "set", "org", "--limit", "1", "--on-exceed", "downgrade:cheap")
+    args = ["budgets", "set", "org", "--limit", "1", "--on-exceed", "downgrade:cheap"]
+    _cli(tmp_path, env, *args, *(["--soft"] if soft else []))
     with serving(tmp_path, store_url, project) as srv:
         body = {"model": "default", "max_tokens": 5, "messages": HI}
         r = httpx.post(srv.base + "/v1/chat/completions", json=body, timeout=30)

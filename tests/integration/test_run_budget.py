@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from elevenfactor.governance import local_admin, set_budget
-from elevenfactor.runtime import get_run, load_events, run_result, submit_run
+from elevenfactor.runtime import (
+    decide_approval,
+    get_run,
+    list_approvals,
+    load_events,
+    run_result,
+    submit_run,
+)
 from elevenfactor.store import Store, migrate, open_store
 from tests.support.fault_upstream import FaultUpstreamProcess
 from tests.support.serve import EXE, ROOT
@@ -197,3 +204,49 @@ async def test_a_run_over_its_rate_limit_parks_until_capacity_frees(
         worker.terminate()
         worker.wait(30)
         await store.close()
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+async def test_an_approve_budget_holds_the_run_for_a_reviewer(
+    tmp_path: Path, store_url: str, action: str
+) -> None:
+    """A run whose call a budget with ``on_exceed: approve:finance`` cannot cover waits at an
+    approval gate: approved, the call goes through once (charged past the limit); rejected, the
+    run fails with the budget's error. No model call is made while it waits."""
+    upstream = FaultUpstreamProcess(name="paid").start()
+    store = await _setup(tmp_path, store_url, upstream)
+    worker = _worker(tmp_path, store_url)
+    try:
+        await set_budget(
+            store, ADMIN, "agent:payer", 0.1, window="run", on_exceed="approve:finance"
+        )
+        rid = await submit_run(store, "payer", "hello", owner=ADMIN)
+
+        async def pending() -> bool:
+            return bool(await list_approvals(store, run_id=rid))
+
+        await _until(pending, "the budget's approval gate")
+        (gate,) = await list_approvals(store, run_id=rid)
+        assert gate.reviewer_group == "finance"
+        assert (await upstream.stats())["requests"] == 0
+        await decide_approval(store, gate.id, action, by=ADMIN, reason="month end")
+        await _until(lambda: _finished(store, rid), "the run to finish")
+        info = await get_run(store, rid, ADMIN)
+        spent, reserved = await _usage(store)
+        if action == "approve":
+            assert info.status == "succeeded", info
+            assert (await upstream.stats())["requests"] == 1
+            (cost,) = await store.fetchone(
+                "SELECT SUM(cost) FROM model_calls WHERE run_id = ?", (rid,)
+            ) or (None,)
+            assert spent == pytest.approx(cost) and reserved == 0  # let through, charged
+        else:
+            assert info.status == "failed"
+            assert "rejected by user:local: month end" in str(info.error)
+            assert (await upstream.stats())["requests"] == 0
+            assert spent == 0
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        await store.close()
+        upstream.stop()

@@ -9,6 +9,7 @@ a call no budget covers costs no I/O at all: the gateway's hot path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -223,11 +224,16 @@ class CachedGate:
         """Whether a budget may apply to ``charge`` (no I/O; True while the cache is stale)."""
         return self.defs.covered(charge)
 
+    def budget(self, budget_id: str) -> Budget | None:
+        """The cached definition of a budget (its scope and ``on_exceed`` policy)."""
+        return self.defs.budget(budget_id)
+
     async def targets(
-        self, charge: Charge, amount: float, ttl: float
+        self, charge: Charge, amount: float, ttl: float, force: bool = False
     ) -> tuple[float, list[tuple[Budget, str]]]:
         """``(now, [(budget, window key), ...])``: the windows a reservation of ``amount``
-        for ``charge`` must be held in (empty: no budget applies, nothing to write)."""
+        for ``charge`` must be held in (empty: no budget applies, nothing to write). With
+        ``force`` every budget counts as soft: the call goes through once, past hard limits."""
         check_money(amount, "amount")
         if not self.defs.fresh():
             await self.defs.ensure()
@@ -238,4 +244,6 @@ class CachedGate:
         found = plan(budgets, charge, at)
         if found and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl must be a finite number of seconds > 0; got {ttl!r}")
+        if force:
+            found = [(dataclasses.replace(b, soft=True), k) for b, k in found]
         return at, found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from elevenfactor.config import Settings
+from elevenfactor.governance._budgets import Budget
 from elevenfactor.governance._gate_sql import StoreSpendGate
 from elevenfactor.governance._spend import SpendGate
 from elevenfactor.store import Store
@@ -15,6 +16,10 @@ __all__ = ["SpendEngine", "open_spend_gate"]
 class SpendEngine(SpendGate, Protocol):
     """A ``SpendGate`` a deployment runs: with a readiness probe, periodic expiry, exact usage
     of a budget window, and a close."""
+
+    def budget(self, budget_id: str) -> Budget | None:
+        """The cached definition of a budget (its scope and ``on_exceed`` policy)."""
+        ...
 
     async def ready(self) -> bool:
         """The backend answers (for ``/readyz``)."""

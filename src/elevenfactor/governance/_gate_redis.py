@@ -123,9 +123,12 @@ class RedisSpendGate(CachedGate):
 
     # -- the gate -------------------------------------------------------------------------
 
-    async def reserve(self, hold_id: str, charge: Charge, amount: float, ttl: float) -> Hold:
-        """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``."""
-        at, targets = await self.targets(charge, amount, ttl)
+    async def reserve(
+        self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
+    ) -> Hold:
+        """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``
+        (with ``force``, never: hard budgets are passed like soft ones, once)."""
+        at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)
         windows = [(b.id, k) for b, k in targets]

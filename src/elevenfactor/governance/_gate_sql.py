@@ -142,9 +142,12 @@ class StoreSpendGate(CachedGate):
         self.defs = Definitions(store, refresh=refresh)
         self.alerts = alerts or Alerts()
 
-    async def reserve(self, hold_id: str, charge: Charge, amount: float, ttl: float) -> Hold:
-        """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``."""
-        at, targets = await self.targets(charge, amount, ttl)
+    async def reserve(
+        self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
+    ) -> Hold:
+        """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``
+        (with ``force``, never: hard budgets are passed like soft ones, once)."""
+        at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)
         try:

@@ -175,17 +175,23 @@ class Meter:
         )
 
     async def reserve(
-        self, hold_id: str, charge: Charge, messages: Sequence[Message], settings: ModelSettings
+        self,
+        hold_id: str,
+        charge: Charge,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        force: bool = False,
     ) -> Hold:
         """Refuse a killed caller (``CallKilled``); hold the worst case against the budgets that
-        apply (``BudgetExceeded`` when one cannot cover it). An empty hold when none applies."""
+        apply (``BudgetExceeded`` when one cannot cover it; with ``force`` the call goes through
+        once past hard limits). An empty hold when none applies."""
         await self.gate.check(charge)
         if not self.gate.covered(charge):
             return Hold(hold_id, 0.0)
         amount = self.prices.worst_case(
             charge.models, estimate_prompt_tokens(messages, settings), settings.max_tokens
         )
-        return await self.gate.reserve(hold_id, charge, amount, self.hold_ttl)
+        return await self.gate.reserve(hold_id, charge, amount, self.hold_ttl, force)
 
     async def settle(self, hold: Hold, cost: float | None) -> None:
         """Commit ``cost`` (release everything when it is None: nothing was spent)."""

@@ -98,11 +98,14 @@ class SpendGate(Protocol):
         none does, callers skip estimating the worst case and reserving altogether."""
         ...
 
-    async def reserve(self, hold_id: str, charge: Charge, amount: float, ttl: float) -> Hold:
+    async def reserve(
+        self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
+    ) -> Hold:
         """Hold ``amount`` against every budget that applies to ``charge``, or raise
         ``BudgetExceeded`` (nothing held anywhere). Idempotent by ``hold_id``: a second call
         with the same id returns the first hold. Raises ``BudgetUnavailable`` when the backend
-        cannot be reached (fail closed)."""
+        cannot be reached (fail closed). ``force`` lets the call through past hard limits
+        once (a reviewer approved it): those budgets are listed in ``Hold.soft``."""
         ...
 
     async def commit(self, hold: Hold, cost: float) -> None:

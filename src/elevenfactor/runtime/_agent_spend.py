@@ -6,7 +6,11 @@ Around the ``model`` step, when the runtime has them:
   are spent the run parks on a durable timer (``limits.wait``) until the limiter says capacity
   frees, holding no worker meanwhile, and tries again;
 - ``budget.reserve``: the call's worst case held against every budget that applies (the hold
-  id is this step's key, so a reserve retried after a crash finds the hold it made);
+  id is this step's key, so a reserve retried after a crash finds the hold it made); when a
+  budget whose policy is ``approve:GROUP`` cannot cover it, the run waits at an approval gate
+  for a reviewer of GROUP, who raises the limit or lets the call through once (the run then
+  reserves again, past the limit if need be), or rejects it (the run fails with the budget's
+  error);
 - ``budget.commit`` (or ``budget.release`` when the model step failed): the real cost charged
   and the rest released, journaled with the cost, so a resumed or replayed run never charges
   twice and a model step re-run after a crash is committed once, against the same hold.
@@ -18,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from elevenfactor.errors import LimitExceeded, StepFailed
+from elevenfactor.errors import BudgetExceeded, LimitExceeded, StepFailed
 from elevenfactor.governance import DEFAULT_ORG, Hold, Meter, Principal, price_book
 from elevenfactor.models import (
     Limiter,
@@ -30,6 +34,7 @@ from elevenfactor.models import (
 )
 from elevenfactor.observe import call_cost
 from elevenfactor.runtime._agent_spec import AgentSpec
+from elevenfactor.runtime._approvals import approval
 from elevenfactor.runtime._context import RunContext, step_key
 
 if TYPE_CHECKING:
@@ -66,6 +71,8 @@ async def metered_call(
         "budget.reserve", _reserve, meter, spec.name, route, messages, settings, ctx.run_id,
         owner, kind="budget",
     )  # fmt: skip
+    if "refused" in held:
+        held = await _approve(ctx, meter, spec.name, route, messages, settings, owner, held)
     hold = Hold.from_dict(held)
     try:
         response = await ctx.step(
@@ -134,12 +141,47 @@ async def _reserve(
     settings: ModelSettings,
     run_id: str,
     owner: Principal | None,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """The hold as a dict, or ``{"refused": details}`` when a budget whose policy is
+    ``approve:GROUP`` refuses (other refusals raise ``BudgetExceeded``)."""
     charge = meter.charge(
         owner, route, org_id=DEFAULT_ORG, agent=agent, run_id=run_id, tags=settings.tags
     )
-    hold = await meter.reserve(step_key() or run_id, charge, messages, settings)
+    try:
+        hold = await meter.reserve(step_key() or run_id, charge, messages, settings, force)
+    except BudgetExceeded as exc:
+        if not str(exc.details.get("on_exceed") or "").startswith("approve:"):
+            raise
+        return {"refused": {"message": exc.message, **exc.details}}
     return hold.to_dict()
+
+
+async def _approve(
+    ctx: RunContext,
+    meter: Meter,
+    agent: str,
+    route: str,
+    messages: list[Message],
+    settings: ModelSettings,
+    owner: Principal | None,
+    held: dict[str, Any],
+) -> dict[str, Any]:
+    """The approval gate of an ``approve:GROUP`` budget; the hold reserved once approved."""
+    details = dict(held["refused"])
+    message = str(details.pop("message"))
+    group = str(details["on_exceed"]).partition(":")[2]
+    request = {"agent": agent, "route": route, "reason": message, **details}
+    decision = await approval(ctx, "budget", request, group=group)
+    if not decision.approved:
+        why = f"; rejected by {decision.decided_by}" + (
+            f": {decision.reason}" if decision.reason else ""
+        )
+        raise BudgetExceeded(message + why, **details)
+    return await ctx.step(
+        "budget.reserve", _reserve, meter, agent, route, messages, settings, ctx.run_id, owner,
+        True, kind="budget",
+    )  # fmt: skip
 
 
 async def _commit(deps: AgentDeps, meter: Meter, hold: Hold, response: Response) -> dict[str, Any]:

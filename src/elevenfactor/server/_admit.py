@@ -21,6 +21,7 @@ from elevenfactor.config import ProjectConfig
 from elevenfactor.errors import BudgetExceeded, CallKilled
 from elevenfactor.governance import Hold, Meter, Principal
 from elevenfactor.models import (
+    Call,
     Limiter,
     LimitWait,
     Message,
@@ -29,8 +30,11 @@ from elevenfactor.models import (
     estimate_tokens,
     limits_for,
 )
+from elevenfactor.models._registry import Resolved
+from elevenfactor.server._state import Gateway
+from elevenfactor.server._wire import ChatRequest
 
-__all__ = ["Admission", "admit", "downgrade_target"]
+__all__ = ["Admission", "admit", "admit_call", "downgrade_target"]
 
 logger = logging.getLogger("elevenfactor.server")
 _reconciling: set[asyncio.Task[None]] = set()
@@ -130,6 +134,65 @@ async def _reconcile(limiter: Limiter, permit: Permit, tokens: int) -> None:
         await limiter.reconcile(permit, tokens)
     except Exception:  # the limit stays charged with the estimate: never fails the call
         logger.warning("correcting a rate limit's token count failed", exc_info=True)
+
+
+async def admit_call(
+    gw: Gateway,
+    call: Call,
+    principal: Principal,
+    resolved: Resolved,
+    parsed: ChatRequest,
+    tags: Sequence[str],
+    wait: LimitWait,
+    headers: dict[str, str],
+) -> tuple[Resolved, Admission]:
+    """``admit`` a gateway call on its route, or on the cheaper route a budget's
+    ``downgrade:ROUTE`` policy names when that budget cannot cover it (a hard budget) or is
+    past its limit (a soft one). A downgrade is announced in ``x-elevenfactor-route`` and
+    ``x-elevenfactor-downgraded``; ``approve:GROUP`` budgets refuse gateway calls (a chat
+    completion cannot wait for a reviewer; runs do)."""
+    assert gw.registry is not None
+
+    async def on(route: str, hold_id: str) -> Admission:
+        return await admit(
+            gw.meter, hold_id, principal, route, parsed.messages, parsed.settings, tags,
+            limiter=gw.limiter, project=gw.project, wait=wait,
+        )  # fmt: skip
+
+    names = gw.registry.names()
+    try:
+        adm = await on(resolved.route, call.trace_id)
+        target, budget = soft_downgrade(gw.meter, adm.hold, resolved.route, names)
+        if target is not None:
+            await adm.settle(None)
+    except BudgetExceeded as exc:
+        target, budget = downgrade_target(exc, resolved.route, names), exc.details.get("budget")
+        if target is None:
+            raise
+    if target is None:
+        return resolved, adm
+    resolved = gw.registry.resolve(target, tags, messages=parsed.messages, settings=parsed.settings)
+    call.route = headers["x-elevenfactor-route"] = resolved.route
+    headers["x-elevenfactor-downgraded"] = f"budget {budget}"
+    # A new hold id: the first may exist (a soft budget's hold, released above).
+    return resolved, await on(resolved.route, f"{call.trace_id}:{resolved.route}")
+
+
+def soft_downgrade(
+    meter: Meter | None, hold: Hold | None, route: str, known: Container[str]
+) -> tuple[str | None, str | None]:
+    """``(route, budget scope)`` when a soft budget the call went past says
+    ``downgrade:ROUTE``; ``(None, None)`` otherwise."""
+    if meter is None or hold is None or not hold.soft:
+        return None, None
+    for budget_id in hold.soft:
+        budget = meter.gate.budget(budget_id)
+        if budget is None or not budget.on_exceed.startswith("downgrade:"):
+            continue
+        target = budget.on_exceed.partition(":")[2]
+        if target in known and target != route:
+            return target, budget.scope
+    return None, None
 
 
 def downgrade_target(exc: BudgetExceeded, route: str, known: Container[str]) -> str | None:

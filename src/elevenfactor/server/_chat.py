@@ -12,7 +12,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from elevenfactor.errors import (
-    BudgetExceeded,
     ElevenFactorError,
     ModelError,
     RequestError,
@@ -22,7 +21,7 @@ from elevenfactor.models import Call, LimitWait, Model, StreamChunk, Usage, limi
 from elevenfactor.models._admission import client_timeout
 from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai, usage_to_openai
 from elevenfactor.observe import CallRecord, call_cost, new_id
-from elevenfactor.server._admit import Admission, admit, downgrade_target
+from elevenfactor.server._admit import Admission, admit_call
 from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
 from elevenfactor.server._disconnect import client_timeout_from, runs_locally, unless_disconnected
 from elevenfactor.server._errors import error_body, error_response
@@ -88,26 +87,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
         call.route = resolved.route
         headers["x-elevenfactor-route"] = resolved.route
         wait = _wait(gw, request.scope)
-        try:
-            adm = await admit(
-                gw.meter, call.trace_id, principal, resolved.route, parsed.messages,
-                parsed.settings, tags, limiter=gw.limiter, project=gw.project, wait=wait,
-            )  # fmt: skip
-        except BudgetExceeded as exc:
-            target = downgrade_target(exc, resolved.route, gw.registry.names())
-            if target is None:
-                raise
-            # The budget's policy: send the call to a cheaper route instead of refusing it.
-            resolved = gw.registry.resolve(
-                target, tags, messages=parsed.messages, settings=parsed.settings
-            )
-            call.route = resolved.route
-            headers["x-elevenfactor-route"] = resolved.route
-            headers["x-elevenfactor-downgraded"] = f"budget {exc.details.get('budget')}"
-            adm = await admit(
-                gw.meter, call.trace_id, principal, resolved.route, parsed.messages,
-                parsed.settings, tags, limiter=gw.limiter, project=gw.project, wait=wait,
-            )  # fmt: skip
+        resolved, adm = await admit_call(gw, call, principal, resolved, parsed, tags, wait, headers)
         waiting = limit_wait.set(wait)
         try:
             if runs_locally(resolved.model):  # a scarce local instance: stop if the client leaves
