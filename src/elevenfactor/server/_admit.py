@@ -101,6 +101,7 @@ async def admit(
     ``principal`` through ``route``, then watch it (see the module docstring). ``wait`` is how
     long and at which priority the call may queue for capacity."""
     adm = Admission(call_id, limiter=limiter)
+    keys = []
     if limiter is not None and project is not None and wait is not None:
         keys = limits_for(
             project,
@@ -109,23 +110,37 @@ async def admit(
             team_name=principal.team_name,
             route=route,
         )
-        if keys:
-            adm.permit = await limiter.acquire(
-                keys,
-                estimate_tokens(messages, settings),
-                deadline=wait.deadline,
-                priority=wait.priority,
-            )
-    if meter is None:
-        return adm
-    charge = meter.charge(principal, route, tags=tags)
-    try:
-        adm.hold = await meter.reserve(call_id, charge, messages, settings)
-    except BaseException:
-        await adm.settle(None)  # a refused call gives its tokens back to the rate limits
-        raise
-    adm.meter = meter
-    meter.track(call_id, charge)
+    charge = meter.charge(principal, route, tags=tags) if meter is not None else None
+    if meter is not None and charge is not None:
+        await meter.gate.check(charge)  # a killed caller is refused before anything is taken
+    acquire = None
+    if keys:
+        assert limiter is not None and wait is not None
+        acquire = limiter.acquire(
+            keys, estimate_tokens(messages, settings), deadline=wait.deadline,
+            priority=wait.priority,
+        )  # fmt: skip
+    reserve = None
+    if meter is not None and charge is not None and meter.gate.covered(charge):
+        reserve = meter.reserve(call_id, charge, messages, settings)
+    if acquire is not None and reserve is not None:
+        # Both go to the backend (Redis, or the store): in parallel, one round trip of latency.
+        permit, hold = await asyncio.gather(acquire, reserve, return_exceptions=True)
+        if isinstance(permit, Permit):
+            adm.permit = permit
+        if isinstance(hold, Hold):
+            adm.hold, adm.meter = hold, meter
+        for failed in (permit, hold):
+            if isinstance(failed, BaseException):
+                await adm.settle(None)  # give back whichever of the two was taken
+                raise failed
+    elif acquire is not None:
+        adm.permit = await acquire
+    elif reserve is not None:
+        adm.hold = await reserve
+    if meter is not None and charge is not None:
+        adm.meter = meter
+        meter.track(call_id, charge)
     return adm
 
 
