@@ -33,7 +33,7 @@ from elevenfactor.governance._gate_defs import CachedGate, Definitions, check_mo
 from elevenfactor.governance._redis_scripts import COMMIT, RESERVE, SEED, SETTLE
 from elevenfactor.governance._redis_writer import Committed, StoreWriter
 from elevenfactor.governance._spend import Charge, Hold
-from elevenfactor.store import Store
+from elevenfactor.store import Store, script_client
 
 __all__ = ["RedisSpendGate"]
 
@@ -72,10 +72,13 @@ class RedisSpendGate(CachedGate):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
-        self._reserve = self.redis.register_script(RESERVE)
-        self._commit = self.redis.register_script(COMMIT)
-        self._settle = self.redis.register_script(SETTLE)
-        self._seed = self.redis.register_script(SEED)
+        # The scripts (every reservation and commit) go through the fast script client.
+        self.scripts = script_client(redis_url, timeout=timeout, decode=True)
+        runner: Any = self.scripts if self.scripts is not None else self.redis
+        self._reserve = runner.register_script(RESERVE)
+        self._commit = runner.register_script(COMMIT)
+        self._settle = runner.register_script(SETTLE)
+        self._seed = runner.register_script(SEED)
         self.writer = StoreWriter(store, self.defs, self.alerts, interval=flush_interval)
 
     # -- keys -----------------------------------------------------------------------------
@@ -230,6 +233,8 @@ class RedisSpendGate(CachedGate):
             await self.writer.aclose()
         await self.alerts.aclose()
         await self.redis.aclose()
+        if self.scripts is not None:
+            await self.scripts.aclose()
 
 
 def _soft(windows: Sequence[_Key], indices: str) -> tuple[str, ...]:

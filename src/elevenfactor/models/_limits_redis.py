@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from elevenfactor.models._limits import LimitKey, LocalLimits, Verdict
+from elevenfactor.store import script_client
 
 __all__ = ["RedisLimits"]
 
@@ -99,8 +100,11 @@ class RedisLimits:
         self.client = client
         self.prefix = prefix
         self.fallback = LocalLimits()
-        self._acquire = client.register_script(_ACQUIRE)
-        self._adjust = client.register_script(_ADJUST)
+        # Every acquire is a script on the request path: the fast script client when it can.
+        self.scripts = script_client(url, timeout=timeout) if url is not None else None
+        runner: Any = self.scripts if self.scripts is not None else client
+        self._acquire = runner.register_script(_ACQUIRE)
+        self._adjust = runner.register_script(_ADJUST)
         self._down_until = 0.0  # 0: healthy; else Redis failed, try again from then on
         self._probing = False  # one call finds out whether Redis is back; the others go local
         self._warned_at = -_WARN_EVERY
@@ -186,5 +190,7 @@ class RedisLimits:
             )
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connections."""
         await self.client.aclose()
+        if self.scripts is not None:
+            await self.scripts.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from elevenfactor.errors import ConfigError
 from elevenfactor.store._base import Executor, Row, Store
 from elevenfactor.store._blobs import BLOB_INSERT, blob_hash, get_blob, put_blob, put_blobs
@@ -14,6 +16,9 @@ from elevenfactor.store._migrations import (
     require_migrated,
 )
 from elevenfactor.store._notify import subscribe, unsubscribe, wake_local
+
+if TYPE_CHECKING:
+    from elevenfactor.store._resp import ScriptClient
 
 __all__ = [
     "BLOB_INSERT",
@@ -31,6 +36,7 @@ __all__ = [
     "put_blob",
     "put_blobs",
     "require_migrated",
+    "script_client",
     "subscribe",
     "unsubscribe",
     "wake_local",
@@ -56,3 +62,12 @@ async def open_store(url: str) -> Store:
         key="DATABASE_URL",
         expected="sqlite:///path/to/file.db or postgresql://user@host:5432/db",
     )
+
+
+def script_client(url: str, *, timeout: float = 1.0, decode: bool = False) -> ScriptClient | None:
+    """A fast client for Lua scripts on the Redis at ``url`` (budget reservations and rate
+    limits: see ``elevenfactor.store._resp``), or None for URLs it does not speak (use
+    redis-py). Imports the Redis libraries on first use; opens no connection."""
+    from elevenfactor.store._resp import script_client as make
+
+    return make(url, timeout=timeout, decode=decode)
