@@ -26,8 +26,7 @@ from elevenfactor.cli._common import (
     with_store,
 )
 from elevenfactor.errors import RequestError
-from elevenfactor.governance import Principal, Sealer, open_meter, principal_for_user
-from elevenfactor.models import open_limiter, open_response_cache
+from elevenfactor.governance import Principal, open_meter, principal_for_user
 from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime import (
     RunInfo,
@@ -41,6 +40,7 @@ from elevenfactor.runtime import (
     list_approvals,
     list_runs,
     run_result,
+    running,
     submit_run,
 )
 from elevenfactor.store import Store, require_migrated
@@ -78,38 +78,19 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
 
     async def main(store: Store) -> None:
         await require_migrated(store)
-        recorder = CallRecorder(store, record_payloads=settings.record_payloads)
-        meter = await open_meter(settings, project, store)
-        runtime = build_runtime(
-            settings,
-            project,
-            recorder=recorder,
-            meter=meter,
-            cache=open_response_cache(settings, store),
-            limiter=open_limiter(settings, project),
-        )
-        w = build_worker(
-            store,
-            settings,
-            project,
-            runtime.programs,
-            queues=list(queues) or None,
-            concurrency=concurrency,
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, w.stop)
-        recorder.start()
-        meter.start()
-        sealer = Sealer(store, settings)
-        sealer.start()
-        try:
+        async with running(settings, project, store) as runtime:
+            w = build_worker(
+                store,
+                settings,
+                project,
+                runtime.programs,
+                queues=list(queues) or None,
+                concurrency=concurrency,
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, w.stop)
             await w.serve()
-        finally:
-            await sealer.aclose()
-            await runtime.aclose()
-            await meter.aclose()
-            await recorder.aclose()
 
     run(with_store(settings, main))
 
@@ -456,33 +437,16 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
     async def main(store: Store) -> None:
         await require_migrated(store)
         principal = await principal_for_user(store, as_user)
-        recorder = CallRecorder(store, record_payloads=settings.record_payloads)
-        meter = await open_meter(settings, project, store)
-        runtime = build_runtime(
-            settings,
-            project,
-            recorder=recorder,
-            meter=meter,
-            cache=open_response_cache(settings, store),
-            limiter=open_limiter(settings, project),
-        )
-        recorder.start()
-        meter.start()
-        w = None if no_worker else build_worker(store, settings, project, runtime.programs)
-        task = asyncio.create_task(w.serve()) if w is not None else None
-        server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w), principal)
-        sealer = Sealer(store, settings)
-        sealer.start()
-        try:
-            async with stdio_server() as (read, write):
-                await server.run(read, write, server.create_initialization_options())
-        finally:
-            await sealer.aclose()
-            if w is not None and task is not None:
-                await w.shutdown(settings.shutdown_timeout)
-                await task
-            await runtime.aclose()
-            await meter.aclose()
-            await recorder.aclose()
+        async with running(settings, project, store) as runtime:
+            w = None if no_worker else build_worker(store, settings, project, runtime.programs)
+            task = asyncio.create_task(w.serve()) if w is not None else None
+            server = build_mcp_server(McpBridge(store, runtime, project.mcp_server, w), principal)
+            try:
+                async with stdio_server() as (read, write):
+                    await server.run(read, write, server.create_initialization_options())
+            finally:
+                if w is not None and task is not None:
+                    await w.shutdown(settings.shutdown_timeout)
+                    await task
 
     run(with_store(settings, main))

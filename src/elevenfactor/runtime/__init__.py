@@ -41,7 +41,7 @@ from elevenfactor.runtime._runs import (
     submit_run,
 )
 from elevenfactor.runtime._saga import Saga
-from elevenfactor.runtime._service import Runtime, build_runtime, build_worker
+from elevenfactor.runtime._service import Runtime, build_runtime, build_worker, running
 from elevenfactor.runtime._subruns import run_child
 from elevenfactor.runtime._webhooks import webhook_hook
 from elevenfactor.runtime._worker import Worker, WorkerOptions
@@ -88,6 +88,7 @@ __all__ = [
     "run_child",
     "run_input",
     "run_result",
+    "running",
     "step_key",
     "submit_run",
     "verify_one_run",

@@ -3,13 +3,21 @@ programs named in the project, agents from ``agents/*.yaml``, their toolsets and
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
 from elevenfactor.errors import ConfigError
-from elevenfactor.governance import Meter
-from elevenfactor.models import CacheBackend, Limiter, ModelRegistry
+from elevenfactor.governance import Meter, Sealer, open_meter
+from elevenfactor.models import (
+    CacheBackend,
+    Limiter,
+    ModelRegistry,
+    open_limiter,
+    open_response_cache,
+)
 from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime._agent import Agent, AgentDeps
 from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
@@ -187,6 +195,38 @@ def require_valid(errors: list[ConfigError]) -> None:
         raise first
     more = f"{len(errors) - 1} more; `elevenfactor config check` lists them all"
     raise ConfigError(first.message, hint=f"{first.hint}; {more}" if first.hint else more)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, project: ProjectConfig, store: Store
+) -> AsyncIterator[Runtime]:
+    """The runtime a worker process (or ``mcp serve``) runs: agents recording their calls,
+    metered against budgets and kill switches, limited by the project's rate limits, with the
+    response cache and the ledger sealer running; everything stopped and flushed on exit."""
+    recorder = CallRecorder(store, record_payloads=settings.record_payloads)
+    meter = await open_meter(settings, project, store)
+    limiter = open_limiter(settings, project)
+    runtime = build_runtime(
+        settings,
+        project,
+        recorder=recorder,
+        meter=meter,
+        cache=open_response_cache(settings, store),
+        limiter=limiter,
+    )
+    recorder.start()
+    meter.start()
+    sealer = Sealer(store, settings)
+    sealer.start()
+    try:
+        yield runtime
+    finally:
+        await sealer.aclose()
+        await runtime.aclose()
+        await meter.aclose()
+        await limiter.aclose()
+        await recorder.aclose()
 
 
 def build_worker(
