@@ -11,7 +11,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from elevenfactor.governance import local_admin, set_budget
@@ -25,7 +28,7 @@ from elevenfactor.runtime import (
 )
 from elevenfactor.store import Store, migrate, open_store
 from tests.support.fault_upstream import FaultUpstreamProcess
-from tests.support.serve import EXE, ROOT
+from tests.support.serve import EXE, ROOT, migrated, serving, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -250,3 +253,60 @@ async def test_an_approve_budget_holds_the_run_for_a_reviewer(
         worker.wait(30)
         await store.close()
         upstream.stop()
+
+
+TAGGED = """
+providers: {t: {type: test}}
+models:
+  echo:
+    provider: t
+    model: e
+    price: {input_per_mtok: 0, output_per_mtok: 25000}
+    retry: {attempts: 1}
+routes: {default: {chain: [echo]}}
+"""
+
+
+def test_run_tags_go_with_every_call_and_into_the_cost_report(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Tags given at submission (``POST /v1/runs``) are recorded with each of the run's model
+    calls and in its ledger entry; ``GET /v1/cost?by=tag`` groups the run's spend by them."""
+    asyncio.run(migrated(store_url))
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "echoer.yaml").write_text("instructions: Echo.\nmodel: default\n")
+    with serving(tmp_path, store_url, TAGGED) as srv:
+        bad = httpx.post(srv.base + "/v1/runs", json={"agent": "echoer", "tags": ["no spaces"]})
+        assert bad.status_code == 400, bad.text
+        r = httpx.post(
+            srv.base + "/v1/runs",
+            json={"agent": "echoer", "input": "hi", "tags": ["campaign-7", "env:prod"]},
+        )
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+        wait_for(
+            lambda: httpx.get(f"{srv.base}/v1/runs/{rid}").json()["status"] == "succeeded",
+            "the run to succeed",
+        )
+
+        def by_tag() -> dict[str, float]:
+            rows = httpx.get(srv.base + "/v1/cost", params={"by": "tag"}).json()["data"]
+            return {row["group"]["tag"]: row["cost"] for row in rows if row["group"]["tag"]}
+
+        costs = wait_for(lambda: by_tag() or None, "the call record to be written")
+    assert set(costs) == {"campaign-7", "env:prod"}
+    assert costs["campaign-7"] == costs["env:prod"] > 0
+    ledger = asyncio.run(_ledger_body(store_url, rid))
+    assert ledger["tags"] == ["campaign-7", "env:prod"]
+
+
+async def _ledger_body(url: str, rid: str) -> dict[str, Any]:
+    store = await open_store(url)
+    try:
+        row = await store.fetchone(
+            "SELECT body FROM ledger WHERE subject = ? AND kind = 'run.created'", (rid,)
+        )
+        assert row is not None
+        return dict(orjson.loads(row[0]))
+    finally:
+        await store.close()

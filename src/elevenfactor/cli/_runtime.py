@@ -102,6 +102,9 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
 @click.option("--priority", type=int, default=0, show_default=True)
 @click.option("--id", "run_id", default=None, help="Run id (idempotent submission).")
 @click.option(
+    "--tag", "tags", multiple=True, help="A tag every model call of the run carries (repeatable)."
+)
+@click.option(
     "--execute",
     is_flag=True,
     help="Execute in this process until the run settles (no separate worker).",
@@ -117,6 +120,7 @@ def run_cmd(
     queue: str,
     priority: int,
     run_id: str | None,
+    tags: tuple[str, ...],
     execute: bool,
     wait: bool,
     as_user: str,
@@ -149,8 +153,9 @@ def run_cmd(
                 else None
             )
             rid = await submit_run(
-                store, program, payload, queue=queue, priority=priority, run_id=run_id, owner=owner
-            )
+                store, program, payload, queue=queue, priority=priority, run_id=run_id,
+                owner=owner, tags=tags,
+            )  # fmt: skip
             info = await get_run(store, rid, owner)
             with console.status(f"run {rid}: {info.status}") as status:
                 while (execute or wait) and not info.finished:

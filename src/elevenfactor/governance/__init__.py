@@ -60,6 +60,7 @@ from elevenfactor.governance._names import (
     NAME_PATTERN,
     check_id,
     check_name,
+    check_tags,
     check_text,
 )
 from elevenfactor.governance._pricing import (
@@ -131,6 +132,7 @@ __all__ = [
     "canonical",
     "check_id",
     "check_name",
+    "check_tags",
     "check_text",
     "cost_report",
     "create_key",

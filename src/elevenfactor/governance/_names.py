@@ -2,6 +2,7 @@
 
 - **ids** (runs, sessions, approvals): 1 to 200 characters from ``A-Z a-z 0-9 . _ : -``,
   starting with a letter or digit. A child run's id is its parent's id plus ``.<step>``.
+- **tags** (on runs, for cost reports): ids, at most ``MAX_TAGS`` of them.
 - **names** (users, teams, reviewer groups, keys, queues, programs): 1 to 64 characters from
   ``A-Z a-z 0-9 . _ -``, starting with a letter or digit.
 
@@ -12,15 +13,25 @@ Neither may hold ``/`` (it would make a URL path ambiguous), whitespace or contr
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from elevenfactor.errors import RequestError
 
-__all__ = ["ID_PATTERN", "NAME_PATTERN", "check_id", "check_name", "check_text"]
+__all__ = [
+    "ID_PATTERN",
+    "MAX_TAGS",
+    "NAME_PATTERN",
+    "check_id",
+    "check_name",
+    "check_tags",
+    "check_text",
+]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ID = re.compile(ID_PATTERN)
 _NAME = re.compile(NAME_PATTERN)
+MAX_TAGS = 32
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
@@ -53,3 +64,16 @@ def check_text(value: str, param: str, max_length: int = 4000) -> str:
             param=param,
         )
     return value
+
+
+def check_tags(tags: Sequence[str], param: str = "tags") -> tuple[str, ...]:
+    """``tags`` without duplicates (first occurrence kept) if each is a valid id and there are
+    at most ``MAX_TAGS``, else a ``RequestError`` naming ``param``."""
+    if isinstance(tags, str) or not isinstance(tags, Sequence):
+        raise RequestError(f"{param!r} must be a list of tags", code="invalid_tags", param=param)
+    out = tuple(dict.fromkeys(check_id(t, param) for t in tags))
+    if len(out) > MAX_TAGS:
+        raise RequestError(
+            f"{param!r} holds {len(out)} tags; at most {MAX_TAGS}", code="invalid_tags", param=param
+        )
+    return out

@@ -149,9 +149,11 @@ class Agent:
             response = await resolved.model.request(messages, settings, call)
         except Exception as exc:
             error_class = exc.error_class if isinstance(exc, ModelError) else "error"
-            self._record(call, messages, owner, status="error", error_class=error_class)
+            self._record(
+                call, messages, owner, settings.tags, status="error", error_class=error_class
+            )
             raise
-        self._record(call, messages, owner, response=response)
+        self._record(call, messages, owner, settings.tags, response=response)
         final = call.final
         return response.model_copy(
             update={"deployment": final.deployment if final else None, "cache_hit": call.cache_hit}
@@ -162,6 +164,7 @@ class Agent:
         call: Call,
         messages: list[Message],
         owner: Principal | None,
+        tags: list[str],
         *,
         response: Response | None = None,
         status: str = "ok",
@@ -195,7 +198,7 @@ class Agent:
                 response=response.model_dump_json().encode() if response is not None else None,
                 agent=self.spec.name,
                 step=key.rpartition(":")[2] if key else None,
-                tags=list(self.spec.settings.get("tags") or ()),
+                tags=list(tags),  # the agent's settings.tags and the run's tags
             )
         )
 
@@ -246,6 +249,9 @@ class Agent:
         tools = await ctx.step("list", self._list_tools, ctx.run_id, kind="tools")
         risk = {t["name"]: t["risk"] for t in tools}
         settings = self._settings(tools)
+        if ctx.lease.tags:  # the run's tags go with each of its calls (routing rules, costs)
+            merged = list(dict.fromkeys([*settings.tags, *ctx.lease.tags]))
+            settings = settings.model_copy(update={"tags": merged})
         gate = model_rule(spec.approval)
         calls_made, usage_in, usage_out = 0, 0, 0
         for turn in range(limits.max_steps):

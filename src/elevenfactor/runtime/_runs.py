@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from elevenfactor.errors import RequestError, RunNotFound
-from elevenfactor.governance import SYSTEM, Principal, append_entry, local_admin
+from elevenfactor.governance import SYSTEM, Principal, append_entry, check_tags, local_admin
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
 from elevenfactor.runtime._settle import FINAL, record_end
@@ -113,6 +113,8 @@ class Lease:
     """Whether the run may have journal events to replay. False only for the first claim of a
     run (fence 1) that has none: ``RunContext.open`` then loads nothing (and an approval or a
     child run it issues cannot exist yet)."""
+    tags: tuple[str, ...] = ()
+    """The run's tags: every model call it makes carries them."""
 
 
 async def submit_run(
@@ -131,6 +133,7 @@ async def submit_run(
     session_id: str | None = None,
     start_at: float | None = None,
     owner: Principal | None = None,
+    tags: Sequence[str] = (),
 ) -> str:
     """Queue a run of ``program``; return its id.
 
@@ -140,10 +143,12 @@ async def submit_run(
     ``attempt``) when ``retry_on`` is None or names its
     error code or exception type (for a failed step: the step's original ones too).
     ``owner`` is whom the run acts for (default: the built-in local administrator); its creation
-    is recorded in the ledger in the same transaction.
+    is recorded in the ledger in the same transaction. ``tags`` (names, at most 32) go with
+    every model call the run makes, for cost reports; they are part of the ledger entry.
     """
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
+    tags = check_tags(tags)
     rid = run_id or uuid.uuid4().hex
     data = encode(input)
     digest = blob_hash(data)
@@ -158,8 +163,9 @@ async def submit_run(
             "INSERT INTO runs (id, program, queue, priority, status, input_hash, parent_id,"
             " session_id, created_at, updated_at, wake_at, deadline_at, attempt, max_attempts,"
             " retry_backoff, retry_on, fence, cancel_requested, genesis_hash,"
-            " org_id, team_id, user_id, key_id)"
-            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?)"
+            " org_id, team_id, user_id, key_id, tags)"
+            " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0,"
+            " ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 rid,
@@ -181,6 +187,7 @@ async def submit_run(
                 team_id,
                 user_id,
                 key_id,
+                orjson.dumps(list(tags)).decode() if tags else None,
             ),
         )
         if inserted == 1:
@@ -195,6 +202,7 @@ async def submit_run(
                     "genesis": genesis,
                     "parent_id": parent_id,
                     "owner": [org_id, team_id, user_id, key_id],
+                    **({"tags": list(tags)} if tags else {}),
                 },
             )
     if inserted == 1 and (start_at is None or start_at <= now):

@@ -152,6 +152,7 @@ async def create_run(call: _Call) -> Response:
         deadline=body.deadline_seconds,
         session_id=body.session_id,
         owner=call.principal,
+        tags=body.tags,
     )
     if call.gw.worker is not None:
         call.gw.worker.notify()

@@ -72,6 +72,12 @@ class RunCreate(_Schema):
     # the JSON schema as exclusiveMinimum/maximum: on a union pydantic cannot place them.
     deadline_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400, strict=True)] | None = None
     session_id: Id | None = None
+    tags: list[Id] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Free tags: every model call of the run carries them (cost reports group "
+        "by them).",
+    )
 
 
 class RunQuery(_Schema):

@@ -21,6 +21,7 @@ from elevenfactor.store.migrations import (
     m006_cost,
     m007_budgets,
     m008_cache,
+    m009_run_tags,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -68,6 +69,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m006_cost", m006_cost.STATEMENTS),
     Migration("m007_budgets", m007_budgets.STATEMENTS),
     Migration("m008_cache", m008_cache.STATEMENTS),
+    Migration("m009_run_tags", m009_run_tags.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
