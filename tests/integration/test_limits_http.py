@@ -186,3 +186,20 @@ routes:
         assert r.headers["x-elevenfactor-downgraded"] == "budget org"
     shown = _cli(tmp_path, env, "budgets", "show", "org", "--json")
     assert '"spent": 0.125' in shown
+
+
+def test_malformed_tags_and_priority_headers_are_400s(tmp_path: Path, store_url: str) -> None:
+    asyncio.run(migrated(store_url))
+    with serving(tmp_path, store_url, PROJECT) as srv:
+        body = {"model": "default", "messages": HI}
+        for name, value in [
+            ("x-elevenfactor-tags", "fine, not fine!"),
+            ("x-elevenfactor-tags", ",".join(f"t{i}" for i in range(33))),
+            ("x-elevenfactor-priority", "urgent"),
+            ("x-elevenfactor-timeout", "-1"),
+        ]:
+            r = httpx.post(
+                srv.base + "/v1/chat/completions", json=body, headers={name: value}, timeout=30
+            )
+            assert r.status_code == 400, (name, value, r.text)
+            assert r.json()["error"]["param"] == name

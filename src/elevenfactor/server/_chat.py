@@ -16,7 +16,7 @@ from elevenfactor.errors import (
     ModelError,
     RequestError,
 )
-from elevenfactor.governance import Principal, check_id, price_book
+from elevenfactor.governance import Principal, check_id, check_tags, price_book
 from elevenfactor.models import Call, LimitWait, Model, StreamChunk, Usage, limit_wait, priority_of
 from elevenfactor.models._admission import client_timeout
 from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai, usage_to_openai
@@ -33,6 +33,7 @@ from elevenfactor.server._wire import ChatRequest, parse_chat_request
 __all__ = ["chat_completions", "trace_id_from"]
 
 logger = logging.getLogger("elevenfactor.server")
+_TAGS = "x-elevenfactor-tags"  # free tags: routing rules, cost reports, budgets
 _SESSION = "x-elevenfactor-session"  # the session a call belongs to (echoed in the answer)
 _PRIORITY = b"x-elevenfactor-priority"  # the call's rank among those waiting for capacity
 
@@ -74,8 +75,8 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             raise RequestError(
                 f"the body is not valid JSON: {exc}", code="invalid_json", param="body"
             ) from None
-        tags_header = header(request.scope, b"x-elevenfactor-tags") or ""
-        tags = [t.strip() for t in tags_header.split(",") if t.strip()]
+        tags_header = header(request.scope, b"x-elevenfactor-tags") or ""  # a,b
+        tags = list(check_tags([t.strip() for t in tags_header.split(",") if t.strip()], _TAGS))
         session = header(request.scope, b"x-elevenfactor-session")
         if session is not None:
             headers[_SESSION] = check_id(session, _SESSION)
