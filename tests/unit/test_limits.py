@@ -4,6 +4,7 @@ the priority queue, deadlines refused at once, and the deployment wrapper (no ne
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -459,3 +460,27 @@ async def test_a_stream_waits_for_capacity_within_its_deadline() -> None:
     await drain()  # waits ~0.2 s for the next unit, well within max_wait
     assert 0.15 <= time.monotonic() - start < 2.0
     assert sum(1 for c in got if c.finish_reason) == 2
+
+
+async def test_anthropic_rate_limit_headers_pause_the_deployment() -> None:
+    """Anthropic's ``anthropic-ratelimit-*`` headers (reset as an RFC 3339 time) are read as
+    OpenAI's: no requests left pauses the deployment until the reset."""
+    now = [100.0]
+    inner = FunctionModel(_answer, name="claude")
+    wrapper = DeploymentLimiter(inner, max_wait=1.0, clock=lambda: now[0])
+    reset = time.time() + 30
+    stamp = datetime.datetime.fromtimestamp(reset, datetime.UTC).isoformat().replace("+00:00", "Z")
+    wrapper.observe(
+        200,
+        {
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": stamp,
+            "anthropic-ratelimit-tokens-remaining": "500",
+            "anthropic-ratelimit-tokens-limit": "1000",
+            "anthropic-ratelimit-tokens-reset": stamp,
+        },
+    )
+    with pytest.raises(LimitExceeded) as info:
+        await wrapper.request([], ModelSettings(), Call())
+    assert info.value.retry_after == pytest.approx(30.0, abs=1.0)
+    assert wrapper.tokens_left == 500

@@ -21,6 +21,7 @@ the inner model: one attribute test, no coroutine or generator of its own.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -64,6 +65,33 @@ def parse_duration(value: str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != value:
         return None
     return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+_ANTHROPIC = (
+    ("requests-remaining", "x-ratelimit-remaining-requests"),
+    ("tokens-remaining", "x-ratelimit-remaining-tokens"),
+    ("tokens-limit", "x-ratelimit-limit-tokens"),
+)
+
+
+def from_anthropic(headers: Mapping[str, str], now: float) -> dict[str, str]:
+    """Anthropic's rate-limit headers as OpenAI's: counts as they are, the RFC 3339 reset
+    times (``anthropic-ratelimit-requests-reset``) as durations from ``now`` (wall clock)."""
+    out = {k.lower(): v for k, v in headers.items()}
+    for theirs, ours in _ANTHROPIC:
+        value = out.get(f"anthropic-ratelimit-{theirs}")
+        if value is not None:
+            out[ours] = value
+    for kind in ("requests", "tokens"):
+        raw = out.get(f"anthropic-ratelimit-{kind}-reset")
+        if raw is None:
+            continue
+        try:
+            at = dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        out[f"x-ratelimit-reset-{kind}"] = f"{max(0.0, at - now):.3f}s"
+    return out
 
 
 def _int(value: str | None) -> int | None:
@@ -131,7 +159,10 @@ class DeploymentLimiter:
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Take one answer of the provider into account: a 429 (its ``Retry-After``) and the
-        ``x-ratelimit-*`` headers of any answer."""
+        ``x-ratelimit-*`` headers of any answer (Anthropic's ``anthropic-ratelimit-*`` are read
+        as their OpenAI equivalents)."""
+        if "anthropic-ratelimit-requests-remaining" in headers:
+            headers = from_anthropic(headers, time.time())
         requests = headers.get("x-ratelimit-remaining-requests")
         tokens = headers.get("x-ratelimit-remaining-tokens")
         if requests is None and tokens is None and status != 429:

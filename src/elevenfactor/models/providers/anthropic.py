@@ -45,7 +45,12 @@ from elevenfactor.models._messages import (
     UserMessage,
 )
 from elevenfactor.models._protocol import Call
-from elevenfactor.models.providers._http import HttpClient, classify_status, loads_or_malformed
+from elevenfactor.models.providers._http import (
+    HeadersHook,
+    HttpClient,
+    classify_status,
+    loads_or_malformed,
+)
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicModel", "AnthropicProvider"]
 
@@ -234,6 +239,8 @@ class AnthropicModel:
         self._context_window = config.context_window
         self.http = http
         self.path = path
+        # Set by the deployment's rate limiter: it reads the anthropic-ratelimit-* headers.
+        self.on_headers: HeadersHook | None = None
 
     @property
     def name(self) -> str:
@@ -340,7 +347,7 @@ class AnthropicModel:
     ) -> Response:
         """One Messages API call."""
         body, forced = self.payload(messages, settings, False)
-        obj = await self.http.post_json(self.path, body, self._name)
+        obj = await self.http.post_json(self.path, body, self._name, self.on_headers)
         return self._response(obj, forced)
 
     async def request_stream(
@@ -349,7 +356,7 @@ class AnthropicModel:
         """A streamed Messages API call; the last chunk carries finish_reason and usage."""
         body, forced = self.payload(messages, settings, True)
         state = _StreamState(self, forced)
-        async for data in self.http.stream_lines(self.path, body, self._name):
+        async for data in self.http.stream_lines(self.path, body, self._name, self.on_headers):
             event = loads_or_malformed(
                 data, self._name, lambda o: isinstance(o, dict) and isinstance(o.get("type"), str)
             )
