@@ -22,14 +22,16 @@ masked when the config is printed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from elevenfactor.errors import ConfigError
 from elevenfactor.tools._base import Risk, Toolset
-from elevenfactor.tools._mcp import MCPHttpToolset, MCPStdioToolset, MCPToolset
 from elevenfactor.tools._wrappers import Filtered, Prefixed
+
+if TYPE_CHECKING:
+    from elevenfactor.tools._mcp import MCPToolset
 
 __all__ = ["MCPServerConfig", "mcp_toolset", "parse_mcp_servers"]
 
@@ -102,6 +104,8 @@ class MCPServerConfig(BaseModel):
 def mcp_toolset(config: MCPServerConfig, *, name: str | None = None) -> Toolset:
     """The toolset ``config`` describes: the MCP client, filtered, then prefixed. Nothing
     connects until the first ``list_tools`` or ``call_tool``; ``aclose_toolset`` closes it."""
+    from elevenfactor.tools._mcp import MCPHttpToolset, MCPStdioToolset
+
     options: dict[str, Any] = {
         "timeout": config.timeout,
         "connect_timeout": config.connect_timeout,
