@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from elevenfactor.cli._admin import as_option
 from elevenfactor.cli._common import (
+    bar,
     config_option,
     err_console,
     handle_errors,
@@ -93,11 +94,6 @@ async def _status(store: Store, gate: SpendEngine, budgets: list[Any]) -> list[B
         return [await budget_status(store, b) for b in budgets]
 
 
-def _bar(fraction: float, width: int = 10) -> str:
-    filled = max(0, min(width, round(fraction * width)))
-    return "█" * filled + "·" * (width - filled)
-
-
 def _show(found: list[BudgetStatus], as_json: bool, title: str = "budgets") -> None:
     if as_json:
         print_json([s.to_dict() for s in found])
@@ -113,7 +109,7 @@ def _show(found: list[BudgetStatus], as_json: bool, title: str = "budgets") -> N
                 usd(s.reserved),
                 usd(s.budget.limit),
                 f"{s.used:.0%}",
-                _bar(s.used),
+                bar(s.used),
                 ("soft" if s.budget.soft else "hard")
                 + ("" if s.budget.on_exceed == "refuse" else f", {s.budget.on_exceed}"),
                 when(s.resets_at),

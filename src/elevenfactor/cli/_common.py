@@ -86,6 +86,12 @@ async def with_store(settings: Settings, fn: Callable[[Store], Awaitable[T]]) ->
         await store.close()
 
 
+def bar(fraction: float, width: int = 10) -> str:
+    """A text bar for tables: ``fraction`` (0..1, clamped) of ``width`` cells filled."""
+    filled = max(0, min(width, round(fraction * width)))
+    return "█" * filled + "·" * (width - filled)
+
+
 def when(ts: float | None) -> str:
     """An epoch time as ``YYYY-MM-DD HH:MM:SS`` UTC for tables ('' for None)."""
     if ts is None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from elevenfactor.cli._admin import as_option, run_as
 from elevenfactor.cli._common import (
+    bar,
     config_option,
     console,
     handle_errors,
@@ -139,10 +140,18 @@ def _print_report(found: CostReport) -> None:
         return
     # Nothing is cut or folded: each column is as wide as its widest value, and a terminal
     # too narrow for the whole table wraps its lines (the table keeps its shape).
+    # A bar after the cost column: each row's share of the largest row's cost.
+    at = columns.index("cost") + 1
+    costs = [r[columns.index("cost")] or 0.0 for r in found.table_rows()]
+    top = max(costs, default=0.0) or 1.0
+    for row, value in zip(rows, costs, strict=True):
+        row.insert(at, bar(value / top))
+    total.insert(at, "")
+    headers.insert(at, "")
     widths = [max(len(r[i]) for r in [*rows, total, headers]) for i in range(len(headers))]
     table = Table(title="cost report", width=max(sum(widths) + 3 * len(widths) + 1, 20))
     for i, col in enumerate(headers):
-        table.add_column(col, justify="left" if i < width else "right", no_wrap=True)
+        table.add_column(col, justify="left" if i < width or i == at else "right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
     table.add_section()
