@@ -116,6 +116,8 @@ async def expire_holds(db: Store, at: float | None = None, *, batch: int = 200) 
     idle budgets are whole again too."""
     ts = now() if at is None else at
     total = 0
+    if await db.fetchone(f"{_EXPIRED} LIMIT 1", (ts,)) is None:
+        return 0  # the usual case: no write transaction (no SQLite write lock) for nothing
     while True:
         async with db.transaction() as tx:
             holds = await tx.fetchall(f"{_EXPIRED} ORDER BY expires_at LIMIT ?", (ts, batch))
