@@ -92,7 +92,13 @@ TRACEPARENT = HeaderParam(
 CHAT_HEADERS = (
     HeaderParam(
         "x-elevenfactor-tags",
-        "Comma-separated tags: they select tag-routed deployments and are recorded with the call.",
+        "Comma-separated tags (ids, at most 32): they select tag-routed deployments, match"
+        " budgets and are recorded with the call for the cost report.",
+    ),
+    HeaderParam(
+        "x-elevenfactor-priority",
+        "Rank among requests waiting for rate-limit capacity: `high`, `normal` (default),"
+        " `low` or an integer (higher first).",
     ),
     HeaderParam(
         "x-elevenfactor-session",
@@ -102,8 +108,9 @@ CHAT_HEADERS = (
     ),
     HeaderParam(
         "x-elevenfactor-timeout",
-        "Seconds (> 0) this request may wait for and use a local model instance; it can only"
-        " shorten the configured `admission_timeout` and `generation_timeout`.",
+        "Seconds (> 0) this request may wait: for rate-limit capacity (default `limits.max_wait`)"
+        " and for and on a local model instance (it can only shorten the configured"
+        " `admission_timeout` and `generation_timeout`).",
         (("type", "number"), ("exclusiveMinimum", 0)),
     ),
     TRACEPARENT,
@@ -114,7 +121,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/chat/completions", "post", "Create a chat completion", "models", r.ChatCompletion,
         "OpenAI-compatible. With `stream: true` the answer is `text/event-stream`. A local"
         " model that cannot take the request in time answers 429 `model_queue_full` or 503"
-        " `model_overloaded` with `Retry-After`.",
+        " `model_overloaded` with `Retry-After`. A rate limit that cannot admit the request"
+        " before its deadline answers 429 `rate_limit_exceeded` with `Retry-After`; a budget"
+        " that cannot cover its worst-case cost 429 `budget_exceeded` (`x-should-retry: false`,"
+        " the budget in `error.details`), unless the budget downgrades it to a cheaper route"
+        " (`x-elevenfactor-route`, `x-elevenfactor-downgraded`); a kill switch 403 `killed`;"
+        " budgets unreachable (Redis down) 503 `budget_unavailable`.",
         body=s.ChatCompletionRequest, headers=CHAT_HEADERS,
     ),
     Operation("/v1/models", "get", "List models", "models", r.ModelList,
