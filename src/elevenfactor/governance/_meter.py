@@ -113,6 +113,9 @@ class Meter:
         while True:
             await asyncio.sleep(self.kill_interval)
             for call_id, (charge, task) in list(self._inflight.items()):
+                if task.done():  # ended without settling (its response never started): the
+                    self._inflight.pop(call_id, None)  # hold, if any, expires on its own
+                    continue
                 try:
                     await self.gate.check(charge)
                 except CallKilled as exc:

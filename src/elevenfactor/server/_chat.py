@@ -298,4 +298,8 @@ async def _stream(
                 )
             )
 
-    return SSEResponse(write, headers)
+    async def abandon() -> None:  # the response never started: nothing was streamed
+        await stream.aclose()  # type: ignore[attr-defined]
+        await adm.settle(None)
+
+    return SSEResponse(write, headers, abandon)

@@ -21,8 +21,14 @@ class SSEResponse:
     """An ASGI response whose ``write(send)`` sends the body's ``http.response.body`` messages
     (each with ``more_body``); the response ends the body after it."""
 
-    def __init__(self, write: Callable[[Send], Awaitable[None]], headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        write: Callable[[Send], Awaitable[None]],
+        headers: dict[str, str],
+        abandon: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.write = write
+        self.abandon = abandon  # run when the body can never be written (the start failed)
         self.headers = [
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-cache"),
@@ -41,7 +47,12 @@ class SSEResponse:
             gone = True
             task.cancel()
 
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        except BaseException:
+            if self.abandon is not None:
+                await self.abandon()
+            raise
         watcher = asyncio.create_task(watch())
         try:
             await self.write(send)
