@@ -62,11 +62,8 @@ class _Conn(asyncio.Protocol):
 
 
 def _command(args: Sequence[Any]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
+    """One command in RESP, encoded by hiredis (C)."""
+    return bytes(hiredis.pack_command(tuple(args)))
 
 
 class ScriptClient:
