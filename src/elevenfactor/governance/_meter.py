@@ -191,6 +191,18 @@ class Meter:
         await self.gate.check(charge)
         if not self.gate.covered(charge):
             return Hold(hold_id, 0.0)
+        return await self.hold(hold_id, charge, messages, settings, force)
+
+    async def hold(
+        self,
+        hold_id: str,
+        charge: Charge,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        force: bool = False,
+    ) -> Hold:
+        """``reserve`` without its kill-switch check and coverage test, for a caller that has
+        just made both (the gateway's admission)."""
         amount = self.prices.worst_case(
             charge.models, estimate_prompt_tokens(messages, settings), settings.max_tokens
         )

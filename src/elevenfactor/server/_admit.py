@@ -122,7 +122,7 @@ async def admit(
         )  # fmt: skip
     reserve = None
     if meter is not None and charge is not None and meter.gate.covered(charge):
-        reserve = meter.reserve(call_id, charge, messages, settings)
+        reserve = meter.hold(call_id, charge, messages, settings)  # checked just above
     if acquire is not None and reserve is not None:
         # Both go to the backend (Redis, or the store): in parallel, one round trip of latency.
         permit, hold = await asyncio.gather(acquire, reserve, return_exceptions=True)
