@@ -100,3 +100,40 @@ def test_a_silent_server_times_out_and_the_next_call_reconnects(run: object) -> 
 def test_other_url_schemes_are_left_to_redis_py() -> None:
     assert script_client("rediss://127.0.0.1:6380/0") is None
     assert script_client("unix:///tmp/redis.sock") is None
+
+
+def test_clients_of_one_url_share_a_connection(run: object) -> None:
+    async def main() -> tuple[object, object]:
+        a, b = script_client(URL), script_client(URL, decode=True)
+        assert a is not None and b is not None
+        try:
+            return await a.execute("CLIENT", "ID"), await b.execute("CLIENT", "ID")
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    first, second = run(main())  # type: ignore[operator]
+    assert first == second  # one connection: a request's scripts travel together
+
+
+def test_a_lazy_command_waits_for_company(run: object, key: str) -> None:
+    sync = redis.Redis.from_url(URL)
+
+    async def main() -> None:
+        client = script_client(URL)
+        assert client is not None
+        incr = client.register_script("return redis.call('INCR', KEYS[1])")
+        try:
+            await incr([key])  # connected, script loaded
+            lazy = asyncio.ensure_future(incr([key], lazy=True))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert int(sync.get(key) or 0) == 1  # still queued in this process
+            assert await incr([key]) == 3  # a command that is not lazy takes it along
+            assert await lazy == 2
+            alone = asyncio.ensure_future(incr([key], lazy=True))
+            assert await asyncio.wait_for(alone, 1.0) == 4  # on its own: after a few ms
+        finally:
+            await client.aclose()
+
+    run(main())  # type: ignore[operator]

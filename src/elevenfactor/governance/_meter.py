@@ -84,6 +84,7 @@ class Meter:
         self._watcher: asyncio.Task[None] | None = None
         self._inflight: dict[str, tuple[Charge, asyncio.Task[object]]] = {}
         self._killed: dict[str, CallKilled] = {}
+        self._settling: set[asyncio.Task[None]] = set()
         self.kill_interval = 1.0
 
     def start(self) -> None:
@@ -138,7 +139,8 @@ class Meter:
                 logger.info("released %d expired budget holds", released)
 
     async def aclose(self) -> None:
-        """Stop the sweeper and close the gate."""
+        """Finish the settlements under way (``drain``), stop the sweeper, close the gate."""
+        await self.drain()
         for task in (self._sweeper, self._watcher):
             if task is not None:
                 task.cancel()
@@ -216,6 +218,28 @@ class Meter:
             await self.gate.release(hold)
         else:
             await self.gate.commit(hold, cost)
+
+    def settle_later(self, hold: Hold, cost: float | None) -> None:
+        """``settle`` in the background, off the caller's path (the gateway answers without
+        waiting for the commit). The hold stays in place until then, so no budget can be
+        overshot meanwhile; ``drain`` waits for these, and ``aclose`` drains. A settlement that
+        fails is logged and its hold expires (``hold_ttl``)."""
+        if hold.empty:
+            return
+        task = asyncio.create_task(self._settle_logged(hold, cost))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle_logged(self, hold: Hold, cost: float | None) -> None:
+        try:
+            await self.settle(hold, cost)
+        except Exception:
+            logger.exception("settling budget hold %s failed; it will expire", hold.id)
+
+    async def drain(self) -> None:
+        """Wait for the settlements ``settle_later`` started in this process."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
 
 async def open_meter(settings: Settings, project: ProjectConfig, store: Store) -> Meter:

@@ -6,8 +6,8 @@
 call's worst-case cost against every budget that applies (``BudgetExceeded`` names the one that
 cannot cover it) and watches the call while it runs, so a kill switch pulled meanwhile cancels
 it. ``Admission.settle`` commits the real cost (or releases everything when nothing was spent),
-corrects the rate limits' token count with the real usage off the response path, and stops the
-watch; it never fails the answer: a hold that cannot be settled expires.
+corrects the rate limits' token count with the real usage, both off the response path, and
+stops the watch; it never fails the answer: a hold that cannot be settled expires.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class Admission:
 
     async def settle(self, cost: float | None, tokens: int = 0) -> None:
         """Commit ``cost`` against the hold (release it all when None), correct the rate
-        limits to the ``tokens`` really used, stop the watch. Once."""
+        limits to the ``tokens`` really used, stop the watch. Once. Both writes happen in the
+        background, off the response's path (``Meter.settle_later``)."""
         if self.settled:
             return
         self.settled = True
@@ -76,12 +77,8 @@ class Admission:
         if self.meter is None:
             return
         self.meter.untrack(self.call_id)
-        if self.hold is None:
-            return
-        try:
-            await self.meter.settle(self.hold, cost)
-        except Exception:
-            logger.exception("settling budget hold %s failed; it will expire", self.hold.id)
+        if self.hold is not None:
+            self.meter.settle_later(self.hold, cost)
 
 
 async def admit(

@@ -47,9 +47,12 @@ def _json(obj: object, status: int = 200) -> Response:
 
 async def _statuses(call: _Call, budgets: list[Budget]) -> list[dict[str, Any]]:
     """Each budget with its current window, from the gateway's budget engine; if Redis cannot be
-    reached, from the store (committed spend only) rather than failing the request."""
+    reached, from the store (committed spend only) rather than failing the request. The calls
+    this process answered are settled first (their commits run after the response)."""
     meter = call.gw.meter
     usage = meter.gate.usage if meter is not None else None
+    if meter is not None:
+        await meter.drain()
     try:
         return [(await budget_status(call.store, b, usage=usage)).to_dict() for b in budgets]
     except BudgetUnavailable:

@@ -4,8 +4,10 @@
 redis-py's asyncio client spends ~100 µs of CPU per command on this machine around a round trip
 that takes ~20 µs; a budget reservation and its commit, and a rate-limit acquire, are on every
 gateway request's path. This client does only what those need: ``EVALSHA`` (loading the script
-on ``NOSCRIPT``) pipelined over one connection per client, replies parsed by hiredis (the
-parser redis-py itself uses). Requests are written in order and answered in order; a connection
+on ``NOSCRIPT``) pipelined over one connection per Redis URL and process (the commands issued
+in one turn of the event loop leave in one write, so a request's rate-limit acquire and budget
+reservation cost one round trip together), replies parsed by hiredis (the parser redis-py
+itself uses). Requests are written in order and answered in order; a connection
 that fails or times out fails every request in flight with redis-py's own exception types
 (``redis.exceptions``: ``ConnectionError``, ``TimeoutError``, ``ResponseError``), so callers
 handle one family of errors, and the next request reconnects. Everything else (admin reads,
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -30,12 +32,20 @@ from redis.exceptions import TimeoutError as RedisTimeout
 __all__ = ["Script", "ScriptClient", "script_client"]
 
 
+LAZY_DELAY = 0.005
+"""How long (seconds) a lazy command may wait for a command that is not to leave with it."""
+
+
 class _Conn(asyncio.Protocol):
-    def __init__(self, encoding: str | None) -> None:
-        self.reader = hiredis.Reader(encoding=encoding) if encoding else hiredis.Reader()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reader = hiredis.Reader()
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.pending: list[bytes] = []
+        self._soon = False  # a flush is scheduled for the next turn of the loop
+        self._later: asyncio.TimerHandle | None = None  # a flush of lazy commands only
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -51,8 +61,38 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
 
+    def send(self, command: bytes, fut: asyncio.Future[Any], lazy: bool = False) -> None:
+        """Queue ``command``; the commands queued in one turn of the loop leave in one write
+        (so Redis reads them at once and answers them in one write). A ``lazy`` command (one
+        nobody waits on) waits up to ``LAZY_DELAY`` for company: it leaves with the next
+        command that is not lazy, so settling a call rides on the next call's reservation."""
+        self.waiting.append(fut)
+        self.pending.append(command)
+        if self._soon:
+            return
+        if not lazy:
+            self._soon = True
+            self.loop.call_soon(self._flush)
+        elif self._later is None:
+            self._later = self.loop.call_later(LAZY_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._soon = False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        if not self.pending:
+            return
+        data, self.pending = b"".join(self.pending), []
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
     def fail(self, exc: Exception) -> None:
         self.closed = True
+        self.pending = []
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         while self.waiting:
             fut = self.waiting.popleft()
             if not fut.done():
@@ -66,39 +106,46 @@ def _command(args: Sequence[Any]) -> bytes:
     return bytes(hiredis.pack_command(tuple(args)))
 
 
-class ScriptClient:
-    """Runs Lua scripts on the Redis at ``url`` (see the module docstring). ``decode``: bulk
-    replies as ``str`` (else ``bytes``), as redis-py's ``decode_responses``."""
+def _decode(reply: Any) -> Any:
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, list):
+        return [_decode(r) for r in reply]
+    return reply
 
-    def __init__(self, url: str, *, timeout: float = 1.0, decode: bool = False) -> None:
-        options = parse_url(url)
-        if "connection_class" in options or "path" in options:
-            raise ValueError("ScriptClient speaks plain TCP (redis://) only")
+
+class _Link:
+    """The connection to one Redis that every ``ScriptClient`` of its URL in this process
+    shares (one per event loop: a loop cannot use another's transport)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any]) -> None:
+        self.url = url
         self.host = str(options.get("host", "localhost"))
         self.port = int(options.get("port", 6379))
         self.db = int(options.get("db", 0))
         self.username, self.password = options.get("username"), options.get("password")
-        self.timeout = timeout
-        self.encoding = "utf-8" if decode else None
+        self.users = 0
         self._conn: _Conn | None = None
-        self._connecting = asyncio.Lock()
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
-    def register_script(self, lua: str) -> Script:
-        """A callable that runs ``lua`` (as redis-py's ``register_script``)."""
-        return Script(self, lua)
-
-    async def _connection(self) -> _Conn:
+    def _usable(self, loop: asyncio.AbstractEventLoop) -> _Conn | None:
         conn = self._conn
-        if conn is not None and not conn.closed:
+        return conn if conn is not None and not conn.closed and conn.loop is loop else None
+
+    async def connection(self, wait: float) -> _Conn:
+        loop = asyncio.get_running_loop()
+        if (conn := self._usable(loop)) is not None:
             return conn
-        async with self._connecting:
-            if (current := self._conn) is not None and not current.closed:
-                return current
-            loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks = {lp: lk for lp, lk in self._locks.items() if not lp.is_closed()}
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:
+            if (conn := self._usable(loop)) is not None:
+                return conn
             try:
                 _, fresh = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Conn(self.encoding), self.host, self.port),
-                    self.timeout,
+                    loop.create_connection(lambda: _Conn(loop), self.host, self.port), wait
                 )
             except (OSError, TimeoutError) as exc:
                 raise ConnectionError(
@@ -107,19 +154,15 @@ class ScriptClient:
             self._conn = fresh
             if self.password is not None:
                 auth = [self.username, self.password] if self.username else [self.password]
-                await self.execute("AUTH", *auth)
+                await self.call(fresh, wait, "AUTH", *auth)
             if self.db:
-                await self.execute("SELECT", self.db)
+                await self.call(fresh, wait, "SELECT", self.db)
             return fresh
 
-    async def execute(self, *args: Any) -> Any:
-        """Send one command; its reply (an error reply raises ``ResponseError``)."""
-        conn = await self._connection()
-        assert conn.transport is not None
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        conn.waiting.append(fut)
-        conn.transport.write(_command(args))
-        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, conn, fut)
+    async def call(self, conn: _Conn, wait: float, *args: Any, lazy: bool = False) -> Any:
+        fut: asyncio.Future[Any] = conn.loop.create_future()
+        conn.send(_command(args), fut, lazy)
+        timer = conn.loop.call_later(wait, _expire, conn, fut)
         try:
             reply = await fut
         finally:
@@ -131,11 +174,60 @@ class ScriptClient:
             raise ResponseError(text)
         return reply
 
-    async def aclose(self) -> None:
-        """Close the connection (requests in flight fail)."""
+    def close(self) -> None:
         if self._conn is not None:
             self._conn.fail(ConnectionError("client closed"))
             self._conn = None
+
+
+_links: dict[str, _Link] = {}
+
+
+class ScriptClient:
+    """Runs Lua scripts on the Redis at ``url`` (see the module docstring). ``decode``: bulk
+    replies as ``str`` (else ``bytes``), as redis-py's ``decode_responses``.
+
+    Every client of one URL in a process shares one connection, so the scripts of one request
+    (a rate-limit acquire and a budget reservation, say) started together reach Redis in one
+    write and come back in one read: one round trip."""
+
+    def __init__(self, url: str, *, timeout: float = 1.0, decode: bool = False) -> None:
+        options = parse_url(url)
+        if "connection_class" in options or "path" in options:
+            raise ValueError("ScriptClient speaks plain TCP (redis://) only")
+        link = _links.get(url)
+        if link is None:
+            link = _links[url] = _Link(url, options)
+        link.users += 1
+        self._link: _Link | None = link
+        self.timeout = timeout
+        self.decode = decode
+
+    def register_script(self, lua: str) -> Script:
+        """A callable that runs ``lua`` (as redis-py's ``register_script``)."""
+        return Script(self, lua)
+
+    async def execute(self, *args: Any, lazy: bool = False) -> Any:
+        """Send one command; its reply (an error reply raises ``ResponseError``). ``lazy``:
+        it may wait a few milliseconds to leave with another command (see ``_Conn.send``)."""
+        link = self._link
+        if link is None:
+            raise ConnectionError("client closed")
+        conn = await link.connection(self.timeout)
+        reply = await link.call(conn, self.timeout, *args, lazy=lazy)
+        return _decode(reply) if self.decode else reply
+
+    async def aclose(self) -> None:
+        """Let go of the shared connection (closed, failing requests in flight, when no other
+        client of its URL uses it)."""
+        link, self._link = self._link, None
+        if link is None:
+            return
+        link.users -= 1
+        if link.users <= 0:
+            link.close()
+            if _links.get(link.url) is link:
+                del _links[link.url]
 
 
 def _expire(conn: _Conn, fut: asyncio.Future[Any]) -> None:
@@ -151,14 +243,18 @@ class Script:
         self.lua = lua
         self.sha = hashlib.sha1(lua.encode()).hexdigest()  # Redis names scripts so
 
-    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        """Run the script over ``keys`` with ``args``; its reply."""
+    async def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), *, lazy: bool = False
+    ) -> Any:
+        """Run the script over ``keys`` with ``args``; its reply. ``lazy``: see
+        ``ScriptClient.execute``."""
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await self.client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.client.execute(*command, lazy=lazy)
         except NoScriptError:
             with contextlib.suppress(ResponseError):
                 await self.client.execute("SCRIPT", "LOAD", self.lua)
-            return await self.client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.client.execute(*command)
 
 
 def script_client(url: str, *, timeout: float = 1.0, decode: bool = False) -> ScriptClient | None:
