@@ -1,53 +1,76 @@
 """``StoreSpendGate``: budgets reserved, committed and released in the store.
 
-Each operation is one transaction. On PostgreSQL the usage rows it touches are locked with
+Each operation is one transaction and one request to the store: on PostgreSQL a call of a
+PL/pgSQL function (one round trip: ``_gate_pg``), on SQLite a synchronous job in ``BEGIN
+IMMEDIATE``, which takes the database's write lock first and so serialises writers across
+processes (``_gate_sqlite``). On PostgreSQL the usage rows an operation touches are locked with
 ``SELECT ... FOR UPDATE`` in a fixed order (budget id, window key, byte order), so concurrent
 holds serialise per budget window and never deadlock; rows are always locked before hold rows.
-On SQLite the store's ``transaction()`` is ``BEGIN IMMEDIATE``, which takes the database's write
-lock first and so serialises writers across processes.
 
 A reserve first releases the expired holds of its organisation (a process that died holding
 them), then checks every hard budget, then holds the amount against all of them, or raises
 ``BudgetExceeded`` having held nothing. Settled holds stay settled: reserving an existing hold
 id returns it, and committing or releasing a settled hold does nothing.
+
+A commit reports each window's spend before and after; only when that crosses an alert
+threshold does a second, short transaction claim the alert (once per threshold per window).
+
+``expire_holds``, the periodic sweep, is the same on both stores: a batch per transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-import orjson
 import psycopg
 
 from elevenfactor.errors import BudgetUnavailable
 from elevenfactor.governance._alerts import Alerts, crossed
 from elevenfactor.governance._budgets import Budget, now
-from elevenfactor.governance._gate_defs import (
-    EPSILON,
-    CachedGate,
-    Definitions,
-    check_money,
-    exceeded,
+from elevenfactor.governance._gate_defs import CachedGate, Definitions, check_money, exceeded
+from elevenfactor.governance._gate_ops import (
+    EXPIRED,
+    BudgetOps,
+    Key,
+    Refused,
+    Spent,
+    Target,
+    windows_of,
 )
+from elevenfactor.governance._gate_pg import PgBudgetOps
+from elevenfactor.governance._gate_sqlite import SqliteBudgetOps, SyncTransactions
 from elevenfactor.governance._spend import Charge, Hold
 from elevenfactor.store import Executor, Store
 
 __all__ = ["StoreSpendGate", "expire_holds"]
 
-_Key = tuple[str, str]
+logger = logging.getLogger("elevenfactor.budgets")
+
 _DB_ERRORS = (sqlite3.Error, psycopg.Error, OSError)
 
 
 def _unavailable(exc: BaseException) -> BudgetUnavailable:
-    return BudgetUnavailable(
-        f"the budget store cannot be reached: {exc}",
-        hint="the call was refused rather than let through unaccounted; check DATABASE_URL",
-    )
+    hint = "the call was refused rather than let through unaccounted; check DATABASE_URL"
+    if isinstance(exc, psycopg.errors.UndefinedFunction):
+        hint = "the database lacks the budget functions: run `elevenfactor migrate`"
+    return BudgetUnavailable(f"the budget store cannot be reached: {exc}", hint=hint)
 
 
-async def _lock(tx: Executor, dialect: str, keys: Iterable[_Key]) -> dict[_Key, list[float]]:
+def _ops(store: Store) -> BudgetOps:
+    if store.dialect == "postgresql":
+        return PgBudgetOps(store)
+    if store.dialect == "sqlite" and hasattr(store, "run_transaction"):
+        return SqliteBudgetOps(cast(SyncTransactions, store))
+    raise ValueError(f"StoreSpendGate needs a SQLite or PostgreSQL store; got {store!r}")
+
+
+# -- the periodic sweep (statement by statement, on either store) ----------------------------
+
+
+async def _lock(tx: Executor, dialect: str, keys: Iterable[Key]) -> dict[Key, list[float]]:
     """Lock the usage rows of ``keys`` (in a fixed order); ``{key: [spent, reserved]}`` of
     those that exist."""
     flat = sorted(set(keys))
@@ -66,7 +89,7 @@ async def _lock(tx: Executor, dialect: str, keys: Iterable[_Key]) -> dict[_Key, 
     return {(str(r[0]), str(r[1])): [float(r[2]), float(r[3])] for r in rows}
 
 
-async def _write(tx: Executor, usage: dict[_Key, list[float]], keys: Iterable[_Key]) -> None:
+async def _write(tx: Executor, usage: dict[Key, list[float]], keys: Iterable[Key]) -> None:
     # Rounded to 1e-12 USD, so float residue neither accumulates nor leaves "reserved" a hair
     # above zero once every hold is settled.
     rows = [
@@ -82,16 +105,12 @@ async def _write(tx: Executor, usage: dict[_Key, list[float]], keys: Iterable[_K
         )
 
 
-def _windows(raw: str) -> list[_Key]:
-    return [(str(b), str(w)) for b, w in orjson.loads(raw)]
-
-
 async def _release_expired(
-    tx: Executor, usage: dict[_Key, list[float]], holds: list[tuple[Any, ...]], at: float
-) -> set[_Key]:
+    tx: Executor, usage: dict[Key, list[float]], holds: list[tuple[Any, ...]], at: float
+) -> set[Key]:
     """Mark ``holds`` (id, amount, windows) expired and give their amounts back in ``usage``
     (whose rows are locked); return the windows changed."""
-    touched: set[_Key] = set()
+    touched: set[Key] = set()
     for hold_id, amount, raw in holds:
         n = await tx.execute(
             "UPDATE budget_holds SET status = 'expired', settled_at = ? WHERE id = ?"
@@ -100,14 +119,11 @@ async def _release_expired(
         )
         if not n:
             continue
-        for key in _windows(raw):
+        for key in windows_of(raw):
             if key in usage:
                 usage[key][1] -= float(amount)
                 touched.add(key)
     return touched
-
-
-_EXPIRED = "SELECT id, amount, windows FROM budget_holds WHERE status = 'held' AND expires_at < ?"
 
 
 async def expire_holds(db: Store, at: float | None = None, *, batch: int = 200) -> int:
@@ -116,14 +132,14 @@ async def expire_holds(db: Store, at: float | None = None, *, batch: int = 200) 
     idle budgets are whole again too."""
     ts = now() if at is None else at
     total = 0
-    if await db.fetchone(f"{_EXPIRED} LIMIT 1", (ts,)) is None:
+    if await db.fetchone(f"{EXPIRED} LIMIT 1", (ts,)) is None:
         return 0  # the usual case: no write transaction (no SQLite write lock) for nothing
     while True:
         async with db.transaction() as tx:
-            holds = await tx.fetchall(f"{_EXPIRED} ORDER BY expires_at LIMIT ?", (ts, batch))
+            holds = await tx.fetchall(f"{EXPIRED} ORDER BY expires_at LIMIT ?", (ts, batch))
             if not holds:
                 return total
-            keys = {k for h in holds for k in _windows(h[2])}
+            keys = {k for h in holds for k in windows_of(h[2])}
             usage = await _lock(tx, db.dialect, keys)
             touched = await _release_expired(tx, usage, holds, ts)
             await _write(tx, usage, touched)
@@ -132,8 +148,7 @@ async def expire_holds(db: Store, at: float | None = None, *, batch: int = 200) 
             return total
 
 
-class _Duplicate(Exception):
-    """Another transaction inserted the same hold id first."""
+# -- the gate -------------------------------------------------------------------------------
 
 
 class StoreSpendGate(CachedGate):
@@ -143,6 +158,7 @@ class StoreSpendGate(CachedGate):
         self.store = store
         self.defs = Definitions(store, refresh=refresh)
         self.alerts = alerts or Alerts()
+        self._ops = _ops(store)
 
     async def reserve(
         self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
@@ -152,89 +168,17 @@ class StoreSpendGate(CachedGate):
         at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)
+        plan = [Target(b.id, key, float(b.limit), not b.soft) for b, key in targets]
         try:
-            return await self._reserve(hold_id, charge, amount, at + ttl, targets, at)
+            out = await self._ops.reserve(
+                hold_id, charge.org_id, charge.run_id, amount, at, at + ttl, plan
+            )
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from exc
-
-    async def _reserve(
-        self,
-        hold_id: str,
-        charge: Charge,
-        amount: float,
-        expires_at: float,
-        targets: list[tuple[Budget, str]],
-        at: float,
-    ) -> Hold:
-        try:
-            async with self.store.transaction() as tx:
-                outcome = await self._hold(tx, hold_id, charge, amount, expires_at, targets, at)
-        except _Duplicate:
-            outcome = None
-        if isinstance(outcome, Exception):
-            raise outcome
-        if outcome is None:  # the same id was reserved concurrently: theirs stands
-            outcome = await _existing(self.store, hold_id)
-            assert outcome is not None
-        return outcome
-
-    async def _hold(
-        self,
-        tx: Executor,
-        hold_id: str,
-        charge: Charge,
-        amount: float,
-        expires_at: float,
-        targets: list[tuple[Budget, str]],
-        at: float,
-    ) -> Hold | Exception:
-        """Inside the transaction: the hold, or the error to raise once the expiries it made
-        are committed."""
-        found = await _existing(tx, hold_id)
-        if found is not None:
-            return found
-        keys = [(b.id, k) for b, k in targets]
-        expired = await tx.fetchall(
-            f"{_EXPIRED} AND org_id = ? ORDER BY expires_at LIMIT 100", (at, charge.org_id)
-        )
-        await tx.execute(
-            "INSERT INTO budget_usage (budget_id, window_key, spent, reserved) VALUES "
-            + ", ".join("(?, ?, 0, 0)" for _ in keys)
-            + " ON CONFLICT DO NOTHING",
-            [v for k in sorted(keys) for v in k],
-        )
-        extra = {k for h in expired for k in _windows(h[2])}
-        usage = await _lock(tx, self.store.dialect, [*keys, *extra])
-        touched = await _release_expired(tx, usage, expired, at)
-        soft = []
-        for b, key in targets:
-            spent, reserved = usage[(b.id, key)]
-            if spent + reserved + amount <= b.limit + EPSILON:
-                continue
-            if not b.soft:
-                await _write(tx, usage, touched)
-                return exceeded(b, key, spent, max(0.0, reserved), amount)
-            soft.append(b.id)
-        for k in keys:
-            usage[k][1] += amount
-        await _write(tx, usage, [*touched, *keys])
-        n = await tx.execute(
-            "INSERT INTO budget_holds (id, org_id, amount, windows, soft, status, created_at,"
-            " expires_at, run_id) VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?) ON CONFLICT DO NOTHING",
-            (
-                hold_id,
-                charge.org_id,
-                amount,
-                orjson.dumps([list(k) for k in keys]).decode(),
-                orjson.dumps(soft).decode(),
-                at,
-                expires_at,
-                charge.run_id,
-            ),
-        )
-        if not n:
-            raise _Duplicate  # roll our hold back
-        return Hold(hold_id, amount, tuple(keys), expires_at, tuple(soft))
+        if isinstance(out, Refused):
+            budget, key = targets[out.position]
+            raise exceeded(budget, key, out.spent, max(0.0, out.reserved), amount)
+        return out
 
     async def commit(self, hold: Hold, cost: float) -> None:
         """Charge ``cost`` and release the hold (once; an expired hold is still charged)."""
@@ -243,84 +187,49 @@ class StoreSpendGate(CachedGate):
             return
         if not self.defs.fresh():
             await self.defs.ensure()
-        at = now()
-        fire: list[tuple[Budget, str, float, float]] = []
+        # The organisation is only written for a hold the store never saw.
+        known = [b for b in (self.defs.budget(bid) for bid, _ in hold.windows) if b is not None]
+        org = known[0].org_id if known else ""
         try:
-            async with self.store.transaction() as tx:
-                usage = await _lock(tx, self.store.dialect, hold.windows)
-                row = await tx.fetchone(
-                    "SELECT status, amount FROM budget_holds WHERE id = ?", (hold.id,)
-                )
-                status = None if row is None else str(row[0])
-                if status in ("committed", "released"):
-                    return
-                for key in hold.windows:
-                    if key not in usage:
-                        continue  # the budget was deleted
-                    before = usage[key][0]
-                    usage[key][0] += cost
-                    if status == "held":
-                        usage[key][1] -= float(row[1]) if row else 0.0
-                    budget = self.defs.budget(key[0])
-                    if budget is not None:
-                        hit = crossed(budget, before, usage[key][0])
-                        for t in await self.alerts.record(tx, budget, key[1], hit):
-                            fire.append((budget, key[1], t, usage[key][0]))
-                await _write(tx, usage, hold.windows)
-                await self._settle(tx, hold, "committed", cost, at, exists=row is not None)
+            charged = await self._ops.commit(hold, cost, now(), org)
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from exc
-        for budget, wkey, t, spent in fire:
-            self.alerts.fire(budget, wkey, t, spent)
+        await self._alert(charged)
+
+    async def _alert(self, charged: list[Spent]) -> None:
+        """Claim and fire the thresholds the commit crossed (rare: a transaction only then)."""
+        hits: list[tuple[Budget, Spent, list[float]]] = []
+        for s in charged:
+            budget = self.defs.budget(s.budget_id)
+            if budget is not None:
+                thresholds = crossed(budget, s.before, s.after)
+                if thresholds:
+                    hits.append((budget, s, thresholds))
+        if not hits:
+            return
+        fire: list[tuple[Budget, Spent, float]] = []
+        try:
+            async with self.store.transaction() as tx:
+                for budget, s, thresholds in hits:
+                    for t in await self.alerts.record(tx, budget, s.window, thresholds):
+                        fire.append((budget, s, t))
+        except _DB_ERRORS as exc:
+            # The charge stands; only the alert is lost.
+            logger.warning(
+                "could not record the alerts of budgets %s: %r", [b.id for b, _, _ in hits], exc
+            )
+            return
+        for budget, s, t in fire:
+            self.alerts.fire(budget, s.window, t, s.after)
 
     async def release(self, hold: Hold) -> None:
         """Give the whole hold back (once; nothing for a settled or expired hold)."""
         if hold.empty:
             return
         try:
-            async with self.store.transaction() as tx:
-                usage = await _lock(tx, self.store.dialect, hold.windows)
-                row = await tx.fetchone(
-                    "SELECT status, amount FROM budget_holds WHERE id = ?", (hold.id,)
-                )
-                if row is None or row[0] != "held":
-                    return
-                for key in hold.windows:
-                    if key in usage:
-                        usage[key][1] -= float(row[1])
-                await _write(tx, usage, hold.windows)
-                await self._settle(tx, hold, "released", None, now(), exists=True)
+            await self._ops.release(hold, now())
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from exc
-
-    async def _settle(
-        self, tx: Executor, hold: Hold, status: str, cost: float | None, at: float, *, exists: bool
-    ) -> None:
-        if exists:
-            await tx.execute(
-                "UPDATE budget_holds SET status = ?, cost = ?, settled_at = ? WHERE id = ?",
-                (status, cost, at, hold.id),
-            )
-            return
-        # A hold this store never saw (its row lost): record the charge rather than lose it.
-        known = [b for b in (self.defs.budget(bid) for bid, _ in hold.windows) if b is not None]
-        org = known[0].org_id if known else ""
-        await tx.execute(
-            "INSERT INTO budget_holds (id, org_id, amount, windows, soft, status, cost,"
-            " created_at, expires_at, settled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                hold.id,
-                org,
-                hold.amount,
-                orjson.dumps([list(k) for k in hold.windows]).decode(),
-                orjson.dumps(list(hold.soft)).decode(),
-                status,
-                cost,
-                at,
-                hold.expires_at,
-                at,
-            ),
-        )
 
     async def expire_holds(self, at: float | None = None) -> int:
         """Release the holds that expired (see ``expire_holds``)."""
@@ -345,13 +254,3 @@ class StoreSpendGate(CachedGate):
     async def aclose(self) -> None:
         """Let pending alert webhooks finish (briefly); the store is the caller's to close."""
         await self.alerts.aclose()
-
-
-async def _existing(db: Executor, hold_id: str) -> Hold | None:
-    row = await db.fetchone(
-        "SELECT amount, windows, soft, expires_at FROM budget_holds WHERE id = ?", (hold_id,)
-    )
-    if row is None:
-        return None
-    windows = tuple(_windows(row[1]))
-    return Hold(hold_id, float(row[0]), windows, float(row[3]), tuple(orjson.loads(row[2])))

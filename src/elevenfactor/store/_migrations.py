@@ -22,6 +22,7 @@ from elevenfactor.store.migrations import (
     m007_budgets,
     m008_cache,
     m009_run_tags,
+    m010_budget_functions,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -70,6 +71,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m007_budgets", m007_budgets.STATEMENTS),
     Migration("m008_cache", m008_cache.STATEMENTS),
     Migration("m009_run_tags", m009_run_tags.STATEMENTS),
+    Migration(
+        "m010_budget_functions",
+        m010_budget_functions.STATEMENTS,
+        m010_budget_functions.DIALECTS,
+    ),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -79,6 +79,17 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+def _transact(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return out
+
+
 class _Tx:
     """The statements of the open transaction (its owner's; no lock to check)."""
 
@@ -273,6 +284,29 @@ class SQLiteStore:
     def transaction(self) -> AbstractAsyncContextManager[Executor]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
         return _Transaction(self)
+
+    async def run_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if it raises),
+        as one job: a whole transaction for the price of one statement.
+
+        Like a statement it runs inline when nothing waits, else after the open transaction
+        of another task and the jobs on the store's thread; when another connection holds the
+        lock it runs on the thread, with the busy timeout. ``fn`` is synchronous and touches
+        nothing but ``conn``: if it meets a lock inline it is rolled back and run again there.
+        """
+        if not self._pending and self._owner is None and not self._lock.locked():
+            try:
+                return _transact(self.conn, fn)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+            return await self._offload(_transact, fn)
+        async with self._lock:
+            self._owner = asyncio.current_task()
+            try:
+                return await self._route(_transact, fn)
+            finally:
+                self._owner = None
 
     # -- the slow path: waiting off the loop --------------------------------------------------
 
