@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +18,10 @@ import orjson
 
 from elevenfactor.models import Call, Usage
 from elevenfactor.observe._bill import Pricer
+from elevenfactor.observe._call_sql import RECORD_COLUMNS, RECORD_COLUMNS_V1, statements
 from elevenfactor.observe._ids import new_id
 from elevenfactor.observe._logs import emit
-from elevenfactor.store import BLOB_INSERT, Store, blob_hash
+from elevenfactor.store import Store, blob_hash
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -34,90 +33,8 @@ __all__ = [
 
 logger = logging.getLogger("elevenfactor.calls")
 
-RECORD_COLUMNS_V1 = (
-    "id",
-    "trace_id",
-    "created_at",
-    "api_key_id",
-    "route",
-    "provider",
-    "deployment",
-    "model",
-    "stream",
-    "status",
-    "error_class",
-    "tokens_in",
-    "tokens_out",
-    "latency_ms",
-    "cost",
-    "cache_hit",
-    "failover_path",
-    "request_hash",
-    "response_hash",
-    "org_id",
-    "team_id",
-    "user_id",
-    "run_id",
-)
-"""The columns of a call record before m006_cost: the hash of a row that has none of the newer
-columns (written before them) covers only these."""
-RECORD_COLUMNS = (
-    *RECORD_COLUMNS_V1,
-    "agent",
-    "session_id",
-    "tags",
-    "tokens_cached",
-    "price_version",
-    "saved",
-)
-"""The columns of a call record that ``record_hash`` covers, in order."""
 _V1 = len(RECORD_COLUMNS_V1)
 _SLICE = 32  # records hashed between two yields to the event loop
-_INSERT = (
-    "INSERT INTO model_calls ("
-    f" {', '.join(RECORD_COLUMNS)}, record_hash)"
-    f" VALUES ({', '.join('?' for _ in RECORD_COLUMNS)}, ?)"
-)
-
-
-# Multi-row forms of the two inserts, so the writer thread runs few statements per batch.
-# Each statement costs the writer one hand-over of the GIL (sqlite3 releases it around
-# sqlite3_step and must get it back), and under load the event loop holds the GIL for up to
-# the switch interval (5 ms) each time. With 32 rows per statement (and one statement per odd
-# remainder size) that capped the writer at a few thousand calls a second: at ~7,000 requests
-# a second it fell behind, the queue grew to ``max_pending`` and memory with it. So: up to
-# _MULTI rows per statement, and a remainder split in powers of two (at most log2(_MULTI)
-# statements, each SQL text cached once by the writer connection).
-_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-_MULTI = 256
-_BLOB_HEAD = BLOB_INSERT.split("VALUES", 1)[0] + "VALUES "
-_BLOB_TAIL = BLOB_INSERT.split("?)", 1)[1]  # " ON CONFLICT (hash) DO NOTHING"
-_CALL_HEAD = _INSERT.split("VALUES", 1)[0] + "VALUES "
-
-
-@functools.lru_cache(maxsize=64)
-def _multi(head: str, width: int, n: int, tail: str = "") -> str:
-    row = "(" + ", ".join("?" for _ in range(width)) + ")"
-    return head + ", ".join(row for _ in range(n)) + tail
-
-
-def _batched(
-    head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
-) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """``(sql, params)`` pairs inserting ``rows``: full groups of the largest size (_MULTI rows,
-    fewer if the variable limit is lower) as one statement each, the remainder as one
-    statement per power of two in its size."""
-    size = max(1, min(_MULTI, _MAX_VARIABLES // width))
-    out: list[tuple[str, list[tuple[Any, ...]]]] = []
-    i = 0
-    while i < len(rows):
-        stop = i + (len(rows) - i) // size * size
-        if stop > i:
-            params = [tuple(v for r in rows[j : j + size] for v in r) for j in range(i, stop, size)]
-            out.append((_multi(head, width, size, tail), params))
-            i = stop
-        size //= 2
-    return out
 
 
 @dataclass(slots=True)
@@ -364,12 +281,7 @@ class CallRecorder:
         try:
             now = time.time()
             blob_rows = [(h, len(c), c, now) for h, c in blobs.items()]
-            await self.store.write_batch(
-                [
-                    *_batched(_BLOB_HEAD, 4, blob_rows, _BLOB_TAIL),
-                    *_batched(_CALL_HEAD, len(RECORD_COLUMNS) + 1, rows),
-                ]
-            )
+            await self.store.write_batch(statements(self.store.dialect, blob_rows, rows))
         except BaseException:
             self._pending[:0] = records
             raise
