@@ -114,26 +114,3 @@ def test_clients_of_one_url_share_a_connection(run: object) -> None:
 
     first, second = run(main())  # type: ignore[operator]
     assert first == second  # one connection: a request's scripts travel together
-
-
-def test_a_lazy_command_waits_for_company(run: object, key: str) -> None:
-    sync = redis.Redis.from_url(URL)
-
-    async def main() -> None:
-        client = script_client(URL)
-        assert client is not None
-        incr = client.register_script("return redis.call('INCR', KEYS[1])")
-        try:
-            await incr([key])  # connected, script loaded
-            lazy = asyncio.ensure_future(incr([key], lazy=True))
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            assert int(sync.get(key) or 0) == 1  # still queued in this process
-            assert await incr([key]) == 3  # a command that is not lazy takes it along
-            assert await lazy == 2
-            alone = asyncio.ensure_future(incr([key], lazy=True))
-            assert await asyncio.wait_for(alone, 1.0) == 4  # on its own: after a few ms
-        finally:
-            await client.aclose()
-
-    run(main())  # type: ignore[operator]

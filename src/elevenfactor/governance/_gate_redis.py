@@ -103,14 +103,8 @@ class RedisSpendGate(CachedGate):
             hint="the call was refused rather than let through unaccounted; check REDIS_URL",
         )
 
-    async def _run(
-        self, script: Any, keys: list[str], args: list[Any], *, lazy: bool = False
-    ) -> Any:
-        """Run ``script``; ``lazy`` (settling, which no caller waits on) lets it leave with
-        the next reservation rather than cost a write of its own."""
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            if lazy and self.scripts is not None:
-                return await script(keys=keys, args=args, lazy=True)
             return await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
@@ -174,7 +168,7 @@ class RedisSpendGate(CachedGate):
         args += [repr(hold.expires_at), self.prefix]
         keys = self._keys(hold.id, hold.windows)
         for _ in range(3):
-            answer = await self._run(self._commit, keys, args, lazy=True)
+            answer = await self._run(self._commit, keys, args)
             if answer[0] != "seed":
                 break
             await self._seed_missing(hold.windows, answer)
@@ -191,7 +185,7 @@ class RedisSpendGate(CachedGate):
             return
         keys = self._keys(hold.id, hold.windows)
         args = [hold.id, "released", repr(now()), HOLD_TTL, self.prefix]
-        await self._run(self._settle, keys, args, lazy=True)
+        await self._run(self._settle, keys, args)
 
     async def expire_holds(self, at: float | None = None, batch: int = 500) -> int:
         """Release the holds that expired before ``at`` (default: now); return how many.

@@ -164,11 +164,9 @@ class RedisLimits:
             await self.fallback.adjust(keys, deltas)
             return
         try:
-            names, args = [self.prefix + k.id for k in keys], self._args(keys, deltas)
-            if self.scripts is not None:  # nobody waits on a correction: it may ride along
-                await self._adjust(keys=names, args=args, lazy=True)
-            else:
-                await self._adjust(keys=names, args=args)
+            await self._adjust(
+                keys=[self.prefix + k.id for k in keys], args=self._args(keys, deltas)
+            )
         except (RedisError, OSError) as exc:
             self._failed(exc)
             await self.fallback.adjust(keys, deltas)

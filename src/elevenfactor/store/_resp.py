@@ -32,10 +32,6 @@ from redis.exceptions import TimeoutError as RedisTimeout
 __all__ = ["Script", "ScriptClient", "script_client"]
 
 
-LAZY_DELAY = 0.005
-"""How long (seconds) a lazy command may wait for a command that is not to leave with it."""
-
-
 class _Conn(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -44,8 +40,6 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.pending: list[bytes] = []
-        self._soon = False  # a flush is scheduled for the next turn of the loop
-        self._later: asyncio.TimerHandle | None = None  # a flush of lazy commands only
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -61,38 +55,22 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
 
-    def send(self, command: bytes, fut: asyncio.Future[Any], lazy: bool = False) -> None:
+    def send(self, command: bytes, fut: asyncio.Future[Any]) -> None:
         """Queue ``command``; the commands queued in one turn of the loop leave in one write
-        (so Redis reads them at once and answers them in one write). A ``lazy`` command (one
-        nobody waits on) waits up to ``LAZY_DELAY`` for company: it leaves with the next
-        command that is not lazy, so settling a call rides on the next call's reservation."""
+        (so Redis reads them at once and answers them in one write)."""
         self.waiting.append(fut)
-        self.pending.append(command)
-        if self._soon:
-            return
-        if not lazy:
-            self._soon = True
+        if not self.pending:
             self.loop.call_soon(self._flush)
-        elif self._later is None:
-            self._later = self.loop.call_later(LAZY_DELAY, self._flush)
+        self.pending.append(command)
 
     def _flush(self) -> None:
-        self._soon = False
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
-        if not self.pending:
-            return
         data, self.pending = b"".join(self.pending), []
-        if not self.closed and self.transport is not None:
+        if data and not self.closed and self.transport is not None:
             self.transport.write(data)
 
     def fail(self, exc: Exception) -> None:
         self.closed = True
         self.pending = []
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         while self.waiting:
             fut = self.waiting.popleft()
             if not fut.done():
@@ -159,9 +137,9 @@ class _Link:
                 await self.call(fresh, wait, "SELECT", self.db)
             return fresh
 
-    async def call(self, conn: _Conn, wait: float, *args: Any, lazy: bool = False) -> Any:
+    async def call(self, conn: _Conn, wait: float, *args: Any) -> Any:
         fut: asyncio.Future[Any] = conn.loop.create_future()
-        conn.send(_command(args), fut, lazy)
+        conn.send(_command(args), fut)
         timer = conn.loop.call_later(wait, _expire, conn, fut)
         try:
             reply = await fut
@@ -207,14 +185,13 @@ class ScriptClient:
         """A callable that runs ``lua`` (as redis-py's ``register_script``)."""
         return Script(self, lua)
 
-    async def execute(self, *args: Any, lazy: bool = False) -> Any:
-        """Send one command; its reply (an error reply raises ``ResponseError``). ``lazy``:
-        it may wait a few milliseconds to leave with another command (see ``_Conn.send``)."""
+    async def execute(self, *args: Any) -> Any:
+        """Send one command; its reply (an error reply raises ``ResponseError``)."""
         link = self._link
         if link is None:
             raise ConnectionError("client closed")
         conn = await link.connection(self.timeout)
-        reply = await link.call(conn, self.timeout, *args, lazy=lazy)
+        reply = await link.call(conn, self.timeout, *args)
         return _decode(reply) if self.decode else reply
 
     async def aclose(self) -> None:
@@ -243,14 +220,11 @@ class Script:
         self.lua = lua
         self.sha = hashlib.sha1(lua.encode()).hexdigest()  # Redis names scripts so
 
-    async def __call__(
-        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), *, lazy: bool = False
-    ) -> Any:
-        """Run the script over ``keys`` with ``args``; its reply. ``lazy``: see
-        ``ScriptClient.execute``."""
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        """Run the script over ``keys`` with ``args``; its reply."""
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await self.client.execute(*command, lazy=lazy)
+            return await self.client.execute(*command)
         except NoScriptError:
             with contextlib.suppress(ResponseError):
                 await self.client.execute("SCRIPT", "LOAD", self.lua)
