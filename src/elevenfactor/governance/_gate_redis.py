@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from elevenfactor.config import mask_url
 from elevenfactor.errors import BudgetUnavailable
 from elevenfactor.governance._alerts import Alerts
-from elevenfactor.governance._budgets import now
+from elevenfactor.governance._budgets import Budget, now
 from elevenfactor.governance._gate_defs import CachedGate, Definitions, check_money, exceeded
 from elevenfactor.governance._redis_scripts import COMMIT, RESERVE, SEED, SETTLE
 from elevenfactor.governance._redis_writer import Committed, StoreWriter
@@ -80,6 +80,7 @@ class RedisSpendGate(CachedGate):
         self._settle = runner.register_script(SETTLE)
         self._seed = runner.register_script(SEED)
         self.writer = StoreWriter(store, self.defs, self.alerts, interval=flush_interval)
+        self._shapes: dict[tuple[Any, ...], tuple[list[_Key], list[str], list[Any]]] = {}
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -95,6 +96,25 @@ class RedisSpendGate(CachedGate):
                 f"{self.prefix}ba:{b}:{w}",
             ]
         return out
+
+    def _shape(
+        self, targets: Sequence[tuple[Budget, str]]
+    ) -> tuple[list[_Key], list[str], list[Any]]:
+        """What a reservation on ``targets`` sends besides the hold's own values: the windows,
+        their keys, and the script's trailing arguments, the windows as JSON among them (cached:
+        the same few sets of windows come back on every call)."""
+        sig = tuple((b.id, k, b.limit, b.soft) for b, k in targets)
+        found = self._shapes.get(sig)
+        if found is None:
+            windows = [(b.id, k) for b, k in targets]
+            raw = orjson.dumps([list(w) for w in windows]).decode()
+            tail: list[Any] = [COUNTER_TTL, raw, self.prefix]
+            for b, _ in targets:
+                tail += [repr(b.limit), "0" if b.soft else "1"]
+            if len(self._shapes) >= 1024:
+                self._shapes.clear()
+            found = self._shapes[sig] = (windows, self._keys("", windows)[1:], tail)
+        return found
 
     def _unavailable(self, exc: BaseException) -> BudgetUnavailable:
         return BudgetUnavailable(
@@ -134,14 +154,11 @@ class RedisSpendGate(CachedGate):
         at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)
-        windows = [(b.id, k) for b, k in targets]
+        windows, window_keys, tail = self._shape(targets)
         expires_at = at + ttl
-        raw = orjson.dumps([list(w) for w in windows]).decode()
         args: list[Any] = [hold_id, repr(amount), repr(at), repr(expires_at), HOLD_TTL]
-        args += [COUNTER_TTL, raw, self.prefix]
-        for b, _ in targets:
-            args += [repr(b.limit), "0" if b.soft else "1"]
-        keys = self._keys(hold_id, windows)
+        args += tail
+        keys = [f"{self.prefix}bh:{hold_id}", *window_keys]
         for _ in range(3):
             answer = await self._run(self._reserve, keys, args)
             if answer[0] != "seed":
