@@ -16,8 +16,11 @@ through unaccounted), and ``ready()`` says False for ``/readyz``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +33,14 @@ from elevenfactor.errors import BudgetUnavailable
 from elevenfactor.governance._alerts import Alerts
 from elevenfactor.governance._budgets import Budget, now
 from elevenfactor.governance._gate_defs import CachedGate, Definitions, check_money, exceeded
-from elevenfactor.governance._redis_scripts import COMMIT, RESERVE, SEED, SETTLE
+from elevenfactor.governance._leases import (
+    LEASE_CALLS,
+    LEASE_HEADROOM,
+    LEASE_SECONDS,
+    Lease,
+    Leases,
+)
+from elevenfactor.governance._redis_scripts import COMMIT, LEASED_COMMIT, RESERVE, SEED, SETTLE
 from elevenfactor.governance._redis_writer import Committed, StoreWriter
 from elevenfactor.governance._spend import Charge, Hold
 from elevenfactor.store import Store, script_client
@@ -78,9 +88,12 @@ class RedisSpendGate(CachedGate):
         self._reserve = runner.register_script(RESERVE)
         self._commit = runner.register_script(COMMIT)
         self._settle = runner.register_script(SETTLE)
+        self._leased_commit = runner.register_script(LEASED_COMMIT)
         self._seed = runner.register_script(SEED)
         self.writer = StoreWriter(store, self.defs, self.alerts, interval=flush_interval)
         self._shapes: dict[tuple[Any, ...], tuple[list[_Key], list[str], list[Any]]] = {}
+        self.leases = Leases()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -103,8 +116,7 @@ class RedisSpendGate(CachedGate):
         """What a reservation on ``targets`` sends besides the hold's own values: the windows,
         their keys, and the script's trailing arguments, the windows as JSON among them (cached:
         the same few sets of windows come back on every call)."""
-        sig = tuple((b.id, k, b.limit, b.soft) for b, k in targets)
-        found = self._shapes.get(sig)
+        found = self._shapes.get(_sig(targets))
         if found is None:
             windows = [(b.id, k) for b, k in targets]
             raw = orjson.dumps([list(w) for w in windows]).decode()
@@ -113,7 +125,7 @@ class RedisSpendGate(CachedGate):
                 tail += [repr(b.limit), "0" if b.soft else "1"]
             if len(self._shapes) >= 1024:
                 self._shapes.clear()
-            found = self._shapes[sig] = (windows, self._keys("", windows)[1:], tail)
+            found = self._shapes[_sig(targets)] = (windows, self._keys("", windows)[1:], tail)
         return found
 
     def _unavailable(self, exc: BaseException) -> BudgetUnavailable:
@@ -147,14 +159,32 @@ class RedisSpendGate(CachedGate):
     # -- the gate -------------------------------------------------------------------------
 
     async def reserve(
-        self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
+        self,
+        hold_id: str,
+        charge: Charge,
+        amount: float,
+        ttl: float,
+        force: bool = False,
+        *,
+        pooled: bool = False,
     ) -> Hold:
         """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``
-        (with ``force``, never: hard budgets are passed like soft ones, once)."""
+        (with ``force``, never: hard budgets are passed like soft ones, once). ``pooled``:
+        the hold may come from a lease (``_leases``), with no round trip."""
         at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)
         windows, window_keys, tail = self._shape(targets)
+        if pooled and not force:
+            sig = _sig(targets)
+            lease, ended = self.leases.take(sig, amount)
+            for old in ended:
+                self._spawn(self._give_back(old))
+            if lease is not None:
+                return Hold(hold_id, amount, lease.windows, lease.expires_at, lease=lease.id)
+            if self.leases.wants(sig):
+                self.leases.pending.add(sig)
+                self._spawn(self._lease(sig, targets, amount * LEASE_CALLS, ttl))
         expires_at = at + ttl
         args: list[Any] = [hold_id, repr(amount), repr(at), repr(expires_at), HOLD_TTL]
         args += tail
@@ -184,8 +214,15 @@ class RedisSpendGate(CachedGate):
         args = [hold.id, repr(cost), HOLD_TTL, COUNTER_TTL, raw, repr(hold.amount)]
         args += [repr(hold.expires_at), self.prefix]
         keys = self._keys(hold.id, hold.windows)
+        script = self._commit
+        if hold.lease is not None:
+            args.append(hold.lease)
+            script = self._leased_commit
+            ended = self.leases.settle(hold.lease, hold.amount, cost)
+            if ended is not None:
+                self._spawn(self._give_back(ended))
         for _ in range(3):
-            answer = await self._run(self._commit, keys, args)
+            answer = await self._run(script, keys, args)
             if answer[0] != "seed":
                 break
             await self._seed_missing(hold.windows, answer)
@@ -200,9 +237,60 @@ class RedisSpendGate(CachedGate):
         """Give the whole hold back (once; nothing for a settled or expired hold)."""
         if hold.empty:
             return
+        if hold.lease is not None:  # back into its lease: nothing to tell Redis
+            ended = self.leases.settle(hold.lease, hold.amount, 0.0)
+            if ended is not None:
+                await self._give_back(ended)
+            return
         keys = self._keys(hold.id, hold.windows)
         args = [hold.id, "released", repr(now()), HOLD_TTL, self.prefix]
         await self._run(self._settle, keys, args)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _spawn(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _lease(
+        self, sig: tuple[Any, ...], targets: list[tuple[Budget, str]], size: float, ttl: float
+    ) -> None:
+        """Ask Redis for a lease of ``size`` on ``targets``: a hold granted only while every
+        budget (soft ones too) keeps ``LEASE_HEADROOM - 1`` times as much free after it."""
+        lease_id = f"lease:{uuid.uuid4().hex}"
+        windows = [(b.id, k) for b, k in targets]
+        at = now()
+        expires_at = at + ttl + LEASE_SECONDS
+        args: list[Any] = [lease_id, repr(size), repr(at), repr(expires_at), HOLD_TTL]
+        args += [COUNTER_TTL, orjson.dumps([list(w) for w in windows]).decode(), self.prefix]
+        for b, _ in targets:
+            args += [repr(b.limit - (LEASE_HEADROOM - 1) * size), "1"]
+        keys = self._keys(lease_id, windows)
+        try:
+            for _ in range(3):
+                answer = await self._run(self._reserve, keys, args)
+                if answer[0] != "seed":
+                    break
+                await self._seed_missing(windows, answer)
+        except Exception:  # no lease: calls are reserved one by one meanwhile
+            logger.debug("taking a budget lease failed", exc_info=True)
+            self.leases.deny(sig)
+            return
+        if answer[0] != "ok":
+            self.leases.deny(sig)
+            return
+        until = time.monotonic() + LEASE_SECONDS
+        self.leases.add(sig, Lease(lease_id, tuple(windows), size, expires_at, until))
+
+    async def _give_back(self, lease: Lease) -> None:
+        """Release what is left of a retired lease whose calls have all settled."""
+        keys = self._keys(lease.id, lease.windows)
+        try:
+            await self._run(self._settle, keys, [lease.id, "released", repr(now()), HOLD_TTL,
+                                                 self.prefix])  # fmt: skip
+        except BudgetUnavailable:
+            logger.warning("giving back budget lease %s failed; it will expire", lease.id)
 
     async def expire_holds(self, at: float | None = None, batch: int = 500) -> int:
         """Release the holds that expired before ``at`` (default: now); return how many.
@@ -245,13 +333,22 @@ class RedisSpendGate(CachedGate):
         await self.writer.flush()
 
     async def aclose(self) -> None:
-        """Flush the store writer, finish alerts (briefly), close the Redis connections."""
+        """Give back the leases, flush the store writer, finish alerts (briefly), close the
+        Redis connections."""
+        for lease in self.leases.retire_all():
+            self._spawn(self._give_back(lease))
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.writer.aclose()
         await self.alerts.aclose()
         await self.redis.aclose()
         if self.scripts is not None:
             await self.scripts.aclose()
+
+
+def _sig(targets: Sequence[tuple[Budget, str]]) -> tuple[Any, ...]:
+    return tuple((b.id, k, b.limit, b.soft) for b, k in targets)
 
 
 def _soft(windows: Sequence[_Key], indices: str) -> tuple[str, ...]:

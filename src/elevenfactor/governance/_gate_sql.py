@@ -161,10 +161,18 @@ class StoreSpendGate(CachedGate):
         self._ops = _ops(store)
 
     async def reserve(
-        self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
+        self,
+        hold_id: str,
+        charge: Charge,
+        amount: float,
+        ttl: float,
+        force: bool = False,
+        *,
+        pooled: bool = False,
     ) -> Hold:
         """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``
-        (with ``force``, never: hard budgets are passed like soft ones, once)."""
+        (with ``force``, never: hard budgets are passed like soft ones, once; ``pooled`` makes
+        no difference here: the store keeps no leases)."""
         at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)

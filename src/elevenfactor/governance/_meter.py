@@ -202,13 +202,16 @@ class Meter:
         messages: Sequence[Message],
         settings: ModelSettings,
         force: bool = False,
+        *,
+        pooled: bool = False,
     ) -> Hold:
         """``reserve`` without its kill-switch check and coverage test, for a caller that has
-        just made both (the gateway's admission)."""
+        just made both (the gateway's admission, which passes ``pooled``: its hold ids are
+        never retried, so the gate may serve them from a lease)."""
         amount = self.prices.worst_case(
             charge.models, estimate_prompt_tokens(messages, settings), settings.max_tokens
         )
-        return await self.gate.reserve(hold_id, charge, amount, self.hold_ttl, force)
+        return await self.gate.reserve(hold_id, charge, amount, self.hold_ttl, force, pooled=pooled)
 
     async def settle(self, hold: Hold, cost: float | None) -> None:
         """Commit ``cost`` (release everything when it is None: nothing was spent)."""

@@ -53,6 +53,8 @@ class Hold:
     expires_at: float = 0.0
     soft: tuple[str, ...] = field(default=())
     """Soft budgets the call went past (it was let through; alerts fired)."""
+    lease: str | None = None
+    """The lease it was served from (a gateway call on Redis), if any: never journaled."""
 
     @property
     def empty(self) -> bool:
@@ -99,13 +101,22 @@ class SpendGate(Protocol):
         ...
 
     async def reserve(
-        self, hold_id: str, charge: Charge, amount: float, ttl: float, force: bool = False
+        self,
+        hold_id: str,
+        charge: Charge,
+        amount: float,
+        ttl: float,
+        force: bool = False,
+        *,
+        pooled: bool = False,
     ) -> Hold:
         """Hold ``amount`` against every budget that applies to ``charge``, or raise
         ``BudgetExceeded`` (nothing held anywhere). Idempotent by ``hold_id``: a second call
         with the same id returns the first hold. Raises ``BudgetUnavailable`` when the backend
         cannot be reached (fail closed). ``force`` lets the call through past hard limits
-        once (a reviewer approved it): those budgets are listed in ``Hold.soft``."""
+        once (a reviewer approved it): those budgets are listed in ``Hold.soft``. ``pooled``:
+        the caller never retries with the same id (a gateway call), so the gate may serve the
+        hold from capacity it set aside beforehand (Redis leases); others ignore it."""
         ...
 
     async def commit(self, hold: Hold, cost: float) -> None:

@@ -1,6 +1,8 @@
 """``RedisLimits``: the rate limits' state in Redis, shared by every process.
 
-Each acquire and each reconcile is one Lua script: the check of every limit and the update run
+Far from every limit, calls are admitted from leases — capacity taken from the limits ahead
+of them (``_limit_leases``) — with no round trip. Otherwise each acquire and each reconcile is
+one Lua script: the check of every limit and the update run
 atomically, on the clock of Redis (``TIME``), so processes whose clocks disagree still agree on
 the limits. A limit is one string key, ``{prefix}{name}:{kind}``, holding its theoretical arrival
 time in microseconds; it expires once its bucket is full again, so idle limits cost nothing.
@@ -15,7 +17,9 @@ meanwhile, so a Redis that hangs delays one call a second, by at most the client
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +27,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from elevenfactor.models._limit_leases import (
+    LEASE,
+    LEASE_FREE,
+    LEASE_SECONDS,
+    LimitLease,
+    LimitLeases,
+    lease_size,
+)
 from elevenfactor.models._limits import LimitKey, LocalLimits, Verdict
 from elevenfactor.store import script_client
 
@@ -105,6 +117,9 @@ class RedisLimits:
         runner: Any = self.scripts if self.scripts is not None else client
         self._acquire = runner.register_script(_ACQUIRE)
         self._adjust = runner.register_script(_ADJUST)
+        self._lease = runner.register_script(LEASE)
+        self.leases = LimitLeases()
+        self._background: set[asyncio.Task[None]] = set()
         self._down_until = 0.0  # 0: healthy; else Redis failed, try again from then on
         self._probing = False  # one call finds out whether Redis is back; the others go local
         self._warned_at = -_WARN_EVERY
@@ -142,9 +157,14 @@ class RedisLimits:
     async def try_acquire(
         self, keys: Sequence[LimitKey], costs: Sequence[int], *, commit: bool = True
     ) -> Verdict:
-        """One script: admit all of ``keys`` or say when they would fit (Redis's clock)."""
+        """One script: admit all of ``keys`` or say when they would fit (Redis's clock). A
+        call a lease covers (``_limit_leases``) is admitted with no script at all."""
         if self._skip():
             return self._local(keys, costs, commit)
+        if commit and self._down_until == 0.0:  # (a probe of Redis goes to Redis)
+            leased = self._from_lease(tuple(keys), costs)
+            if leased is not None:
+                return leased
         names = [self.prefix + k.id for k in keys]
         try:
             ok, wait, blocking, now = await self._acquire(
@@ -158,8 +178,55 @@ class RedisLimits:
             ok == 1, int(wait) / 1_000_000, max(int(blocking) - 1, 0), int(now) / 1_000_000
         )
 
+    def _from_lease(self, keys: tuple[LimitKey, ...], costs: Sequence[int]) -> Verdict | None:
+        lease, old = self.leases.take(keys, costs)
+        if old is not None:
+            self._spawn(self._give_back(old))
+        if lease is not None:
+            return Verdict(True, 0.0, 0, lease.at + time.monotonic() - lease.taken)
+        if self.leases.wants(keys):
+            size = lease_size(keys, costs)
+            if size is None:
+                self.leases.deny(keys)
+            else:
+                self.leases.pending.add(keys)
+                self._spawn(self._take_lease(keys, size))
+        return None
+
+    def _spawn(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _take_lease(self, keys: tuple[LimitKey, ...], size: list[int]) -> None:
+        args: list[Any] = []
+        for key, units in zip(keys, size, strict=True):
+            margin = math.ceil(key.value * LEASE_FREE)
+            args += [int(key.window * 1_000_000), key.value, units, margin]
+        try:
+            ok, now = await self._lease(keys=[self.prefix + k.id for k in keys], args=args)
+        except (RedisError, OSError):
+            self.leases.deny(keys)  # the next exact call finds out about Redis
+            return
+        if ok != 1:
+            self.leases.deny(keys)
+            return
+        taken = time.monotonic()
+        lease = LimitLease(keys, list(size), taken + LEASE_SECONDS, int(now) / 1_000_000, taken)
+        self.leases.add(keys, lease)
+
+    async def _give_back(self, lease: LimitLease) -> None:
+        if any(lease.left):
+            await self._adjust_redis(lease.keys, [-left for left in lease.left])
+
     async def adjust(self, keys: Sequence[LimitKey], deltas: Sequence[int]) -> None:
-        """One script: move every key by its delta."""
+        """Move every key by its delta: within a lease this process holds on them when it can
+        (no round trip; the lease gives the difference back in the end), else one script."""
+        if self._down_until == 0.0 and self.leases.credit(keys, deltas):
+            return
+        await self._adjust_redis(keys, deltas)
+
+    async def _adjust_redis(self, keys: Sequence[LimitKey], deltas: Sequence[int]) -> None:
         if self._skip():
             await self.fallback.adjust(keys, deltas)
             return
@@ -190,7 +257,11 @@ class RedisLimits:
             )
 
     async def aclose(self) -> None:
-        """Close the connections."""
+        """Give back the leases, close the connections."""
+        for lease in self.leases.drop_all():
+            self._spawn(self._give_back(lease))
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         await self.client.aclose()
         if self.scripts is not None:
             await self.scripts.aclose()

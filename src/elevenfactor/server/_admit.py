@@ -120,7 +120,7 @@ async def admit(
         )  # fmt: skip
     reserve = None
     if meter is not None and charge is not None and meter.gate.covered(charge):
-        reserve = meter.hold(call_id, charge, messages, settings)  # checked just above
+        reserve = meter.hold(call_id, charge, messages, settings, pooled=True)  # checked above
     if acquire is not None and reserve is not None:
         # Both go to the backend (Redis, or the store) together: one round trip of latency.
         # The reservation runs as a task; the limits in this one (no gather: one task fewer).
