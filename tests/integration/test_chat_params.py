@@ -20,7 +20,7 @@ from elevenfactor.config import Settings, parse_project
 from elevenfactor.governance import create_key, local_admin
 from elevenfactor.server import Gateway
 from elevenfactor.store import migrate, open_store
-from tests.support.server import running_gateway
+from tests.support.server import on_gateway, running_gateway
 
 PROJECT = parse_project(
     {
@@ -155,9 +155,10 @@ async def test_refused_requests_reach_no_model(
     assert gw.recorder is not None and gw.store is not None
     deadline = time.monotonic() + 10
     rows: list[Any] = []
+    recorder, store = gw.recorder, gw.store
     while not rows and time.monotonic() < deadline:
-        await gw.recorder.flush()
-        rows = await gw.store.fetchall("SELECT status FROM model_calls")
+        await on_gateway(gw, recorder.flush)
+        rows = await on_gateway(gw, lambda: store.fetchall("SELECT status FROM model_calls"))
     assert [tuple(r) for r in rows] == [("ok",)]
 
 

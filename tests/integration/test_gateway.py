@@ -15,7 +15,7 @@ from elevenfactor.config import Settings, parse_project
 from elevenfactor.governance import create_key, local_admin, revoke_key
 from elevenfactor.server import Gateway
 from elevenfactor.store import open_store
-from tests.support.server import running_gateway
+from tests.support.server import on_gateway, running_gateway
 
 PROJECT = parse_project(
     {
@@ -69,15 +69,19 @@ def _client(base: str, key: str) -> openai.AsyncOpenAI:
 async def _rows(gw: Gateway, want: int) -> list[tuple[object, ...]]:
     assert gw.recorder is not None and gw.store is not None
     deadline = time.monotonic() + 10
+    recorder, store = gw.recorder, gw.store
     while True:
-        rows = await gw.store.fetchall(
-            "SELECT trace_id, route, deployment, model, stream, status, error_class, tokens_in,"
-            " tokens_out, cost, failover_path, request_hash, response_hash FROM model_calls"
-            " ORDER BY created_at"
+        rows = await on_gateway(
+            gw,
+            lambda: store.fetchall(
+                "SELECT trace_id, route, deployment, model, stream, status, error_class,"
+                " tokens_in, tokens_out, cost, failover_path, request_hash, response_hash"
+                " FROM model_calls ORDER BY created_at"
+            ),
         )
         if len(rows) >= want or time.monotonic() > deadline:
             return rows
-        await gw.recorder.flush()
+        await on_gateway(gw, recorder.flush)
 
 
 async def test_plain_completion_is_logged_and_recorded(

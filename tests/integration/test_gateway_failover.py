@@ -15,7 +15,7 @@ from elevenfactor.config import Settings, parse_project
 from elevenfactor.server import Gateway
 from elevenfactor.store import migrate, open_store
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.server import running_gateway
+from tests.support.server import on_gateway, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -61,11 +61,15 @@ async def gateway(
 async def _last_row(gw: Gateway) -> tuple[object, ...]:
     assert gw.recorder is not None and gw.store is not None
     deadline = time.monotonic() + 5
+    recorder, store = gw.recorder, gw.store
     while time.monotonic() < deadline:
-        await gw.recorder.flush()
-        row = await gw.store.fetchone(
-            "SELECT status, error_class, failover_path, deployment FROM model_calls"
-            " ORDER BY created_at DESC LIMIT 1"
+        await on_gateway(gw, recorder.flush)
+        row = await on_gateway(
+            gw,
+            lambda: store.fetchone(
+                "SELECT status, error_class, failover_path, deployment FROM model_calls"
+                " ORDER BY created_at DESC LIMIT 1"
+            ),
         )
         if row is not None:
             return row

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import uvicorn
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.server import Gateway, create_app
 from tests.conftest import free_port
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -32,9 +35,13 @@ def running_gateway(settings: Settings, project: ProjectConfig) -> Iterator[tupl
     server = uvicorn.Server(config)
     errors: list[BaseException] = []
 
+    async def serve() -> None:
+        _LOOPS[id(app.state.gateway)] = asyncio.get_running_loop()
+        await server.serve()
+
     def target() -> None:
         try:
-            asyncio.run(server.serve())
+            asyncio.run(serve())
         except BaseException as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
 
@@ -52,3 +59,19 @@ def running_gateway(settings: Settings, project: ProjectConfig) -> Iterator[tupl
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        _LOOPS.pop(id(app.state.gateway), None)
+
+
+_LOOPS: dict[int, asyncio.AbstractEventLoop] = {}
+
+
+async def on_gateway(gw: Gateway, job: Callable[[], Awaitable[T]]) -> T:
+    """Run ``job()`` on the loop of the gateway ``running_gateway`` serves, and wait for it
+    here: its store and recorder belong to that loop (an asyncio lock or future used from two
+    loops at once can hang)."""
+    loop = _LOOPS[id(gw)]
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(job), loop))
+
+
+async def _call(job: Callable[[], Awaitable[T]]) -> T:
+    return await job()
