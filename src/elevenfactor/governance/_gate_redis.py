@@ -40,7 +40,7 @@ from elevenfactor.governance._leases import (
     Lease,
     Leases,
 )
-from elevenfactor.governance._redis_scripts import COMMIT, LEASED_COMMIT, RESERVE, SEED, SETTLE
+from elevenfactor.governance._redis_scripts import COMMIT, RESERVE, SEED, SETTLE
 from elevenfactor.governance._redis_writer import Committed, StoreWriter
 from elevenfactor.governance._spend import Charge, Hold
 from elevenfactor.store import Store, script_client
@@ -88,7 +88,6 @@ class RedisSpendGate(CachedGate):
         self._reserve = runner.register_script(RESERVE)
         self._commit = runner.register_script(COMMIT)
         self._settle = runner.register_script(SETTLE)
-        self._leased_commit = runner.register_script(LEASED_COMMIT)
         self._seed = runner.register_script(SEED)
         self.writer = StoreWriter(store, self.defs, self.alerts, interval=flush_interval)
         self._shapes: dict[tuple[Any, ...], tuple[list[_Key], list[str], list[Any]]] = {}
@@ -214,15 +213,13 @@ class RedisSpendGate(CachedGate):
         args = [hold.id, repr(cost), HOLD_TTL, COUNTER_TTL, raw, repr(hold.amount)]
         args += [repr(hold.expires_at), self.prefix]
         keys = self._keys(hold.id, hold.windows)
-        script = self._commit
         if hold.lease is not None:
             args.append(hold.lease)
-            script = self._leased_commit
             ended = self.leases.settle(hold.lease, hold.amount, cost)
             if ended is not None:
                 self._spawn(self._give_back(ended))
         for _ in range(3):
-            answer = await self._run(script, keys, args)
+            answer = await self._run(self._commit, keys, args)
             if answer[0] != "seed":
                 break
             await self._seed_missing(hold.windows, answer)

@@ -13,7 +13,7 @@ runs the script again. Numbers go back as strings (Lua numbers would be truncate
 
 from __future__ import annotations
 
-__all__ = ["COMMIT", "LEASED_COMMIT", "RESERVE", "SEED", "SETTLE"]
+__all__ = ["COMMIT", "RESERVE", "SEED", "SETTLE"]
 
 _MISSING = """
 local n = (#KEYS - 1) / 3
@@ -93,8 +93,10 @@ return {'ok', sf}
 
 COMMIT = (
     """
--- ARGV: id, cost, hold_ttl, counter_ttl, windows_json, amount, expires_at, key_prefix
-local hk, id = KEYS[1], ARGV[1]
+-- ARGV: id, cost, hold_ttl, counter_ttl, windows_json, amount, expires_at, key_prefix, and
+-- for a call served from a lease (``_leases``) the lease's id: then the call has no hold of its
+-- own, and the lease shrinks by the cost instead (what it no longer needs to cover).
+local hk, id, lease = KEYS[1], ARGV[1], ARGV[9]
 local st = redis.call('HGET', hk, 'st')
 if st == 'committed' or st == 'released' then return {'noop'} end
 """
@@ -103,7 +105,16 @@ if st == 'committed' or st == 'released' then return {'noop'} end
     + """
 local out = {'ok', st or 'missing'}
 for i = 1, n do
-  give_back(i, id)
+  if lease then
+    local left = redis.call('HGET', KEYS[3 * i + 1], lease)
+    if left then
+      local take = math.min(tonumber(left), tonumber(ARGV[2]))
+      redis.call('HINCRBYFLOAT', KEYS[3 * i - 1], 'r', -take)
+      redis.call('HINCRBYFLOAT', KEYS[3 * i + 1], lease, -take)
+    end
+  else
+    give_back(i, id)
+  end
   local before = redis.call('HGET', KEYS[3 * i - 1], 's') or '0'
   local after = redis.call('HINCRBYFLOAT', KEYS[3 * i - 1], 's', ARGV[2])
   out[#out + 1] = before
@@ -140,40 +151,6 @@ for i = 1, n do give_back(i, id) end
 redis.call('HSET', hk, 'st', ARGV[2])
 redis.call('ZREM', ARGV[5] .. 'bexp', id)
 return {'ok'}
-"""
-)
-
-LEASED_COMMIT = (
-    """
--- Commit a call served from a lease (``_leases``): charge the cost and shrink the lease's
--- hold by as much (what it no longer needs to cover), in every window; the call's own hash
--- records the commit (idempotent by its id).
--- ARGV: id, cost, hold_ttl, counter_ttl, windows_json, amount, expires_at, key_prefix, lease id
-local hk, id = KEYS[1], ARGV[1]
-local st = redis.call('HGET', hk, 'st')
-if st == 'committed' or st == 'released' then return {'noop'} end
-"""
-    + _MISSING
-    + _TOUCH
-    + """
-local cost = tonumber(ARGV[2])
-local out = {'ok', 'leased'}
-for i = 1, n do
-  local left = redis.call('HGET', KEYS[3 * i + 1], ARGV[9])
-  if left then
-    local take = math.min(tonumber(left), cost)
-    redis.call('HINCRBYFLOAT', KEYS[3 * i - 1], 'r', -take)
-    redis.call('HINCRBYFLOAT', KEYS[3 * i + 1], ARGV[9], -take)
-  end
-  local before = redis.call('HGET', KEYS[3 * i - 1], 's') or '0'
-  local after = redis.call('HINCRBYFLOAT', KEYS[3 * i - 1], 's', ARGV[2])
-  out[#out + 1] = before
-  out[#out + 1] = after
-  touch(i, ARGV[4])
-end
-redis.call('HSET', hk, 'st', 'committed', 'c', ARGV[2], 'a', ARGV[6], 'w', ARGV[5], 'e', ARGV[7])
-redis.call('EXPIRE', hk, ARGV[3])
-return out
 """
 )
 
