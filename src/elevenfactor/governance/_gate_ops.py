@@ -84,6 +84,13 @@ class BudgetOps(Protocol):
         """Give a held hold back; nothing for any other."""
         ...
 
+    async def charge_lease(
+        self, lease_id: str, windows: tuple[Key, ...], cost: float
+    ) -> list[Spent]:
+        """Charge ``cost`` (calls served from lease ``lease_id``) to ``windows`` and shrink the
+        lease by as much while it is held; the windows charged."""
+        ...
+
 
 def windows_of(raw: str) -> list[Key]:
     """The windows of a hold, from their JSON in ``budget_holds.windows``."""

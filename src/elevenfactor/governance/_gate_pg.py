@@ -13,7 +13,14 @@ from typing import Any
 
 import orjson
 
-from elevenfactor.governance._gate_ops import Refused, Spent, Target, windows_json, windows_of
+from elevenfactor.governance._gate_ops import (
+    Key,
+    Refused,
+    Spent,
+    Target,
+    windows_json,
+    windows_of,
+)
 from elevenfactor.governance._spend import Hold
 from elevenfactor.store import Store
 
@@ -24,6 +31,7 @@ _RESERVE = (
 )
 _COMMIT = "SELECT ef_budget_commit(?, ?, ?, ?::text[], ?::text[], ?, ?, ?, ?, ?)"
 _RELEASE = "SELECT ef_budget_release(?, ?, ?::text[], ?::text[])"
+_CHARGE_LEASE = "SELECT ef_budget_charge_lease(?, ?, ?::text[], ?::text[])"
 
 
 class PgBudgetOps:
@@ -89,10 +97,7 @@ class PgBudgetOps:
                 hold.expires_at,
             ),
         )
-        return [
-            Spent(out[i], out[i + 1], float(out[i + 2]), float(out[i + 3]))
-            for i in range(1, len(out), 4)
-        ]
+        return _spent(out)
 
     async def release(self, hold: Hold, at: float) -> None:
         """See ``BudgetOps.release``."""
@@ -100,8 +105,25 @@ class PgBudgetOps:
             _RELEASE, (hold.id, at, [b for b, _ in hold.windows], [w for _, w in hold.windows])
         )
 
+    async def charge_lease(
+        self, lease_id: str, windows: tuple[Key, ...], cost: float
+    ) -> list[Spent]:
+        """See ``BudgetOps.charge_lease`` (migration ``m011_budget_leases``)."""
+        out = await self._call(
+            _CHARGE_LEASE, (lease_id, cost, [b for b, _ in windows], [w for _, w in windows])
+        )
+        return _spent(out)
+
     async def _call(self, sql: str, params: tuple[Any, ...]) -> list[str]:
         row = await self.store.fetchone(sql, params)
         assert row is not None  # a SELECT of a function answers one row
         out: list[str] = row[0]
         return out
+
+
+def _spent(out: list[str]) -> list[Spent]:
+    """``ok`` then ``budget_id, window_key, before, after`` per window charged."""
+    return [
+        Spent(out[i], out[i + 1], float(out[i + 2]), float(out[i + 3]))
+        for i in range(1, len(out), 4)
+    ]

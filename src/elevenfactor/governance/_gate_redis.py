@@ -34,11 +34,11 @@ from elevenfactor.governance._alerts import Alerts
 from elevenfactor.governance._budgets import Budget, now
 from elevenfactor.governance._gate_defs import CachedGate, Definitions, check_money, exceeded
 from elevenfactor.governance._leases import (
-    LEASE_CALLS,
     LEASE_HEADROOM,
     LEASE_SECONDS,
     Lease,
     Leases,
+    signature,
 )
 from elevenfactor.governance._redis_scripts import COMMIT, RESERVE, SEED, SETTLE
 from elevenfactor.governance._redis_writer import Committed, StoreWriter
@@ -115,7 +115,7 @@ class RedisSpendGate(CachedGate):
         """What a reservation on ``targets`` sends besides the hold's own values: the windows,
         their keys, and the script's trailing arguments, the windows as JSON among them (cached:
         the same few sets of windows come back on every call)."""
-        found = self._shapes.get(_sig(targets))
+        found = self._shapes.get(signature(targets))
         if found is None:
             windows = [(b.id, k) for b, k in targets]
             raw = orjson.dumps([list(w) for w in windows]).decode()
@@ -124,7 +124,7 @@ class RedisSpendGate(CachedGate):
                 tail += [repr(b.limit), "0" if b.soft else "1"]
             if len(self._shapes) >= 1024:
                 self._shapes.clear()
-            found = self._shapes[_sig(targets)] = (windows, self._keys("", windows)[1:], tail)
+            found = self._shapes[signature(targets)] = (windows, self._keys("", windows)[1:], tail)
         return found
 
     def _unavailable(self, exc: BaseException) -> BudgetUnavailable:
@@ -175,15 +175,15 @@ class RedisSpendGate(CachedGate):
             return Hold(hold_id, amount)
         windows, window_keys, tail = self._shape(targets)
         if pooled and not force:
-            sig = _sig(targets)
-            lease, ended = self.leases.take(sig, amount)
+            sig = signature(targets)
+            lease, ended = self.leases.take(sig, amount, hold_id)
             for old in ended:
                 self._spawn(self._give_back(old))
-            if lease is not None:
-                return Hold(hold_id, amount, lease.windows, lease.expires_at, lease=lease.id)
             if self.leases.wants(sig):
                 self.leases.pending.add(sig)
-                self._spawn(self._lease(sig, targets, amount * LEASE_CALLS, ttl))
+                self._spawn(self._lease(sig, targets, amount * self.leases.calls_for(sig), ttl))
+            if lease is not None:
+                return Hold(hold_id, amount, lease.windows, lease.expires_at, lease=lease.id)
         expires_at = at + ttl
         args: list[Any] = [hold_id, repr(amount), repr(at), repr(expires_at), HOLD_TTL]
         args += tail
@@ -215,7 +215,9 @@ class RedisSpendGate(CachedGate):
         keys = self._keys(hold.id, hold.windows)
         if hold.lease is not None:
             args.append(hold.lease)
-            ended = self.leases.settle(hold.lease, hold.amount, cost)
+            first, ended = self.leases.settle(hold.id, hold.lease, hold.amount, cost)
+            if not first:
+                return  # settled before
             if ended is not None:
                 self._spawn(self._give_back(ended))
         for _ in range(3):
@@ -235,7 +237,7 @@ class RedisSpendGate(CachedGate):
         if hold.empty:
             return
         if hold.lease is not None:  # back into its lease: nothing to tell Redis
-            ended = self.leases.settle(hold.lease, hold.amount, 0.0)
+            _, ended = self.leases.settle(hold.id, hold.lease, hold.amount, 0.0)
             if ended is not None:
                 await self._give_back(ended)
             return
@@ -278,7 +280,8 @@ class RedisSpendGate(CachedGate):
             self.leases.deny(sig)
             return
         until = time.monotonic() + LEASE_SECONDS
-        self.leases.add(sig, Lease(lease_id, tuple(windows), size, expires_at, until))
+        for old in self.leases.add(sig, Lease(lease_id, tuple(windows), size, expires_at, until)):
+            self._spawn(self._give_back(old))
 
     async def _give_back(self, lease: Lease) -> None:
         """Release what is left of a retired lease whose calls have all settled."""
@@ -342,10 +345,6 @@ class RedisSpendGate(CachedGate):
         await self.redis.aclose()
         if self.scripts is not None:
             await self.scripts.aclose()
-
-
-def _sig(targets: Sequence[tuple[Budget, str]]) -> tuple[Any, ...]:
-    return tuple((b.id, k, b.limit, b.soft) for b, k in targets)
 
 
 def _soft(windows: Sequence[_Key], indices: str) -> tuple[str, ...]:

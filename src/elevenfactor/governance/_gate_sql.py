@@ -16,12 +16,24 @@ A commit reports each window's spend before and after; only when that crosses an
 threshold does a second, short transaction claim the alert (once per threshold per window).
 
 ``expire_holds``, the periodic sweep, is the same on both stores: a batch per transaction.
+
+Gateway calls (``pooled``) are served from leases as on Redis (``_leases``): a lease is an
+ordinary hold of ``LEASE_CALLS`` worst cases, taken only while every budget keeps
+``LEASE_HEADROOM - 1`` times as much free, and a call served from it costs no round trip to
+reserve. Their commits are written in groups: while one group is being written, the commits
+that arrive wait and go together in the next (one transaction per lease per group, which charges
+the spend and shrinks the lease by as much); a commit returns once its group is written. A
+lease is given back after its last call's charge, in the same group, so no process can reserve
+capacity a charge is about to take.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -42,6 +54,13 @@ from elevenfactor.governance._gate_ops import (
 )
 from elevenfactor.governance._gate_pg import PgBudgetOps
 from elevenfactor.governance._gate_sqlite import SqliteBudgetOps, SyncTransactions
+from elevenfactor.governance._leases import (
+    LEASE_HEADROOM,
+    LEASE_SECONDS,
+    Lease,
+    Leases,
+    signature,
+)
 from elevenfactor.governance._spend import Charge, Hold
 from elevenfactor.store import Executor, Store
 
@@ -159,6 +178,10 @@ class StoreSpendGate(CachedGate):
         self.defs = Definitions(store, refresh=refresh)
         self.alerts = alerts or Alerts()
         self._ops = _ops(store)
+        self.leases = Leases()
+        self._group = _Group()
+        self._writer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def reserve(
         self,
@@ -171,11 +194,24 @@ class StoreSpendGate(CachedGate):
         pooled: bool = False,
     ) -> Hold:
         """Hold ``amount`` against every budget that applies, or raise ``BudgetExceeded``
-        (with ``force``, never: hard budgets are passed like soft ones, once; ``pooled`` makes
-        no difference here: the store keeps no leases)."""
+        (with ``force``, never: hard budgets are passed like soft ones, once). ``pooled``:
+        the hold may come from a lease (``_leases``), with no round trip."""
         at, targets = await self.targets(charge, amount, ttl, force)
         if not targets:
             return Hold(hold_id, amount)
+        if pooled and not force:
+            sig = signature(targets)
+            lease, ended = self.leases.take(sig, amount, hold_id)
+            self._group.give_back += ended
+            if ended:
+                self._write_soon()
+            if self.leases.wants(sig):
+                self.leases.pending.add(sig)
+                self._spawn(
+                    self._lease(sig, charge, targets, amount * self.leases.calls_for(sig), ttl)
+                )
+            if lease is not None:
+                return Hold(hold_id, amount, lease.windows, lease.expires_at, lease=lease.id)
         plan = [Target(b.id, key, float(b.limit), not b.soft) for b, key in targets]
         try:
             out = await self._ops.reserve(
@@ -198,6 +234,9 @@ class StoreSpendGate(CachedGate):
         # The organisation is only written for a hold the store never saw.
         known = [b for b in (self.defs.budget(bid) for bid, _ in hold.windows) if b is not None]
         org = known[0].org_id if known else ""
+        if hold.lease is not None:
+            await self._charge_leased(hold, cost)
+            return
         try:
             charged = await self._ops.commit(hold, cost, now(), org)
         except _DB_ERRORS as exc:
@@ -234,10 +273,105 @@ class StoreSpendGate(CachedGate):
         """Give the whole hold back (once; nothing for a settled or expired hold)."""
         if hold.empty:
             return
+        if hold.lease is not None:  # back into its lease: nothing to write
+            _, ended = self.leases.settle(hold.id, hold.lease, hold.amount, 0.0)
+            if ended is not None:
+                self._group.give_back.append(ended)
+                self._write_soon()
+            return
         try:
             await self._ops.release(hold, now())
         except _DB_ERRORS as exc:
             raise _unavailable(exc) from exc
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _spawn(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _lease(
+        self,
+        sig: tuple[Any, ...],
+        charge: Charge,
+        targets: list[tuple[Budget, str]],
+        size: float,
+        ttl: float,
+    ) -> None:
+        """Take a lease of ``size`` on ``targets``: a hold granted only while every budget
+        (soft ones too) keeps ``LEASE_HEADROOM - 1`` times as much free after it."""
+        lease_id = f"lease:{uuid.uuid4().hex}"
+        plan = [
+            Target(b.id, key, float(b.limit) - (LEASE_HEADROOM - 1) * size, True)
+            for b, key in targets
+        ]
+        at = now()
+        expires_at = at + ttl + LEASE_SECONDS
+        try:
+            out = await self._ops.reserve(lease_id, charge.org_id, None, size, at, expires_at, plan)
+        except Exception:  # no lease: calls are reserved one by one meanwhile
+            logger.debug("taking a budget lease failed", exc_info=True)
+            self.leases.deny(sig)
+            return
+        if isinstance(out, Refused):
+            self.leases.deny(sig)
+            return
+        until = time.monotonic() + LEASE_SECONDS
+        ended = self.leases.add(sig, Lease(lease_id, out.windows, size, expires_at, until))
+        if ended:
+            self._group.give_back += ended
+            self._write_soon()
+
+    async def _charge_leased(self, hold: Hold, cost: float) -> None:
+        """Charge a call served from a lease in the next group of writes; return once written
+        (``BudgetUnavailable`` if that failed: the lease then expires with its calls' cost)."""
+        assert hold.lease is not None
+        first, ended = self.leases.settle(hold.id, hold.lease, hold.amount, cost)
+        if not first:
+            return  # settled before
+        group = self._group
+        entry = group.charges.get(hold.lease)
+        if entry is None:
+            group.charges[hold.lease] = (hold.windows, cost)
+        else:
+            group.charges[hold.lease] = (entry[0], entry[1] + cost)
+        if ended is not None:  # after its last charge, in the same group
+            group.give_back.append(ended)
+        self._write_soon()
+        await asyncio.shield(group.done)
+        if group.failed is not None:
+            raise _unavailable(group.failed)
+
+    def _write_soon(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_groups())
+
+    async def _write_groups(self) -> None:
+        """Write the groups one after another until none is waiting."""
+        while self._group.charges or self._group.give_back:
+            group, self._group = self._group, _Group()
+            charged: list[Spent] = []
+            try:
+                for lease_id, (windows, cost) in group.charges.items():
+                    charged += await self._ops.charge_lease(lease_id, windows, cost)
+            except _DB_ERRORS as exc:
+                group.failed = exc
+                logger.warning("charging calls served from budget leases failed: %r", exc)
+            for lease in group.give_back:
+                try:
+                    await self._ops.release(Hold(lease.id, lease.amount, lease.windows), now())
+                except _DB_ERRORS:
+                    logger.warning("giving back budget lease %s failed; it will expire", lease.id)
+            group.finish()
+            if charged:
+                await self._alert(charged)
+
+    async def flush(self) -> None:
+        """Write the commits of leased calls not written yet, and give back retired leases."""
+        self._write_soon()
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
 
     async def expire_holds(self, at: float | None = None) -> int:
         """Release the holds that expired (see ``expire_holds``)."""
@@ -260,5 +394,34 @@ class StoreSpendGate(CachedGate):
         return True
 
     async def aclose(self) -> None:
-        """Let pending alert webhooks finish (briefly); the store is the caller's to close."""
+        """Give back the leases, let pending alert webhooks finish (briefly); the store is
+        the caller's to close."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        self._group.give_back += self.leases.retire_all()
+        await self.flush()
         await self.alerts.aclose()
+
+
+class _Group:
+    """Commits of leased calls written together, and leases given back after them."""
+
+    __slots__ = ("_done", "charges", "failed", "give_back")
+
+    def __init__(self) -> None:
+        self.charges: dict[str, tuple[tuple[Key, ...], float]] = {}
+        self.give_back: list[Lease] = []
+        self.failed: BaseException | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    @property
+    def done(self) -> asyncio.Future[None]:
+        """Set once the group is written (or failed: ``failed``)."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        return self._done
+
+    def finish(self) -> None:
+        """Wake those waiting for the group."""
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)

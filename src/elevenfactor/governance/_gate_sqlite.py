@@ -71,6 +71,12 @@ class SqliteBudgetOps:
         """See ``BudgetOps.release``."""
         await self.store.run_transaction(partial(_release, hold, at))
 
+    async def charge_lease(
+        self, lease_id: str, windows: tuple[Key, ...], cost: float
+    ) -> list[Spent]:
+        """See ``BudgetOps.charge_lease``."""
+        return await self.store.run_transaction(partial(_charge_lease, lease_id, windows, cost))
+
 
 def _reserve(
     hold_id: str,
@@ -187,6 +193,29 @@ def _release(hold: Hold, at: float, conn: sqlite3.Connection) -> None:
         "UPDATE budget_holds SET status = 'released', cost = NULL, settled_at = ? WHERE id = ?",
         (at, hold.id),
     )
+
+
+def _charge_lease(
+    lease_id: str, windows: tuple[Key, ...], cost: float, conn: sqlite3.Connection
+) -> list[Spent]:
+    usage = _read(conn, windows)
+    row = conn.execute(_STATUS, (lease_id,)).fetchone()
+    taken = 0.0
+    if row is not None and row[0] == "held":
+        taken = min(cost, float(row[1]))
+        conn.execute(
+            "UPDATE budget_holds SET amount = ? WHERE id = ?", (float(row[1]) - taken, lease_id)
+        )
+    out = []
+    for key in windows:
+        if key not in usage:
+            continue  # the budget was deleted
+        before = usage[key][0]
+        usage[key][0] += cost
+        usage[key][1] -= taken
+        out.append(Spent(key[0], key[1], before, usage[key][0]))
+    _write(conn, usage, windows)
+    return out
 
 
 def _existing(conn: sqlite3.Connection, hold_id: str) -> Hold | None:

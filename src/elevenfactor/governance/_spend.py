@@ -54,7 +54,7 @@ class Hold:
     soft: tuple[str, ...] = field(default=())
     """Soft budgets the call went past (it was let through; alerts fired)."""
     lease: str | None = None
-    """The lease it was served from (a gateway call on Redis), if any: never journaled."""
+    """The lease it was served from (a gateway call), if any: never journaled."""
 
     @property
     def empty(self) -> bool:

@@ -23,6 +23,7 @@ from elevenfactor.store.migrations import (
     m008_cache,
     m009_run_tags,
     m010_budget_functions,
+    m011_budget_leases,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -76,6 +77,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         m010_budget_functions.STATEMENTS,
         m010_budget_functions.DIALECTS,
     ),
+    Migration("m011_budget_leases", m011_budget_leases.STATEMENTS, m011_budget_leases.DIALECTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

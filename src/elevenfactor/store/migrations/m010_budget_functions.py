@@ -34,7 +34,7 @@ DIALECTS = ("postgresql",)
 
 # The locked usage rows are kept in parallel arrays (ub, uw, us, ur: budget, window, spent,
 # reserved; dirty: changed); this writes the changed ones back, rounded.
-_WRITE = """
+WRITE = """
     IF true = ANY(dirty) THEN
         UPDATE budget_usage AS u
             SET spent = round(d.s::text::numeric, 12)::double precision,
@@ -46,7 +46,7 @@ _WRITE = """
 
 # Lock the usage rows of (p_budgets[i], p_windows[i]) and of the windows in the JSON lists of
 # e_windows, in the fixed order, into the arrays.
-_LOCK = """
+LOCK = """
     FOR r IN
         SELECT u.budget_id, u.window_key, u.spent, u.reserved FROM budget_usage AS u
         WHERE (u.budget_id, u.window_key) IN (
@@ -66,7 +66,7 @@ _LOCK = """
     END LOOP;
 """
 
-_ROWS = """
+ROWS = """
     ub text[] := ARRAY[]::text[];
     uw text[] := ARRAY[]::text[];
     us double precision[] := ARRAY[]::double precision[];
@@ -93,7 +93,7 @@ DECLARE
     result text[];
     i integer;
     k integer;"""
-    + _ROWS
+    + ROWS
     + """BEGIN
     SELECT amount, windows, soft, expires_at INTO h FROM budget_holds WHERE id = p_id;
     IF FOUND THEN
@@ -110,7 +110,7 @@ DECLARE
         SELECT t.b, t.w, 0, 0 FROM unnest(p_budgets, p_windows) AS t(b, w)
         ORDER BY t.b COLLATE "C", t.w COLLATE "C"
         ON CONFLICT DO NOTHING;"""
-    + _LOCK
+    + LOCK
     + """
     FOR i IN 1 .. n LOOP
         FOR k IN 1 .. cardinality(ub) LOOP
@@ -171,7 +171,7 @@ DECLARE
             RAISE EXCEPTION 'budget hold % conflicted and vanished', p_id;
         END IF;
     END IF;"""
-    + _WRITE
+    + WRITE
     + """    RETURN result;
 END
 $$"""
@@ -192,9 +192,9 @@ DECLARE
     result text[] := ARRAY['ok'];
     i integer;
     k integer;"""
-    + _ROWS
+    + ROWS
     + """BEGIN"""
-    + _LOCK
+    + LOCK
     + """
     SELECT status, amount INTO h FROM budget_holds WHERE id = p_id FOR UPDATE;
     IF FOUND THEN
@@ -225,7 +225,7 @@ DECLARE
             END IF;
         END LOOP;
     END LOOP;"""
-    + _WRITE
+    + WRITE
     + """    RETURN result;
 END
 $$"""
