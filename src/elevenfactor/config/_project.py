@@ -17,7 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from elevenfactor.config._embeddings import EmbeddingsConfig
 from elevenfactor.config._limits import LimitsConfig
+from elevenfactor.config._memory import MemoryConfig
 from elevenfactor.config._models import (
     BreakerConfig,
     DeploymentConfig,
@@ -31,6 +33,8 @@ from elevenfactor.config._models import (
     RouteTarget,
     _Strict,
 )
+from elevenfactor.config._prompts import PromptsConfig
+from elevenfactor.config._retrieval import RetrievalConfig
 from elevenfactor.errors import ConfigError
 
 __all__ = [
@@ -145,6 +149,10 @@ class ProjectConfig(_Strict):
         description="Prices keyed by a deployment name under `models:` or a model id one of"
         " them uses; they override the shipped list prices (a deployment's own `price` wins).",
     )
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:

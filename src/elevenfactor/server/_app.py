@@ -22,8 +22,10 @@ from elevenfactor.server._budgets_api import ROUTES as BUDGET_ROUTES
 from elevenfactor.server._chat import chat_completions, trace_id_from
 from elevenfactor.server._cost_api import ROUTES as COST_ROUTES
 from elevenfactor.server._docs import docs_page
+from elevenfactor.server._embeddings_api import ROUTES as EMBEDDING_ROUTES
 from elevenfactor.server._errors import error_response
 from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
+from elevenfactor.server._memory_api import ROUTES as MEMORY_ROUTES
 from elevenfactor.server._models_api import show_model
 from elevenfactor.server._openapi import openapi_json
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
@@ -224,6 +226,8 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             *(Route(path, fn, methods=methods) for path, fn, methods in ADMIN_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in COST_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in BUDGET_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in EMBEDDING_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in MEMORY_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
             # Documentation: open, like the health checks.
             Route("/openapi.json", openapi_json, methods=["GET"]),

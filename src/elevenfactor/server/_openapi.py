@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,6 +23,9 @@ from elevenfactor.server import _budget_schemas as bs
 from elevenfactor.server import _responses as r
 from elevenfactor.server import _schemas as s
 from elevenfactor.server._cost_api import CostReportDoc
+from elevenfactor.server._embeddings_api import OPERATIONS as EMBEDDING_OPERATIONS
+from elevenfactor.server._memory_api import OPERATIONS as MEMORY_OPERATIONS
+from elevenfactor.server._op_types import HeaderParam, Operation, PathParam
 
 __all__ = [
     "OPERATIONS",
@@ -37,43 +39,6 @@ __all__ = [
 
 REF = "#/components/schemas/{model}"
 SECURITY_SCHEME = "apiKey"
-
-
-@dataclass(frozen=True, slots=True)
-class PathParam:
-    """A parameter in the path, with the pattern its endpoint checks."""
-
-    name: str
-    description: str
-    pattern: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderParam:
-    """A request header an endpoint reads."""
-
-    name: str
-    description: str
-    schema: tuple[tuple[str, Any], ...] = (("type", "string"),)
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One method on one path."""
-
-    path: str
-    method: str
-    summary: str
-    tag: str
-    response: type[BaseModel] | None
-    description: str = ""
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    params: tuple[PathParam, ...] = ()
-    headers: tuple[HeaderParam, ...] = ()
-    status: int = 200
-    media_type: str = "application/json"
-    secured: bool = True
 
 
 RUN_ID = PathParam("run_id", "The run's id.", ID_PATTERN)
@@ -216,6 +181,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("/docs", "get", "The API reference page", "docs", None,
               "This document rendered as HTML.", media_type="text/html", secured=False),
 )  # fmt: skip
+OPERATIONS += EMBEDDING_OPERATIONS + MEMORY_OPERATIONS
 
 
 class _Components:

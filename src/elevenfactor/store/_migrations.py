@@ -24,6 +24,9 @@ from elevenfactor.store.migrations import (
     m009_run_tags,
     m010_budget_functions,
     m011_budget_leases,
+    m012_prompts,
+    m013_retrieval,
+    m014_memory,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -78,6 +81,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         m010_budget_functions.DIALECTS,
     ),
     Migration("m011_budget_leases", m011_budget_leases.STATEMENTS, m011_budget_leases.DIALECTS),
+    Migration("m012_prompts", m012_prompts.STATEMENTS),
+    Migration("m013_retrieval", m013_retrieval.STATEMENTS),
+    Migration("m014_memory", m014_memory.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,5 @@
+"""m013_retrieval: retrieval indexes, their versions, documents and chunks (filled in by the work
+that adds it).
+"""
+
+STATEMENTS: tuple[str, ...] = ()
