@@ -22,6 +22,15 @@ ElevenFactorError                 code                 http
 │   ├── ApprovalNotFound          approval_not_found   404
 │   ├── ApprovalConflict          approval_decided     409
 │   └── AgentLimitExceeded        agent_limit          422
+├── ContextError                  context_error        400  (prompts, context, retrieval, memory)
+│   ├── PromptError               prompt_invalid       400  (a prompt file: names file and line)
+│   ├── PromptNotFound            prompt_not_found     404
+│   ├── PromptInputError          prompt_input_invalid 400  (missing or invalid inputs)
+│   ├── ContextOverflow           context_overflow     400  (section minimums over the window)
+│   ├── DocumentError             document_unreadable  400  (unreadable, huge or unsupported)
+│   ├── IndexNotFound             index_not_found      404
+│   ├── EmbedderMismatch          embedder_mismatch    409  (an index queried with another embedder)
+│   └── MemoryDenied              memory_denied        403  (no grant on a memory space)
 ├── ToolError                     tool_error           500
 │   ├── ToolNameConflict          tool_name_conflict   500
 │   └── ToolServerUnavailable     tool_server_unavailable 502
@@ -63,13 +72,19 @@ __all__ = [
     "ClientDisconnected",
     "ConfigError",
     "ContentFiltered",
+    "ContextError",
+    "ContextOverflow",
     "ContextWindowExceeded",
     "DeadlineExceeded",
+    "DocumentError",
     "ElevenFactorError",
+    "EmbedderMismatch",
+    "IndexNotFound",
     "JournalDivergence",
     "LeaseLost",
     "LimitExceeded",
     "MalformedResponse",
+    "MemoryDenied",
     "MigrationRequired",
     "ModelBusy",
     "ModelError",
@@ -79,6 +94,9 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ProgramNotFound",
+    "PromptError",
+    "PromptInputError",
+    "PromptNotFound",
     "RateLimited",
     "RequestError",
     "RunCancelled",
@@ -220,6 +238,67 @@ class ClientDisconnected(RequestError):
 
     code = "client_disconnected"
     http_status = 499
+
+
+class ContextError(RequestError):
+    """Something about prompts, the context window, retrieval or memory cannot be done as
+    asked; subclasses name what."""
+
+    code = "context_error"
+
+
+class PromptError(ContextError):
+    """A prompt file is invalid (front matter, template syntax, an undeclared variable); the
+    message names the file and the line."""
+
+    code = "prompt_invalid"
+
+
+class PromptNotFound(ContextError):
+    """No prompt (or no version or label of it) by that name."""
+
+    code = "prompt_not_found"
+    http_status = 404
+
+
+class PromptInputError(ContextError):
+    """A prompt was rendered with missing or invalid inputs."""
+
+    code = "prompt_input_invalid"
+
+
+class ContextOverflow(ContextError):
+    """The context sections' minimums do not fit the model's window minus the reserved output."""
+
+    code = "context_overflow"
+
+
+class DocumentError(ContextError):
+    """A document cannot be ingested: unreadable, too large, or of an unsupported format."""
+
+    code = "document_unreadable"
+
+
+class IndexNotFound(ContextError):
+    """No retrieval index by that name (or not visible to the caller)."""
+
+    code = "index_not_found"
+    http_status = 404
+
+
+class EmbedderMismatch(ContextError):
+    """An index (or a cache, or memory) is queried with an embedder other than the one that
+    built it."""
+
+    code = "embedder_mismatch"
+    http_status = 409
+
+
+class MemoryDenied(ContextError):
+    """The caller (an agent or a user) has no grant for that memory space or scope."""
+
+    code = "memory_denied"
+    http_status = 403
 
 
 class ModelError(ElevenFactorError):
