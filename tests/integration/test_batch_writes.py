@@ -80,7 +80,7 @@ def _expected(r: CallRecord) -> tuple[Any, ...]:
         blob_hash(r.response) if r.response is not None else None,
         *(r.org_id, r.team_id, r.user_id, r.run_id, r.agent, r.session_id),
         orjson.dumps(r.tags).decode() if r.tags else None,
-        *(r.tokens_cached, r.price_version, r.saved),
+        *(r.tokens_cached, r.price_version, r.saved, r.prompt),
     )
     return (*row, record_hash(row))
 

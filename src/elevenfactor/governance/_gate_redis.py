@@ -328,6 +328,12 @@ class RedisSpendGate(CachedGate):
         except (RedisError, OSError):
             return False
 
+    async def give_back_leases(self) -> None:
+        """Stop serving calls from leases; give back what is left of each once its calls have
+        settled (those still running give theirs back as they settle)."""
+        for lease in self.leases.retire_all():
+            await self._give_back(lease)
+
     async def flush(self) -> None:
         """Write the committed holds not yet in the store now."""
         await self.writer.flush()
@@ -335,8 +341,7 @@ class RedisSpendGate(CachedGate):
     async def aclose(self) -> None:
         """Give back the leases, flush the store writer, finish alerts (briefly), close the
         Redis connections."""
-        for lease in self.leases.retire_all():
-            self._spawn(self._give_back(lease))
+        await self.give_back_leases()
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         with contextlib.suppress(Exception):

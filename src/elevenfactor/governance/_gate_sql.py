@@ -367,6 +367,14 @@ class StoreSpendGate(CachedGate):
             if charged:
                 await self._alert(charged)
 
+    async def give_back_leases(self) -> None:
+        """Stop serving calls from leases; give back what is left of each once its calls have
+        settled (those still running give theirs back as they settle)."""
+        ended = self.leases.retire_all()
+        if ended:
+            self._group.give_back += ended
+        await self.flush()
+
     async def flush(self) -> None:
         """Write the commits of leased calls not written yet, and give back retired leases."""
         self._write_soon()
@@ -398,8 +406,7 @@ class StoreSpendGate(CachedGate):
         the caller's to close."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-        self._group.give_back += self.leases.retire_all()
-        await self.flush()
+        await self.give_back_leases()
         await self.alerts.aclose()
 
 

@@ -34,6 +34,7 @@ __all__ = [
 logger = logging.getLogger("elevenfactor.calls")
 
 _V1 = len(RECORD_COLUMNS_V1)
+_ALL = len(RECORD_COLUMNS)
 _SLICE = 32  # records hashed between two yields to the event loop
 
 
@@ -42,7 +43,8 @@ class CallRecord:
     """What one logical model call did, and whom it is attributed to.
 
     ``step`` (an agent's own calls) goes to the log line only. ``tags`` are the request's tags;
-    ``saved`` what caching saved (see ``Bill``); ``price_version`` the ``prices`` row charged.
+    ``saved`` what caching saved (see ``Bill``); ``price_version`` the ``prices`` row charged;
+    ``prompt`` the prompt the call used, as ``id@version`` (``Prompt.ref``).
     """
 
     trace_id: str
@@ -73,6 +75,7 @@ class CallRecord:
     tokens_cached: int = 0
     price_version: str | None = None
     saved: float | None = None
+    prompt: str | None = None
     id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
 
@@ -132,6 +135,7 @@ class CallRecord:
             **({"step": self.step} if self.step is not None else {}),
             **({"session_id": self.session_id} if self.session_id is not None else {}),
             **({"tags": self.tags} if self.tags else {}),
+            **({"prompt": self.prompt} if self.prompt is not None else {}),
         }
 
 
@@ -139,9 +143,14 @@ def record_hash(row: tuple[Any, ...]) -> str:
     """SHA-256 over a call record's columns (``RECORD_COLUMNS``): what ``audit verify``
     recomputes, so an edited token count or cost is caught.
 
-    A row whose newer columns (after ``RECORD_COLUMNS_V1``) are all NULL was written before
-    they existed and is hashed over the old columns, so it still verifies. A row written since
-    always has ``tokens_cached``, so clearing its newer columns changes its hash."""
+    ``prompt`` (the last column) is covered only when set: a call made without a prompt hashes
+    exactly as it did before the column existed, and setting it on such a row, or clearing it
+    on a row that had one, changes the hash. A row whose newer columns (after
+    ``RECORD_COLUMNS_V1``) are all NULL was written before they existed and is hashed over the
+    old columns, so it still verifies. A row written since always has ``tokens_cached``, so
+    clearing its newer columns changes its hash."""
+    if len(row) == _ALL and row[-1] is None:
+        row = row[:-1]
     if len(row) > _V1 and all(v is None for v in row[_V1:]):
         row = row[:_V1]
     return hashlib.sha256(orjson.dumps(list(row))).hexdigest()
@@ -276,6 +285,7 @@ class CallRecorder:
                 r.tokens_cached,
                 r.price_version,
                 r.saved,
+                r.prompt,
             )
             rows.append((*row, record_hash(row)))
         try:
