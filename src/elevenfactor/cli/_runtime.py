@@ -25,6 +25,7 @@ from elevenfactor.cli._common import (
     when,
     with_store,
 )
+from elevenfactor.context import Manifest, manifest_table
 from elevenfactor.errors import RequestError
 from elevenfactor.governance import Principal, open_meter, principal_for_user
 from elevenfactor.observe import CallRecorder
@@ -110,6 +111,12 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
     help="Execute in this process until the run settles (no separate worker).",
 )
 @click.option("--wait", is_flag=True, help="Wait for a worker to finish the run.")
+@click.option(
+    "--session",
+    "session_id",
+    default=None,
+    help="A session the run continues: an agent reads its conversation and appends its own.",
+)
 @as_option
 @config_option
 @json_option
@@ -122,6 +129,7 @@ def run_cmd(
     run_id: str | None,
     tags: tuple[str, ...],
     execute: bool,
+    session_id: str | None,
     wait: bool,
     as_user: str,
     config: Path | None,
@@ -154,7 +162,7 @@ def run_cmd(
             )
             rid = await submit_run(
                 store, program, payload, queue=queue, priority=priority, run_id=run_id,
-                owner=owner, tags=tags,
+                owner=owner, tags=tags, session_id=session_id,
             )  # fmt: skip
             info = await get_run(store, rid, owner)
             with console.status(f"run {rid}: {info.status}") as status:
@@ -238,12 +246,21 @@ def runs_list(
 
 @runs.command("show")
 @click.argument("run_id")
+@click.option(
+    "--context",
+    "context_step",
+    default=None,
+    metavar="STEP",
+    help="Show the context manifest of this step (a `context` step's id in the journal).",
+)
 @as_option
 @config_option
 @json_option
 @handle_errors
-def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> None:
-    """Show a run: status, result or error, and its journal."""
+def runs_show(
+    run_id: str, context_step: str | None, as_user: str, config: Path | None, as_json: bool
+) -> None:
+    """Show a run: status, result or error, and its journal (or one context manifest)."""
 
     async def main(store: Store, principal: Principal) -> dict[str, Any]:
         info = await get_run(store, run_id, principal)
@@ -251,6 +268,9 @@ def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> 
         return {**_run_dict(info), "result": await run_result(store, info), "steps": steps}
 
     shown = run_as(config, as_user, main)
+    if context_step is not None:
+        _show_context(shown, context_step, as_json)
+        return
     if as_json:
         print_json(shown)
         return
@@ -275,6 +295,22 @@ def runs_show(run_id: str, as_user: str, config: Path | None, as_json: bool) -> 
         click.echo("result: " + orjson.dumps(shown["result"]).decode())
     elif shown["error"]:
         click.echo(f"error[{shown['error']['code']}]: {shown['error']['message']}")
+
+
+def _show_context(shown: dict[str, Any], step_id: str, as_json: bool) -> None:
+    contexts = [s for s in shown["steps"] if s["kind"] == "context" and s["output"]]
+    found = next((s for s in contexts if s["step_id"] == step_id), None)
+    if found is None:
+        known = ", ".join(s["step_id"] for s in contexts) or "none: it assembled no context"
+        raise RequestError(
+            f"run {shown['id']} has no context step {step_id!r}",
+            code="step_not_found",
+            hint=f"its context steps: {known}",
+        )
+    if as_json:
+        print_json(found["output"])
+        return
+    console.print(manifest_table(Manifest.model_validate(found["output"])))
 
 
 @runs.command("cancel")

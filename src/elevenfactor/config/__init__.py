@@ -1,7 +1,9 @@
 """Configuration: deployment settings from the environment and the project file."""
 
 from elevenfactor.config._cache import CacheConfig
+from elevenfactor.config._embeddings import EmbeddingModelConfig, EmbeddingsConfig
 from elevenfactor.config._limits import LimitsConfig, RateLimitConfig
+from elevenfactor.config._memory import MemoryConfig
 from elevenfactor.config._project import (
     BreakerConfig,
     DeploymentConfig,
@@ -20,21 +22,29 @@ from elevenfactor.config._project import (
     load_project,
     parse_project,
 )
+from elevenfactor.config._prompts import PromptsConfig
+from elevenfactor.config._retrieval import IndexConfig, RetrievalConfig
 from elevenfactor.config._settings import Settings, load_settings, mask_url
 
 __all__ = [
     "BreakerConfig",
     "CacheConfig",
     "DeploymentConfig",
+    "EmbeddingModelConfig",
+    "EmbeddingsConfig",
     "ErrorClass",
     "FailoverConfig",
+    "IndexConfig",
     "LimitsConfig",
     "McpServerSettings",
+    "MemoryConfig",
     "PriceConfig",
     "ProjectConfig",
+    "PromptsConfig",
     "ProviderConfig",
     "QueueConfig",
     "RateLimitConfig",
+    "RetrievalConfig",
     "RetryConfig",
     "RouteConfig",
     "RouteRule",

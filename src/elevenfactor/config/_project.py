@@ -182,6 +182,11 @@ class ProjectConfig(_Strict):
             raise _RefError("default_route", self.default_route, sorted(targets))
         if (bad := self.limits.unknown_reference(self.models, self.routes)) is not None:
             raise _RefError(*bad)
+        if (unknown := self.embeddings.unknown_reference(self.providers)) is not None:
+            raise _RefError(*unknown)
+        if self.memory.embedder is not None and self.memory.embedder not in self.embeddings.models:
+            known = sorted(self.embeddings.models)
+            raise _RefError("memory.embedder", self.memory.embedder, known)
         priceable = set(self.models) | {dep.model for dep in self.models.values()}
         for key in self.prices:
             if key not in priceable:

@@ -17,7 +17,7 @@ from elevenfactor.errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
 
-_SECRET_KEYS = ("database_url", "redis_url")
+_SECRET_KEYS = ("database_url", "redis_url", "retrieval_url")
 _HIDDEN_KEYS = ("ledger_signing_key",)
 
 
@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "ELEVENFACTOR_REDIS_URL"),
         description="Redis URL for budget counters, rate limits and the response cache, shared"
         " by every process (credentials masked in output); unset: the store and in-process.",
+    )
+    retrieval_url: str | None = Field(
+        default=None,
+        description="Where retrieval indexes live: a postgresql:// URL (pgvector there), or a"
+        " folder (a path or file:///path) for the embedded backend (SQLite + usearch files);"
+        " unset: `indexes/` beside the SQLite store's file, or data_dir/indexes with a"
+        " PostgreSQL store (credentials masked in output).",
     )
     host: str = Field(default="127.0.0.1", description="Interface to bind.")
     port: int = Field(

@@ -139,6 +139,10 @@ class HistorySection(_Flexible):
         default=True,
         description="First shorten tool results longer than tool_result_tokens, oldest first.",
     )
+    route: str | None = Field(
+        default=None,
+        description="The route (a cheaper model) that writes summaries; None: the agent's own.",
+    )
     summarise: bool = Field(
         default=False,
         description="Replace the oldest turns with a summary written by a cheaper route (needs a "

@@ -4,6 +4,7 @@ a journaled step, so a crashed run resumes without repeating any of them."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,9 @@ import jsonschema
 import orjson
 from pydantic import TypeAdapter
 
+from elevenfactor.context import PromptRegistry
+from elevenfactor.context._embed_registry import EmbedderRegistry
+from elevenfactor.context._index_sql import SqlBackend
 from elevenfactor.errors import AgentLimitExceeded, ModelError, RequestError
 from elevenfactor.governance import Meter, Principal, price_book
 from elevenfactor.models import (
@@ -30,26 +34,37 @@ from elevenfactor.models import (
     UserMessage,
 )
 from elevenfactor.observe import CallRecord, CallRecorder
+from elevenfactor.runtime._agent_context import Turn, fit_context, instructions_for
+from elevenfactor.runtime._agent_memory import (
+    MEMORY_TOOLS,
+    extract_after,
+    memory_toolset,
+    recall_items,
+)
+from elevenfactor.runtime._agent_retrieval import cite, ground, retrieve_passages
+from elevenfactor.runtime._agent_session import load_history, save_turns
 from elevenfactor.runtime._agent_spec import AgentSpec, ApprovalRule
 from elevenfactor.runtime._agent_spend import metered_call
+from elevenfactor.runtime._agent_tools import DELEGATE, HANDOFF, delegation_tools
 from elevenfactor.runtime._approvals import approval
 from elevenfactor.runtime._context import RunContext, step_key
 from elevenfactor.runtime._policy import model_rule, tool_rule
 from elevenfactor.runtime._subruns import run_child
+from elevenfactor.store import Store
 from elevenfactor.tools import Combined, Filtered, Prefixed, ToolContext, Toolset, WithTimeout
 
 __all__ = ["Agent", "AgentDeps"]
 
 _MESSAGES = TypeAdapter(list[Message])
-DELEGATE, HANDOFF = "delegate_to_", "handoff_to_"
 
 
 @dataclass
 class AgentDeps:
     """What agents share: the models, the project's named toolsets, every agent's spec, the
     recorder their model calls are recorded with (as the gateway's are), the meter that
-    checks kill switches and reserves budgets around each call, and the limiter that applies
-    the owner's rate limits (a run over a limit parks until capacity frees), if any."""
+    checks kill switches and reserves budgets around each call, the limiter that applies
+    the owner's rate limits (a run over a limit parks until capacity frees), if any, and the
+    project's prompt files (agents with ``prompt:``)."""
 
     registry: ModelRegistry
     toolsets: Mapping[str, Toolset] = field(default_factory=dict)
@@ -57,19 +72,21 @@ class AgentDeps:
     recorder: CallRecorder | None = None
     meter: Meter | None = None
     limiter: Limiter | None = None
+    prompts: PromptRegistry | None = None
+    embedders: EmbedderRegistry | None = None
+    """Embedding models (memory, retrieval); made from the project on first use if None."""
+    retrieval_backend: SqlBackend | None = None
+    """Where retrieval indexes live (agents with ``retrieval:``)."""
 
 
-def _initial_messages(spec: AgentSpec, payload: Any) -> list[Message]:
-    system: list[Message] = [SystemMessage(content=spec.instructions)] if spec.instructions else []
+def _input_messages(payload: Any) -> list[Message]:
+    """The run's input as messages (the instructions are added by the context assembly)."""
     if isinstance(payload, str):
-        return [*system, UserMessage(content=payload)]
+        return [UserMessage(content=payload)]
     if isinstance(payload, dict) and isinstance(payload.get("input"), str):
-        return [*system, UserMessage(content=payload["input"])]
+        return [UserMessage(content=payload["input"])]
     if isinstance(payload, dict) and isinstance(payload.get("messages"), list):
-        msgs = _MESSAGES.validate_python(payload["messages"])
-        if system and not any(isinstance(m, SystemMessage) for m in msgs):
-            return [*system, *msgs]
-        return msgs
+        return list(_MESSAGES.validate_python(payload["messages"]))
     raise RequestError(
         'an agent\'s input is a string, {"input": string} or {"messages": [...]}', param="input"
     )
@@ -95,11 +112,17 @@ class Agent:
 
     # -- effects, each run inside a journaled step ------------------------------------------
 
-    async def _list_tools(self, run_id: str) -> list[dict[str, Any]]:
+    def _memory_on(self) -> bool:
+        return self.spec.memory is not None and self.spec.memory.tool
+
+    async def _list_tools(self, run_id: str, store: Store | None = None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        if self.toolset is not None:
-            ctx = ToolContext(run_id=run_id, caller=self.spec.name)
-            for t in await self.toolset.list_tools(ctx):
+        ctx = ToolContext(run_id=run_id, caller=self.spec.name)
+        sets: list[Toolset] = [] if self.toolset is None else [self.toolset]
+        if self._memory_on() and store is not None:
+            sets.append(memory_toolset(self.deps, store))
+        for toolset in sets:
+            for t in await toolset.list_tools(ctx):
                 out.append(
                     {
                         "name": t.name,
@@ -108,30 +131,7 @@ class Agent:
                         "risk": t.risk,
                     }
                 )
-        for other in self.spec.delegates:
-            desc = self.deps.specs[other].description or f"the {other} agent"
-            out.append(
-                {
-                    "name": DELEGATE + other,
-                    "risk": "write",
-                    "description": f"Ask {desc} to do a task; returns its answer.",
-                    "parameters": {
-                        "type": "object",
-                        "required": ["task"],
-                        "properties": {"task": {"type": "string"}},
-                    },
-                }
-            )
-        for other in self.spec.handoffs:
-            desc = self.deps.specs[other].description or f"the {other} agent"
-            out.append(
-                {
-                    "name": HANDOFF + other,
-                    "risk": "write",
-                    "description": f"Hand the whole conversation over to {desc}.",
-                    "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}},
-                }
-            )
+        out += delegation_tools(self.spec, self.deps.specs)
         return out
 
     async def _model(
@@ -140,20 +140,20 @@ class Agent:
         settings: ModelSettings,
         run_id: str,
         owner: Principal | None = None,
+        *,
+        route: str | None = None,
     ) -> Response:
         resolved = self.deps.registry.resolve(
-            self.spec.model, settings.tags, messages=messages, settings=settings
+            route or self.spec.model, settings.tags, messages=messages, settings=settings
         )
         call = Call(trace_id=run_id, route=resolved.route)
         try:
             response = await resolved.model.request(messages, settings, call)
         except Exception as exc:
             error_class = exc.error_class if isinstance(exc, ModelError) else "error"
-            self._record(
-                call, messages, owner, settings.tags, status="error", error_class=error_class
-            )
+            self._record(call, messages, owner, settings, status="error", error_class=error_class)
             raise
-        self._record(call, messages, owner, settings.tags, response=response)
+        self._record(call, messages, owner, settings, response=response)
         final = call.final
         return response.model_copy(
             update={"deployment": final.deployment if final else None, "cache_hit": call.cache_hit}
@@ -164,7 +164,7 @@ class Agent:
         call: Call,
         messages: list[Message],
         owner: Principal | None,
-        tags: list[str],
+        settings: ModelSettings,
         *,
         response: Response | None = None,
         status: str = "ok",
@@ -198,15 +198,24 @@ class Agent:
                 response=response.model_dump_json().encode() if response is not None else None,
                 agent=self.spec.name,
                 step=key.rpartition(":")[2] if key else None,
-                tags=list(tags),  # the agent's settings.tags and the run's tags
+                tags=list(settings.tags),  # the agent's settings.tags and the run's tags
+                prompt=settings.prompt_version,
             )
         )
 
     async def _call_tool(
-        self, name: str, args: dict[str, Any], run_id: str, owner: Mapping[str, Any]
+        self,
+        name: str,
+        args: dict[str, Any],
+        run_id: str,
+        owner: Mapping[str, Any],
+        store: Store | None = None,
     ) -> dict[str, Any]:
-        assert self.toolset is not None
-        result = await self.toolset.call_tool(
+        toolset = self.toolset
+        if name in MEMORY_TOOLS and self._memory_on() and store is not None:
+            toolset = memory_toolset(self.deps, store)
+        assert toolset is not None
+        result = await toolset.call_tool(
             name,
             args,
             ToolContext(run_id=run_id, step_key=step_key(), caller=self.spec.name, owner=owner),
@@ -220,12 +229,13 @@ class Agent:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def _settings(self, tools: list[dict[str, Any]]) -> ModelSettings:
-        settings = (
-            ModelSettings.model_validate(self.spec.settings)
-            if self.spec.settings
-            else (ModelSettings())
-        )
+    def _settings(
+        self, tools: list[dict[str, Any]], base: Mapping[str, Any] | None = None
+    ) -> ModelSettings:
+        """The agent's settings over its prompt's model parameters (``base``), with its tools
+        and output schema."""
+        merged = {**(base or {}), **(self.spec.settings or {})}
+        settings = ModelSettings.model_validate(merged) if merged else ModelSettings()
         updates: dict[str, Any] = {
             "tools": [
                 ToolDefinition(
@@ -244,14 +254,22 @@ class Agent:
 
     async def __call__(self, ctx: RunContext, payload: Any) -> dict[str, Any]:
         spec, limits = self.spec, self.spec.limits
-        messages = _initial_messages(spec, payload)
+        messages = _input_messages(payload)
         start = await ctx.now()
-        tools = await ctx.step("list", self._list_tools, ctx.run_id, kind="tools")
+        given = await instructions_for(ctx, self.deps.prompts, spec, payload)
+        # A system message in the input replaces the agent's instructions.
+        system = None if any(isinstance(m, SystemMessage) for m in messages) else given.text
+        tools = await ctx.step("list", self._list_tools, ctx.run_id, ctx.store, kind="tools")
         risk = {t["name"]: t["risk"] for t in tools}
-        settings = self._settings(tools)
+        settings = self._settings(tools, given.settings)
+        if given.prompt is not None:  # recorded with each of its calls
+            settings = settings.model_copy(update={"prompt_version": given.prompt})
         if ctx.lease.tags:  # the run's tags go with each of its calls (routing rules, costs)
             merged = list(dict.fromkeys([*settings.tags, *ctx.lease.tags]))
             settings = settings.model_copy(update={"tags": merged})
+        history, summaries = await load_history(ctx)
+        remembered = await recall_items(ctx, self.deps, spec, messages)
+        passages, hits = await retrieve_passages(ctx, self.deps, spec, messages)
         gate = model_rule(spec.approval)
         calls_made, usage_in, usage_out = 0, 0, 0
         for turn in range(limits.max_steps):
@@ -270,9 +288,11 @@ class Agent:
                 )
                 if not decision.approved:
                     return {"output": None, "stopped": "rejected", "reason": decision.reason}
-            response = await metered_call(
-                ctx, self.deps, self.spec, messages, settings, self._model
+            turn_parts = Turn(system, history, messages, remembered, passages)
+            sent = await fit_context(
+                ctx, self.deps.registry, spec, turn_parts, settings, summaries, self._side_call
             )
+            response = await metered_call(ctx, self.deps, self.spec, sent, settings, self._model)
             usage_in += response.usage.input_tokens
             usage_out += response.usage.output_tokens
             messages.append(response.message)
@@ -280,12 +300,23 @@ class Agent:
             if not calls:
                 output, problem = self._final(response.message)
                 if problem is None:
-                    return {
+                    await save_turns(ctx, messages, summaries)
+                    await extract_after(ctx, self.deps, spec, messages)
+                    done: dict[str, Any] = {
                         "output": output,
                         "turns": turn + 1,
                         "tool_calls": calls_made,
                         "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
                     }
+                    if spec.retrieval is not None:
+                        text = response.message.content or ""
+                        done["citations"] = cite(text, hits)
+                        verdict = await ground(
+                            ctx, spec, text, done["citations"], hits, self._side_call
+                        )
+                        if verdict is not None:
+                            done["grounding"] = verdict
+                    return done
                 messages.append(UserMessage(content=problem))
                 continue
             calls_made += len(calls)
@@ -296,12 +327,12 @@ class Agent:
             handoff = next((c for c in calls if c.name.startswith(HANDOFF)), None)
             if handoff is not None:
                 target = handoff.name[len(HANDOFF) :]
-                history = [
+                handed = [  # the session's conversation and this run's, but its instructions
                     m.model_dump(mode="json")
-                    for m in messages[:-1]
+                    for m in [*history, *messages[:-1]]
                     if not isinstance(m, SystemMessage)
                 ]
-                result: dict[str, Any] = await run_child(ctx, target, {"messages": history})
+                result: dict[str, Any] = await run_child(ctx, target, {"messages": handed})
                 return {**result, "handed_off_to": target}
             results = await ctx.parallel(
                 [self._bind(c.name, c.arguments, risk) for c in calls], name="tools"
@@ -311,6 +342,14 @@ class Agent:
                 for c, text in zip(calls, results, strict=True)
             )
         raise AgentLimitExceeded(f"agent {spec.name}: no answer within {limits.max_steps} steps")
+
+    async def _side_call(self, ctx: RunContext, route: str, request: list[Message]) -> str:
+        """A model call besides the conversation — a summary of old turns, a grounding check —
+        on ``route``, metered and recorded like any model call of the run."""
+        spec = self.spec.model_copy(update={"model": route})
+        step = functools.partial(self._model, route=route)
+        response = await metered_call(ctx, self.deps, spec, request, ModelSettings(), step)
+        return response.message.content or ""
 
     def _bind(
         self, name: str, arguments: str, risk: Mapping[str, str]
@@ -376,7 +415,7 @@ class Agent:
             return output if isinstance(output, str) else json.dumps(output)
         owner = ctx.lease.owner.actor() if ctx.lease.owner is not None else {}
         out = await ctx.step(
-            f"tool:{name}", self._call_tool, name, args, ctx.run_id, owner, kind="tool"
+            f"tool:{name}", self._call_tool, name, args, ctx.run_id, owner, ctx.store, kind="tool"
         )
         return f"Error: {out['content']}" if out["is_error"] else str(out["content"])
 

@@ -27,17 +27,27 @@ approval:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from elevenfactor.context._spec import ContextSpec
 from elevenfactor.errors import ConfigError
 from elevenfactor.runtime._loader import report
 
-__all__ = ["AgentLimits", "AgentSpec", "ApprovalRule", "ArgPredicate", "ToolRef", "load_agents"]
+__all__ = [
+    "AgentLimits",
+    "AgentMemory",
+    "AgentRetrieval",
+    "AgentSpec",
+    "ApprovalRule",
+    "ArgPredicate",
+    "ToolRef",
+    "load_agents",
+]
 
 
 class _Strict(BaseModel):
@@ -109,6 +119,49 @@ class ApprovalRule(_Strict):
         return self
 
 
+class AgentMemory(_Strict):
+    """What the agent remembers across runs (the project's ``memory:`` configures how)."""
+
+    recall: bool = Field(
+        default=False,
+        description="Recall the memories that best match the run's input into the context's "
+        "memory section before the first model request.",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["user", "agent"],
+        description="Where recall looks: `user` (the run's user), `agent` (this agent), "
+        "`space:NAME` (a shared space: needs a grant).",
+    )
+    tool: bool = Field(
+        default=False, description="Offer the remember, recall and forget_memory tools."
+    )
+    extract: bool | None = Field(
+        default=None,
+        description="After the run answers, remember the facts a model finds in its "
+        "conversation; None: the project's memory.extract.enabled.",
+    )
+
+
+class AgentRetrieval(_Strict):
+    """What the agent retrieves for each run's input (an index of ``retrieval.indexes``)."""
+
+    index: str = Field(description="The index to search (built with `elevenfactor index build`).")
+    k: int = Field(default=5, ge=1, le=50, description="Passages retrieved per run.")
+    mode: Literal["hybrid", "vector", "bm25"] = Field(
+        default="hybrid", description="BM25 and vectors fused by reciprocal rank, or one alone."
+    )
+    filters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metadata filters: `path` (a prefix of the document path) or any metadata "
+        "key (front matter, `ext`, `title`) = value.",
+    )
+    grounding_route: str | None = Field(
+        default=None,
+        description="A route that checks the cited passages support the answer (journaled; an "
+        "unsupported answer is flagged in the result); None: no check.",
+    )
+
+
 class AgentSpec(_Strict):
     """One agent."""
 
@@ -120,7 +173,31 @@ class AgentSpec(_Strict):
     )
     instructions: str = Field(default="", description="The system prompt.")
     instructions_file: str | None = Field(
-        default=None, description="A prompt file (relative to the project) to use instead."
+        default=None, description="A text file (relative to the project) to use instead."
+    )
+    prompt: str | None = Field(
+        default=None,
+        description="A versioned prompt file instead of instructions: `support` (the file "
+        "now), `support@production` (a label of `prompts.labels`) or `support@3f2a9c1e0b7d` "
+        "(a version). Rendered with prompt_inputs at the start of each run; the version is "
+        "recorded with the run and each of its model calls.",
+    )
+    prompt_inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Inputs of the prompt; a run's input may add or override them with its own "
+        '`{"prompt_inputs": {...}}`.',
+    )
+    context: ContextSpec | None = Field(
+        default=None,
+        description="How the model's context window is shared among instructions, tools, "
+        "memory, passages, history and the input; None: the defaults when the model's window "
+        "is known, else the messages go as they are.",
+    )
+    retrieval: AgentRetrieval | None = Field(
+        default=None, description="Passages retrieved for each run's input (RAG), with citations."
+    )
+    memory: AgentMemory | None = Field(
+        default=None, description="Long-term memory: recall, memory tools, extraction."
     )
     model: str = Field(default="default", description="A route or model from the project file.")
     tools: list[ToolRef] = Field(default_factory=list)
@@ -159,6 +236,8 @@ def _load_one(path: Path, directory: Path) -> AgentSpec:
         spec = AgentSpec.model_validate(data)
     except ValidationError as exc:
         raise _error(exc, source) from None
+    if spec.prompt is not None and (spec.instructions or spec.instructions_file):
+        raise ConfigError("give a prompt or instructions, not both", source=source, key="prompt")
     if spec.instructions_file is None:
         return spec
     prompt = directory.parent / spec.instructions_file
@@ -183,8 +262,20 @@ def _references(
     agents: set[str],
     known_toolsets: Mapping[str, object] | None,
     known_models: set[str] | None,
+    known_prompts: Container[str] | None = None,
 ) -> list[ConfigError]:
     found: list[ConfigError] = []
+    if known_prompts is not None and spec.prompt is not None:
+        prompt_id = spec.prompt.partition("@")[0]
+        if prompt_id not in known_prompts:
+            found.append(
+                ConfigError(
+                    f"unknown prompt {prompt_id!r}",
+                    source=source,
+                    key="prompt",
+                    expected="the id of a prompt file in the project's prompts directory",
+                )
+            )
     for i, ref in enumerate(spec.tools):
         if known_toolsets is not None and ref.toolset not in known_toolsets:
             found.append(
@@ -226,6 +317,7 @@ def load_agents(
     known_models: set[str] | None = None,
     *,
     errors: list[ConfigError] | None = None,
+    known_prompts: Container[str] | None = None,
 ) -> dict[str, AgentSpec]:
     """Every ``*.yaml`` in ``directory`` (none if it does not exist), cross-checked: toolsets,
     models and other agents referred to must exist.
@@ -255,7 +347,7 @@ def load_agents(
         sources[spec.name] = source
     for name, spec in specs.items():
         problems = _references(
-            spec, sources[name], set(specs) | broken, known_toolsets, known_models
+            spec, sources[name], set(specs) | broken, known_toolsets, known_models, known_prompts
         )
         for problem in problems:
             report(problem, errors)

@@ -41,7 +41,7 @@ _CLAIM_RETURNING = (
     " (SELECT name FROM users WHERE users.id = runs.user_id),"
     " (SELECT roles FROM users WHERE users.id = runs.user_id),"
     " (SELECT {groups} FROM group_members WHERE group_members.user_id = runs.user_id),"
-    " EXISTS (SELECT 1 FROM journal WHERE journal.run_id = runs.id), tags"
+    " EXISTS (SELECT 1 FROM journal WHERE journal.run_id = runs.id), tags, session_id"
 )
 # Resumptions (a dead worker's expired lease, a due timer or approval timeout), then the most
 # urgent queued runs: two index-friendly probes instead of one OR over three states (which
@@ -156,7 +156,7 @@ async def claim_runs(
 
 def _lease(row: Sequence[Any], expires: float) -> Lease:
     rid, program, queue, fence, attempt, input_hash, genesis, deadline_at, start_n = row[:9]
-    org_id, team_id, user_id, key_id, data, name, roles, groups, events, tags = row[10:]
+    org_id, team_id, user_id, key_id, data, name, roles, groups, events, tags, session = row[10:]
     if isinstance(groups, str):
         groups = orjson.loads(groups)
     # Only the first claim of a run (fence 1) with no events skips the journal: a takeover
@@ -179,6 +179,7 @@ def _lease(row: Sequence[Any], expires: float) -> Lease:
         None if data is None else bytes(data),
         bool(events) or int(fence) > 1,
         tuple(orjson.loads(tags)) if tags else (),
+        session,
     )
 
 

@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 
 from elevenfactor.errors import RequestError, RunNotFound
-from elevenfactor.governance import SYSTEM, Principal, append_entry, check_tags, local_admin
+from elevenfactor.governance import (
+    SYSTEM,
+    Principal,
+    append_entry,
+    check_id,
+    check_tags,
+    local_admin,
+)
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
 from elevenfactor.runtime._settle import FINAL, record_end
@@ -115,6 +122,8 @@ class Lease:
     child run it issues cannot exist yet)."""
     tags: tuple[str, ...] = ()
     """The run's tags: every model call it makes carries them."""
+    session_id: str | None = None
+    """The session the run continues (an agent reads its history and appends its turns)."""
 
 
 async def submit_run(
@@ -149,6 +158,8 @@ async def submit_run(
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
     tags = check_tags(tags)
+    if session_id is not None:
+        check_id(session_id, "session_id")
     rid = run_id or uuid.uuid4().hex
     data = encode(input)
     digest = blob_hash(data)

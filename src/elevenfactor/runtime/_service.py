@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
-from elevenfactor.errors import ConfigError
+from elevenfactor.context import PromptRegistry, load_prompts
+from elevenfactor.context._index_ops import open_backend, retrieval_url
+from elevenfactor.errors import ConfigError, PromptError
 from elevenfactor.governance import Meter, Sealer, open_meter
 from elevenfactor.models import (
     CacheBackend,
@@ -41,13 +43,34 @@ class Runtime:
     toolsets: dict[str, Toolset] = field(default_factory=dict)
     owns_registry: bool = True
     agents: dict[str, AgentSpec] = field(default_factory=dict)
+    deps: AgentDeps | None = None
 
     async def aclose(self) -> None:
-        """Release tool servers and (if it built them) model providers."""
+        """Release tool servers, embedders, the retrieval backend and (if it built them) model
+        providers."""
         for toolset in self.toolsets.values():
             await aclose_toolset(toolset)
+        if self.deps is not None:
+            if self.deps.embedders is not None:
+                await self.deps.embedders.aclose()
+            if self.deps.retrieval_backend is not None:
+                await self.deps.retrieval_backend.close()
         if self.owns_registry:
             await self.registry.aclose()
+
+
+def _prompts(
+    project: ProjectConfig, base: Path, errors: list[ConfigError] | None
+) -> PromptRegistry:
+    """The project's prompt files; an invalid one is a configuration error (``config check``
+    lists every one)."""
+    found: list[PromptError] = []
+    prompts = load_prompts(
+        base / project.prompts.dir, project.prompts.labels, root=base, errors=found
+    )
+    for problem in found:
+        report(ConfigError(problem.message, key="prompts", hint=problem.hint), errors)
+    return prompts
 
 
 def _project_dir(settings: Settings) -> Path:
@@ -132,7 +155,9 @@ def build_runtime(
     # What the registry serves: every route and deployment of the project.
     models = set(project.routes) | set(project.models)
     agents_dir = base / project.agents_dir
-    specs = load_agents(agents_dir, toolsets, models, errors=errors)
+    prompts = _prompts(project, base, errors)
+    known = {p.id for p in prompts.list()}
+    specs = load_agents(agents_dir, toolsets, models, errors=errors, known_prompts=known)
     for i, name in enumerate(project.mcp_server.agents or []):
         if name not in specs:
             expected = (
@@ -145,7 +170,9 @@ def build_runtime(
                 expected=expected,
             )
             report(unknown, errors)
-    deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter)
+    deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter, prompts)
+    if any(spec.retrieval is not None for spec in specs.values()):
+        deps.retrieval_backend = open_backend(retrieval_url(settings))  # connects on first use
     if MCP_TOOL in programs:
         builtin = f"{MCP_TOOL!r} is the built-in program of gated MCP tool calls"
         report(ConfigError(builtin, source=source, key="programs"), errors)
@@ -164,7 +191,7 @@ def build_runtime(
         if errors:  # collecting, and something is wrong: the runtime is reported, never run
             continue
         programs.register(name, Agent(spec, deps))
-    return Runtime(programs, registry, toolsets, owns, dict(specs))
+    return Runtime(programs, registry, toolsets, owns, dict(specs), deps)
 
 
 async def check_config(settings: Settings, project: ProjectConfig) -> list[ConfigError]:

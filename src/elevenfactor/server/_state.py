@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from mcp.server.transport_security import TransportSecuritySettings
 
 from elevenfactor.config import ProjectConfig, Settings
-from elevenfactor.governance import KeyVerifier, Meter, Sealer, open_meter
+from elevenfactor.context._embed_registry import EmbedderRegistry, open_embedders
+from elevenfactor.governance import KeyVerifier, Meter, Sealer, local_admin, open_meter
+from elevenfactor.memory import apply_spaces
 from elevenfactor.models import Limiter, ModelRegistry, open_limiter, open_response_cache
 from elevenfactor.observe import CallRecorder, log_event
 from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
@@ -61,6 +63,7 @@ class Gateway:
     keys: KeyVerifier | None = None
     programs: Programs | None = None
     mcp: McpHttp | None = None
+    embedders: EmbedderRegistry | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     runtime: Runtime | None = None
     worker: Worker | None = None
@@ -73,6 +76,8 @@ class Gateway:
 
     async def open(self) -> None:
         """Open the store (refusing an unmigrated one), build models, start the recorder."""
+        # Checked first, built lazily: no embedder exists, no model is read, until a request.
+        self.embedders = open_embedders(self.project)
         self.store = await open_store(self.settings.resolved_database_url())
         try:
             await require_migrated(self.store)
@@ -89,6 +94,8 @@ class Gateway:
         self.recorder.start()
         self.meter = await open_meter(self.settings, self.project, self.store)
         self.meter.start()
+        # The project file's memory spaces and grants (a ledger entry only when they change).
+        await apply_spaces(self.store, local_admin("system"), self.project.memory)
         self.keys = KeyVerifier(self.store)
         self.sealer = Sealer(self.store, self.settings)
         self.sealer.start()
@@ -148,6 +155,8 @@ class Gateway:
             await self.recorder.aclose()
         if self.registry is not None:
             await self.registry.aclose()
+        if self.embedders is not None:
+            await self.embedders.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
         if self.store is not None:

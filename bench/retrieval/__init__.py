@@ -1,0 +1,1 @@
+"""Retrieval benchmark: query latency and recall against exact search, ingestion throughput."""

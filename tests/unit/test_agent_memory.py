@@ -1,0 +1,120 @@
+"""Agents with long-term memory: one remembers through its memory tool, another recalls it into
+its context for the same user — and not for another user; extraction after a run. SQLite and
+PostgreSQL, deterministic models and the word-hash embedder double."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from elevenfactor.config import DeploymentConfig, ProjectConfig, ProviderConfig
+from elevenfactor.config._memory import MemoryConfig
+from elevenfactor.governance import Principal
+from elevenfactor.models import (
+    AssistantMessage,
+    FunctionModel,
+    Message,
+    ModelRegistry,
+    ModelSettings,
+    Response,
+    ToolCall,
+    ToolMessage,
+    wrap_deployment,
+)
+from elevenfactor.runtime import Agent, AgentDeps, AgentSpec, Programs, Worker, get_run, submit_run
+from elevenfactor.runtime._journal import describe_steps
+from elevenfactor.store import Store
+from tests.support.principals import member
+from tests.unit.test_memory_doubles import WordHashEmbedderDouble
+
+DEPLOYMENT = DeploymentConfig(provider="test", model="m", retry={"attempts": 1}, breaker=None)
+
+
+class Embedders:
+    """Stands in for the embedder registry: every name is the word-hash double."""
+
+    def __init__(self) -> None:
+        self.double = WordHashEmbedderDouble()
+
+    def get(self, name: str | None = None) -> WordHashEmbedderDouble:
+        return self.double
+
+
+def build(
+    script: FunctionModel, specs: list[AgentSpec], memory: dict[str, Any] | None = None
+) -> Programs:
+    project = ProjectConfig(
+        providers={"test": ProviderConfig(type="test")},
+        models={"m": DEPLOYMENT},
+        memory=MemoryConfig.model_validate(
+            memory or {"recall": {"min_score": 0.05}, "extract": {"route": "m"}}
+        ),
+    )
+    registry = ModelRegistry(
+        project, deployments={"m": wrap_deployment(script, "test", DEPLOYMENT)}
+    )
+    by_name = {s.name: s for s in specs}
+    deps = AgentDeps(registry, {}, by_name, embedders=Embedders())  # type: ignore[arg-type]
+    programs = Programs()
+    for spec in specs:
+        programs.register(spec.name, Agent(spec, deps))
+    return programs
+
+
+def answer(text: str) -> Response:
+    return Response(message=AssistantMessage(content=text))
+
+
+async def run(store: Store, programs: Programs, agent: str, text: str, owner: Principal) -> str:
+    rid = await submit_run(store, agent, text, owner=owner)
+    await Worker(store, programs).run_until_idle()
+    info = await get_run(store, rid)
+    assert info.status == "succeeded", info.error
+    return rid
+
+
+async def test_one_agent_remembers_and_another_recalls_for_the_same_user_only(
+    store: Store,
+) -> None:
+    seen: dict[str, list[Sequence[Message]]] = {"writer": [], "reader": []}
+
+    def script(messages: Sequence[Message], settings: ModelSettings) -> Response:
+        agent = "writer" if any(t.name == "remember" for t in settings.tools) else "reader"
+        seen[agent].append(list(messages))
+        if agent == "writer" and not any(isinstance(m, ToolMessage) for m in messages):
+            args = {"text": "Ada prefers invoices by email", "kind": "preference"}
+            call = ToolCall(id="c1", name="remember", arguments=json.dumps(args))
+            return Response(message=AssistantMessage(tool_calls=[call]), finish_reason="tool_calls")
+        return answer("ok")
+
+    writer = AgentSpec(name="writer", model="m", memory={"tool": True})
+    reader = AgentSpec(name="reader", model="m", instructions="Help.", memory={"recall": True})
+    programs = build(FunctionModel(script), [writer, reader])
+    ada, bob = member("ada"), member("bob")
+    await run(store, programs, "writer", "remember that I like invoices by email", ada)
+    tool_result = next(m for m in seen["writer"][-1] if isinstance(m, ToolMessage))
+    assert "error" not in str(tool_result.content).lower()
+    rid = await run(store, programs, "reader", "how should invoices reach me?", ada)
+    system = str(seen["reader"][-1][0].content)
+    assert "Ada prefers invoices by email" in system  # recalled into the memory section
+    recalled = [s for s in await describe_steps(store, rid) if s["name"] == "memory.recall"]
+    assert recalled and recalled[0]["output"][0]["text"] == "Ada prefers invoices by email"
+    await run(store, programs, "reader", "how should invoices reach me?", bob)
+    assert "Ada prefers" not in str(seen["reader"][-1][0].content)  # another user's memory
+
+
+async def test_facts_are_extracted_after_a_run(store: Store) -> None:
+    def script(messages: Sequence[Message], settings: ModelSettings) -> Response:
+        if "facts" in str(messages[0].content).lower():  # the extraction request
+            facts = [{"text": "Ada's company is Acme", "kind": "fact", "importance": 0.8}]
+            return answer(json.dumps(facts))
+        return answer("noted")
+
+    spec = AgentSpec(name="clerk", model="m", memory={"extract": True})
+    programs = build(FunctionModel(script), [spec])
+    rid = await run(store, programs, "clerk", "I work at Acme", member("ada"))
+    step = next(s for s in await describe_steps(store, rid) if s["name"] == "memory.extract")
+    assert step["status"] == "done"
+    row = await store.fetchone("SELECT text, scope_kind FROM memories")
+    assert row is not None and row[0] == "Ada's company is Acme" and row[1] == "user"
