@@ -114,7 +114,10 @@ async def test_facts_are_extracted_after_a_run(store: Store) -> None:
     spec = AgentSpec(name="clerk", model="m", memory={"extract": True})
     programs = build(FunctionModel(script), [spec])
     rid = await run(store, programs, "clerk", "I work at Acme", member("ada"))
-    step = next(s for s in await describe_steps(store, rid) if s["name"] == "memory.extract")
-    assert step["status"] == "done"
+    steps = await describe_steps(store, rid)
+    step = next(s for s in steps if s["name"] == "memory.extract")
+    assert step["status"] == "done" and step["output"]["memories"]
+    # The extraction is a model step of the run like its answer (metered, recorded).
+    assert [s["kind"] for s in steps].count("model") == 2
     row = await store.fetchone("SELECT text, scope_kind FROM memories")
     assert row is not None and row[0] == "Ada's company is Acme" and row[1] == "user"

@@ -22,6 +22,9 @@ from elevenfactor.memory._extract import (
     Fact,
     extract_facts,
     extract_memories,
+    extraction_request,
+    parse_facts,
+    remember_facts,
 )
 from elevenfactor.memory._forget import Forgotten, forget_user
 from elevenfactor.memory._recall import Recalled, list_memories, recall
@@ -62,6 +65,7 @@ __all__ = [
     "delete_session",
     "extract_facts",
     "extract_memories",
+    "extraction_request",
     "forget",
     "forget_user",
     "get_memory",
@@ -71,9 +75,11 @@ __all__ = [
     "list_memories",
     "list_sessions",
     "load_session",
+    "parse_facts",
     "purge_expired",
     "recall",
     "remember",
+    "remember_facts",
     "revoke",
     "set_state",
 ]

@@ -178,6 +178,26 @@ def parse_facts(answer: str, n_messages: int, max_facts: int) -> Extraction:
     return out
 
 
+def extraction_request(
+    messages: Sequence[Message], *, max_chars: int = 16000
+) -> tuple[list[Message], ModelSettings] | None:
+    """The request that asks a model for the facts in ``messages`` (None: no user message, so
+    nothing to ask)."""
+    if not any(isinstance(m, UserMessage) for m in messages):
+        return None
+    request: list[Message] = [
+        SystemMessage(content=INSTRUCTIONS),
+        UserMessage(content=transcript(messages, max_chars)),
+    ]
+    settings = ModelSettings(
+        temperature=0,
+        response_format=ResponseFormat(
+            type="json_schema", name="facts", json_schema=SCHEMA, strict=False
+        ),
+    )
+    return request, settings
+
+
 async def extract_facts(
     registry: ModelRegistry,
     route: str,
@@ -187,22 +207,11 @@ async def extract_facts(
     max_chars: int = 16000,
 ) -> Extraction:
     """Ask ``route`` for the facts in ``messages``; validated, junk dropped with a reason."""
-    if not any(isinstance(m, UserMessage) for m in messages):
+    asked = extraction_request(messages, max_chars=max_chars)
+    if asked is None:
         return Extraction()
     model = registry.resolve(route).model
-    response = await model.request(
-        [
-            SystemMessage(content=INSTRUCTIONS),
-            UserMessage(content=transcript(messages, max_chars)),
-        ],
-        ModelSettings(
-            temperature=0,
-            response_format=ResponseFormat(
-                type="json_schema", name="facts", json_schema=SCHEMA, strict=False
-            ),
-        ),
-        Call(route=route),
-    )
+    response = await model.request(asked[0], asked[1], Call(route=route))
     return parse_facts(response.message.content or "", len(messages), max_facts)
 
 
@@ -222,11 +231,6 @@ async def extract_memories(
     """``extract_facts`` then ``remember`` each kept fact in ``scope`` (default: the
     configured ``memory.extract.scope`` of ``actor``) with the run's provenance."""
     conf = config or MemoryConfig()
-    if scope is None:
-        if conf.extract.scope == "agent" and actor.agent is not None:
-            scope = Scope.agent(actor.agent)
-        else:
-            scope = Scope.user(actor.user_id)
     found = await extract_facts(
         registry,
         route,
@@ -234,6 +238,31 @@ async def extract_memories(
         max_facts=conf.extract.max_facts,
         max_chars=conf.extract.max_chars,
     )
+    return await remember_facts(
+        found, store=store, embedder=embedder, actor=actor, scope=scope, run_id=run_id,
+        step_key=step_key, config=conf,
+    )  # fmt: skip
+
+
+async def remember_facts(
+    found: Extraction,
+    *,
+    store: Store,
+    embedder: Embedder,
+    actor: MemoryActor,
+    scope: Scope | None = None,
+    run_id: str | None = None,
+    step_key: str | None = None,
+    config: MemoryConfig | None = None,
+) -> Extraction:
+    """``remember`` each kept fact of ``found`` in ``scope`` (default: the configured
+    ``memory.extract.scope`` of ``actor``) with the run's provenance; ``found`` with them."""
+    conf = config or MemoryConfig()
+    if scope is None:
+        if conf.extract.scope == "agent" and actor.agent is not None:
+            scope = Scope.agent(actor.agent)
+        else:
+            scope = Scope.user(actor.user_id)
     for fact in found.facts:
         found.memories.append(
             await remember(

@@ -301,7 +301,7 @@ class Agent:
                 output, problem = self._final(response.message)
                 if problem is None:
                     await save_turns(ctx, messages, summaries)
-                    await extract_after(ctx, self.deps, spec, messages)
+                    await extract_after(ctx, self.deps, spec, messages, self._side_call)
                     done: dict[str, Any] = {
                         "output": output,
                         "turns": turn + 1,
@@ -343,12 +343,20 @@ class Agent:
             )
         raise AgentLimitExceeded(f"agent {spec.name}: no answer within {limits.max_steps} steps")
 
-    async def _side_call(self, ctx: RunContext, route: str, request: list[Message]) -> str:
-        """A model call besides the conversation — a summary of old turns, a grounding check —
-        on ``route``, metered and recorded like any model call of the run."""
+    async def _side_call(
+        self,
+        ctx: RunContext,
+        route: str,
+        request: list[Message],
+        settings: ModelSettings | None = None,
+    ) -> str:
+        """A model call besides the conversation — a summary of old turns, a grounding check,
+        memory extraction — on ``route``, metered and recorded like any model call of the run."""
         spec = self.spec.model_copy(update={"model": route})
         step = functools.partial(self._model, route=route)
-        response = await metered_call(ctx, self.deps, spec, request, ModelSettings(), step)
+        response = await metered_call(
+            ctx, self.deps, spec, request, settings or ModelSettings(), step
+        )
         return response.message.content or ""
 
     def _bind(

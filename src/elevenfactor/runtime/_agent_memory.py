@@ -6,18 +6,26 @@
 - ``tool``: the agent is offered ``remember``, ``recall`` and ``forget_memory`` (each call a
   journaled tool step acting for the run's owner and the agent);
 - ``extract``: after it answers, a model on ``memory.extract.route`` reads the run's conversation
-  for facts worth keeping and they are remembered with the run as provenance
-  (``memory.extract``; the step's journal holds counts and ids, not the facts).
+  for facts worth keeping (a metered, recorded model call of the run, budgeted like the others)
+  and a ``memory.extract`` step validates and remembers them with the run as provenance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from elevenfactor.context import Item
-from elevenfactor.memory import MemoryActor, MemoryToolset, Scope, extract_memories, recall
-from elevenfactor.models import Message, UserMessage
+from elevenfactor.memory import (
+    MemoryActor,
+    MemoryToolset,
+    Scope,
+    extraction_request,
+    parse_facts,
+    recall,
+    remember_facts,
+)
+from elevenfactor.models import Message, ModelSettings, UserMessage
 from elevenfactor.runtime._agent_session import owner_of
 from elevenfactor.runtime._context import RunContext, step_key
 from elevenfactor.store import Store
@@ -30,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["MEMORY_TOOLS", "embedders_of", "extract_after", "memory_toolset", "recall_items"]
 
 MEMORY_TOOLS = frozenset({"remember", "recall", "forget_memory"})
+
+Ask = Callable[[RunContext, str, list[Message], ModelSettings], Awaitable[str]]
+"""A metered, recorded model call of the run: ``(ctx, route, request, settings) -> text``."""
 
 
 def embedders_of(deps: AgentDeps) -> EmbedderRegistry:
@@ -87,33 +98,44 @@ async def _recall(
 
 
 async def extract_after(
-    ctx: RunContext, deps: AgentDeps, spec: AgentSpec, messages: Sequence[Message]
+    ctx: RunContext,
+    deps: AgentDeps,
+    spec: AgentSpec,
+    messages: Sequence[Message],
+    ask: Ask,
 ) -> None:
-    """Facts from the run's conversation, remembered (when extraction is on for the agent)."""
+    """Facts from the run's conversation, remembered (when extraction is on for the agent):
+    the model is asked through ``ask`` (a metered, recorded model call of the run), then a
+    ``memory.extract`` step validates the facts and remembers them."""
     conf = deps.registry.project.memory
     enabled = conf.extract.enabled
     if spec.memory is not None and spec.memory.extract is not None:
         enabled = spec.memory.extract
     if not enabled:
         return
+    asked = extraction_request(messages, max_chars=conf.extract.max_chars)
+    if asked is None:
+        return
+    answer = await ask(ctx, conf.extract.route, asked[0], asked[1])
     await ctx.step(
-        "memory.extract", _extract, deps, ctx.store, owner_of(ctx), spec.name, list(messages),
-        ctx.run_id, kind="memory",
+        "memory.extract", _remember, deps, ctx.store, owner_of(ctx), spec.name, answer,
+        len(messages), ctx.run_id, kind="memory",
     )  # fmt: skip
 
 
-async def _extract(
+async def _remember(
     deps: AgentDeps,
     store: Store,
     owner: Any,
     agent: str,
-    messages: list[Message],
+    answer: str,
+    n_messages: int,
     run_id: str,
 ) -> dict[str, Any]:
     conf = deps.registry.project.memory
-    result = await extract_memories(
-        deps.registry, conf.extract.route, messages, store=store,
-        embedder=embedders_of(deps).get(conf.embedder), actor=MemoryActor(owner, agent),
-        run_id=run_id, step_key=step_key(), config=conf,
+    found = parse_facts(answer, n_messages, conf.extract.max_facts)
+    result = await remember_facts(
+        found, store=store, embedder=embedders_of(deps).get(conf.embedder),
+        actor=MemoryActor(owner, agent), run_id=run_id, step_key=step_key(), config=conf,
     )  # fmt: skip
     return result.to_dict()
