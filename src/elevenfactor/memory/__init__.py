@@ -29,7 +29,13 @@ from elevenfactor.memory._extract import (
 from elevenfactor.memory._forget import Forgotten, forget_user
 from elevenfactor.memory._recall import Recalled, list_memories, recall
 from elevenfactor.memory._records import KINDS, Memory, Provenance
-from elevenfactor.memory._scopes import MemoryActor, Scope, check_access, default_scopes
+from elevenfactor.memory._scopes import (
+    MemoryActor,
+    Scope,
+    check_access,
+    default_scopes,
+    scope_for,
+)
 from elevenfactor.memory._sessions import (
     Session,
     SessionInfo,
@@ -81,5 +87,6 @@ __all__ = [
     "remember",
     "remember_facts",
     "revoke",
+    "scope_for",
     "set_state",
 ]

@@ -151,6 +151,18 @@ class MemoryActor:
         return f"user {self.principal.user_name!r}"
 
 
+def scope_for(ref: str, actor: MemoryActor) -> Scope:
+    """The scope ``ref`` names for ``actor``: ``user`` (its user), ``agent`` (its agent; a
+    ``ValueError`` without one), else ``kind:id`` (``Scope.parse``)."""
+    if ref == "user":
+        return Scope.user(actor.user_id)
+    if ref == "agent":
+        if actor.agent is None:
+            raise ValueError("the agent scope needs a calling agent")
+        return Scope.agent(actor.agent)
+    return Scope.parse(ref)
+
+
 def readable_sql(actor: MemoryActor, alias: str = "m") -> tuple[str, list[Any]]:
     """A SQL condition (and parameters) selecting the memories ``actor`` may read."""
     p = f"{alias}."

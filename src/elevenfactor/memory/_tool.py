@@ -16,22 +16,12 @@ from elevenfactor.context import Embedder
 from elevenfactor.errors import ElevenFactorError
 from elevenfactor.memory._recall import recall
 from elevenfactor.memory._records import KINDS, MAX_TEXT, Provenance
-from elevenfactor.memory._scopes import MemoryActor, Scope
+from elevenfactor.memory._scopes import MemoryActor, scope_for
 from elevenfactor.memory._write import forget, remember
 from elevenfactor.store import Store
 from elevenfactor.tools import Tool, ToolContext, ToolResult
 
 __all__ = ["MemoryToolset"]
-
-
-def _scope(ref: str, actor: MemoryActor) -> Scope:
-    if ref == "user":
-        return Scope.user(actor.user_id)
-    if ref == "agent":
-        if actor.agent is None:
-            raise ValueError("the agent scope needs a calling agent")
-        return Scope.agent(actor.agent)
-    return Scope.parse(ref)
 
 
 class MemoryToolset:
@@ -129,7 +119,7 @@ class MemoryToolset:
             self.store,
             self.embedder,
             actor,
-            _scope(ref, actor),
+            scope_for(ref, actor),
             args.get("text", ""),
             kind=args.get("kind", "fact"),
             key=args.get("key"),
@@ -151,7 +141,7 @@ class MemoryToolset:
         for ref in self.config.tool.read:
             if ref == "agent" and actor.agent is None:
                 continue
-            scopes.append(_scope(ref, actor))
+            scopes.append(scope_for(ref, actor))
         found = await recall(
             self.store,
             self.embedder,

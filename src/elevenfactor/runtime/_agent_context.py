@@ -51,6 +51,7 @@ __all__ = [
     "Summarise",
     "Turn",
     "fit_context",
+    "input_query",
     "instructions_for",
     "summary_request",
 ]
@@ -69,6 +70,14 @@ class Instructions:
     prompt: str | None = None
     settings: Mapping[str, Any] | None = None
     """The prompt's model parameters (temperature, max_tokens, ...), under the agent's own."""
+
+
+def input_query(messages: Sequence[Message]) -> str:
+    """What to recall and retrieve for: the text of the run's last user message."""
+    for m in reversed(messages):
+        if isinstance(m, UserMessage) and isinstance(m.content, str) and m.content.strip():
+            return m.content
+    return ""
 
 
 async def instructions_for(

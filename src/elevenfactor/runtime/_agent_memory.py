@@ -19,13 +19,14 @@ from elevenfactor.context import Item
 from elevenfactor.memory import (
     MemoryActor,
     MemoryToolset,
-    Scope,
     extraction_request,
     parse_facts,
     recall,
     remember_facts,
+    scope_for,
 )
-from elevenfactor.models import Message, ModelSettings, UserMessage
+from elevenfactor.models import Message, ModelSettings
+from elevenfactor.runtime._agent_context import input_query
 from elevenfactor.runtime._agent_session import owner_of
 from elevenfactor.runtime._context import RunContext, step_key
 from elevenfactor.store import Store
@@ -58,20 +59,13 @@ def memory_toolset(deps: AgentDeps, store: Store) -> MemoryToolset:
     return MemoryToolset(store, embedders_of(deps).get(conf.embedder), conf)
 
 
-def _query(messages: Sequence[Message]) -> str:
-    for m in reversed(messages):
-        if isinstance(m, UserMessage) and isinstance(m.content, str) and m.content.strip():
-            return m.content
-    return ""
-
-
 async def recall_items(
     ctx: RunContext, deps: AgentDeps, spec: AgentSpec, messages: Sequence[Message]
 ) -> list[Item]:
     """The memories recalled for the run's input (none unless the agent's ``memory.recall``)."""
     if spec.memory is None or not spec.memory.recall:
         return []
-    query = _query(messages)
+    query = input_query(messages)
     if not query:
         return []
     found = await ctx.step(
@@ -86,11 +80,7 @@ async def _recall(
 ) -> list[dict[str, Any]]:
     conf = deps.registry.project.memory
     actor = MemoryActor(owner, agent)
-    wanted = [
-        Scope.user(actor.user_id) if s == "user" else Scope.agent(agent) if s == "agent" else
-        Scope.parse(s)
-        for s in scopes
-    ]  # fmt: skip
+    wanted = [scope_for(s, actor) for s in scopes]
     hits = await recall(
         store, embedders_of(deps).get(conf.embedder), actor, query, wanted or None, config=conf
     )

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from elevenfactor.context import Item
 from elevenfactor.context._retrieve import Retrieval
 from elevenfactor.models import Message, SystemMessage, UserMessage
+from elevenfactor.runtime._agent_context import input_query
+from elevenfactor.runtime._agent_memory import embedders_of
 from elevenfactor.runtime._agent_session import owner_of
 from elevenfactor.runtime._context import RunContext
 from elevenfactor.store import Store
@@ -42,18 +44,9 @@ _GROUNDING = (
 )
 
 
-def _query(messages: Sequence[Message]) -> str:
-    for m in reversed(messages):
-        if isinstance(m, UserMessage) and isinstance(m.content, str) and m.content.strip():
-            return m.content
-    return ""
-
-
 def _retrieval(deps: AgentDeps, store: Store) -> Retrieval:
     if deps.retrieval_backend is None:
         raise RuntimeError("retrieval is not configured for this runtime")
-    from elevenfactor.runtime._agent_memory import embedders_of
-
     keep = deps.registry.project.retrieval.keep_versions
     return Retrieval(store, deps.retrieval_backend, embedders_of(deps), keep_versions=keep)
 
@@ -64,7 +57,7 @@ async def retrieve_passages(
     """The passages retrieved for the run's input, as context items and as hits."""
     if spec.retrieval is None:
         return [], []
-    query = _query(messages)
+    query = input_query(messages)
     if not query:
         return [], []
     hits = await ctx.step(
