@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     allowed_origins: str = Field(
         default="", description="Comma-separated browser origins accepted (e.g. a dashboard)."
     )
+    purge_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between purges of expired memories and cached answers in `serve`"
+        " and `worker` (0: never; expired rows are not served either way).",
+    )
     ledger_seal_interval: float = Field(
         default=0.5, gt=0, description="Seconds between ledger seals in `serve` and `worker`."
     )

@@ -20,6 +20,7 @@ from elevenfactor.runtime._audit import (
 )
 from elevenfactor.runtime._claims import claim_run
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
+from elevenfactor.runtime._housekeeping import Housekeeper
 from elevenfactor.runtime._journal import (
     Event,
     VerifyReport,
@@ -55,6 +56,7 @@ __all__ = [
     "Decision",
     "Event",
     "Finding",
+    "Housekeeper",
     "Lease",
     "Park",
     "Program",

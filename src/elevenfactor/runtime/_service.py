@@ -23,6 +23,7 @@ from elevenfactor.models import (
 from elevenfactor.observe import CallRecorder
 from elevenfactor.runtime._agent import Agent, AgentDeps
 from elevenfactor.runtime._agent_spec import AgentSpec, load_agents
+from elevenfactor.runtime._housekeeping import Housekeeper
 from elevenfactor.runtime._loader import import_ref, load_programs, report
 from elevenfactor.runtime._mcp_tools import MCP_TOOL, McpToolProgram, McpTools
 from elevenfactor.runtime._programs import Programs
@@ -246,9 +247,12 @@ async def running(
     meter.start()
     sealer = Sealer(store, settings)
     sealer.start()
+    housekeeper = Housekeeper(store, settings.purge_interval)
+    housekeeper.start()
     try:
         yield runtime
     finally:
+        await housekeeper.aclose()
         await sealer.aclose()
         await runtime.aclose()
         await meter.aclose()

@@ -15,7 +15,14 @@ from elevenfactor.governance import KeyVerifier, Meter, Sealer, local_admin, ope
 from elevenfactor.memory import apply_spaces
 from elevenfactor.models import Limiter, ModelRegistry, open_limiter, open_response_cache
 from elevenfactor.observe import CallRecorder, log_event
-from elevenfactor.runtime import Programs, Runtime, Worker, build_runtime, build_worker
+from elevenfactor.runtime import (
+    Housekeeper,
+    Programs,
+    Runtime,
+    Worker,
+    build_runtime,
+    build_worker,
+)
 from elevenfactor.server._mcp import McpBridge, build_mcp_server
 from elevenfactor.server._mcp_http import McpHttp
 from elevenfactor.store import Store, open_store, require_migrated
@@ -69,6 +76,7 @@ class Gateway:
     worker: Worker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     sealer: Sealer | None = None
+    housekeeper: Housekeeper | None = None
     draining: bool = False
     inflight: int = 0
     started_at: float = 0.0
@@ -99,6 +107,8 @@ class Gateway:
         self.keys = KeyVerifier(self.store)
         self.sealer = Sealer(self.store, self.settings)
         self.sealer.start()
+        self.housekeeper = Housekeeper(self.store, self.settings.purge_interval)
+        self.housekeeper.start()
         self.runtime = build_runtime(
             self.settings,
             self.project,
@@ -147,6 +157,8 @@ class Gateway:
             await self._worker_task
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.housekeeper is not None:
+            await self.housekeeper.aclose()
         if self.sealer is not None:
             await self.sealer.aclose()
         if self.meter is not None:

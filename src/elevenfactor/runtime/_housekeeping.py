@@ -1,0 +1,85 @@
+"""The housekeeper: deletes what has expired — memories past their TTL, cached answers past
+theirs — on a schedule, in every ``serve`` and ``worker`` process.
+
+Expired rows are never served (every read filters on ``expires_at``); purging removes them
+physically, which is what a TTL promises the people whose data it is. Each job is one
+idempotent ``DELETE``, so several processes purging at once only repeat each other's work.
+A failing job is logged and retried at the next tick; it never stops the others.
+
+``ELEVENFACTOR_PURGE_INTERVAL`` sets the period (seconds, default 300; 0 turns it off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from elevenfactor.memory import purge_expired as purge_memories
+from elevenfactor.models import purge_expired as purge_cache
+from elevenfactor.observe import log_event
+from elevenfactor.store import Store
+
+__all__ = ["Housekeeper", "PurgeJob", "default_jobs"]
+
+logger = logging.getLogger("elevenfactor.housekeeping")
+
+PurgeJob = Callable[[Store, float], Awaitable[int]]
+"""Deletes what expired at ``now`` (seconds since the epoch) and says how many rows went."""
+
+
+def default_jobs() -> dict[str, PurgeJob]:
+    """Memories past their TTL and expired answers of the store's response cache."""
+    return {"memories": purge_memories, "response_cache": purge_cache}
+
+
+class Housekeeper:
+    """Runs ``jobs`` every ``interval`` seconds (never when ``interval`` is 0)."""
+
+    def __init__(
+        self, store: Store, interval: float, jobs: Mapping[str, PurgeJob] | None = None
+    ) -> None:
+        self.store = store
+        self.interval = interval
+        self.jobs = dict(default_jobs() if jobs is None else jobs)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop on the running event loop (a no-op when turned off)."""
+        if self._task is None and self.interval > 0:
+            self._task = asyncio.create_task(self._run(), name="housekeeper")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.tick()
+
+    async def tick(self, now: float | None = None) -> dict[str, int]:
+        """Run every job once; the rows each deleted (a failed job is left out and logged)."""
+        ts = time.time() if now is None else now
+        done: dict[str, int] = {}
+        for name, job in self.jobs.items():
+            try:
+                done[name] = await job(self.store, ts)
+            except Exception as exc:  # retried next tick; the other jobs still run
+                logger.warning(
+                    "purge_failed",
+                    extra={
+                        "event": "purge_failed",
+                        "job": name,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+        if any(done.values()):
+            log_event(logger, "purged", **{k: v for k, v in done.items() if v})
+        return done
+
+    async def aclose(self) -> None:
+        """Stop the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
