@@ -10,7 +10,8 @@ from typing import Any
 
 from elevenfactor.config import DeploymentConfig, ProjectConfig, ProviderConfig
 from elevenfactor.config._memory import MemoryConfig
-from elevenfactor.governance import Principal
+from elevenfactor.governance import Principal, local_admin
+from elevenfactor.memory import append_messages, apply_spaces, forget_user
 from elevenfactor.models import (
     AssistantMessage,
     FunctionModel,
@@ -121,3 +122,57 @@ async def test_facts_are_extracted_after_a_run(store: Store) -> None:
     assert [s["kind"] for s in steps].count("model") == 2
     row = await store.fetchone("SELECT text, scope_kind FROM memories")
     assert row is not None and row[0] == "Ada's company is Acme" and row[1] == "user"
+
+
+async def test_three_agents_share_a_space_only_through_grants_and_forget_erases_it(
+    store: Store,
+) -> None:
+    """A writes to a shared space it may write, B reads it, C without a grant is refused; then
+    forgetting the user removes the shared fact and the user's session from every memory table."""
+    results: dict[str, list[str]] = {"writer": [], "reader": [], "outsider": []}
+    fact = "The Quokka-17 release ships on Friday"
+
+    def script(messages: Sequence[Message], settings: ModelSettings) -> Response:
+        agent = next(a for a in results if f"the {a}." in str(messages[0].content))
+        done = [m for m in messages if isinstance(m, ToolMessage)]
+        if done:
+            results[agent].append(str(done[-1].content))
+            return answer("ok")
+        if agent == "writer":
+            args = {"text": fact, "scope": "space:team-notes"}
+            call = ToolCall(id="w1", name="remember", arguments=json.dumps(args))
+        else:
+            call = ToolCall(id="r1", name="recall", arguments=json.dumps({"query": "release"}))
+        return Response(message=AssistantMessage(tool_calls=[call]), finish_reason="tool_calls")
+
+    memory = {
+        "recall": {"min_score": 0.0},
+        "extract": {"route": "m"},
+        "spaces": {"team-notes": {"grants": {"writer": ["read", "write"], "reader": ["read"]}}},
+        "tool": {"read": ["space:team-notes"], "write": ["space:team-notes"]},
+    }
+    specs = [
+        AgentSpec(name=n, model="m", instructions=f"You are the {n}.", memory={"tool": True})
+        for n in results
+    ]
+    programs = build(FunctionModel(script), specs, memory)
+    await apply_spaces(store, local_admin("test"), MemoryConfig.model_validate(memory))
+    ada = member("ada")
+
+    await run(store, programs, "writer", "note the release date", ada)
+    assert "error" not in results["writer"][-1].lower(), results["writer"]
+    await run(store, programs, "reader", "when is the release?", ada)
+    assert fact in results["reader"][-1]
+    await run(store, programs, "outsider", "when is the release?", ada)
+    refused = results["outsider"][-1]
+    assert "no read grant" in refused and fact not in refused
+    assert "outsider" in refused and "team-notes" in refused  # names who and which space
+
+    await append_messages(store, ada, "ada-chat", [{"role": "user", "content": "Quokka-17?"}])
+    done = await forget_user(store, local_admin("test"), ada.user_id)
+    assert done.derived_memories == 1 and done.sessions == 1
+    for table in ("memories", "session_messages", "sessions"):
+        rows = await store.fetchall(f"SELECT * FROM {table}", ())
+        assert not any("Quokka-17" in str(r) or ada.user_id in str(r) for r in rows), table
+    await run(store, programs, "reader", "when is the release?", ada)
+    assert fact not in results["reader"][-1]
