@@ -66,6 +66,7 @@ def _record(i: int, *, id: str | None = None) -> CallRecord:
         user_id="usér",
         agent="écrivain" if odd else None,
         session_id=None,
+        kind="embedding" if i % 6 == 0 else None,
         request=BIG if i == 0 else SHARED if odd else f"req {i} ✓".encode(),
         response=None if i % 3 == 1 else f"resp {i}".encode() + b"\x00\x01",
     )
@@ -80,7 +81,7 @@ def _expected(r: CallRecord) -> tuple[Any, ...]:
         blob_hash(r.response) if r.response is not None else None,
         *(r.org_id, r.team_id, r.user_id, r.run_id, r.agent, r.session_id),
         orjson.dumps(r.tags).decode() if r.tags else None,
-        *(r.tokens_cached, r.price_version, r.saved, r.prompt),
+        *(r.tokens_cached, r.price_version, r.saved, r.prompt, r.kind),
     )
     return (*row, record_hash(row))
 

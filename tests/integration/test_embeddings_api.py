@@ -1,12 +1,15 @@
 """``POST /v1/embeddings`` through the official ``openai`` client against a real gateway on
-loopback (the bundled all-MiniLM-L6-v2), an upstream embedder pointed at another gateway, and the
-upstream embedder against a loopback server that misbehaves on purpose."""
+loopback (the bundled all-MiniLM-L6-v2), an upstream embedder pointed at another gateway, the
+upstream embedder against a loopback server that misbehaves on purpose, and the metering of
+embeddings (call records, prices, budgets, rate limits, kill switches, the cost report) on both
+stores."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,17 @@ from elevenfactor.errors import (
     UpstreamConnectionError,
     UpstreamServerError,
 )
-from elevenfactor.governance import create_key, local_admin
+from elevenfactor.governance import (
+    create_key,
+    create_user,
+    kill,
+    local_admin,
+    set_budget,
+)
+from elevenfactor.governance._embed_pricing import EmbeddingPrices
 from elevenfactor.store import migrate, open_store
 from tests.conftest import free_port
-from tests.support.server import running_gateway
+from tests.support.server import on_gateway, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -377,3 +387,178 @@ def test_no_body_gives_a_server_error(dev_base: str, body: Any, raw: bool) -> No
     else:
         data = answer.json()["data"]
         assert all(d["object"] == "embedding" for d in data)
+
+
+# -- metering: records, prices, budgets, rate limits, kill switches, the cost report -----------
+
+METERED = parse_project(
+    {
+        **CHAT,
+        "embeddings": {
+            "models": {
+                "local": {
+                    "provider": "local",
+                    "price": {"input_per_mtok": 1000, "per_request": 0.001},
+                }
+            }
+        },
+        "limits": {"keys": {"limited": {"rpm": 1}, "tokens": {"tpm": 40}}},
+    }
+)
+KEYS = {"ann": "key-ann", "rita": "limited", "tom": "tokens", "bob": "key-bob", "kim": "key-kim"}
+FAST = {"x-elevenfactor-timeout": "0.2"}  # no waiting for rate-limit capacity
+
+
+async def _metered_people(url: str) -> dict[str, str]:
+    db = await open_store(url)
+    try:
+        await migrate(db)
+        admin = local_admin("cli")
+        secrets = {}
+        for who, key in [*KEYS.items(), ("boss", "key-boss")]:
+            await create_user(db, admin, who, roles=("admin",) if who == "boss" else ("member",))
+            _, secrets[who] = await create_key(db, admin, key, user=who)
+        # bob may spend a cent and a half: one call's worst case, not two
+        await set_budget(db, admin, "user:bob", 0.015)
+        await kill(db, admin, "user:kim", "testing the kill switch")
+        return secrets
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+async def metered(store_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, Any, dict[str, str]]]:
+    secrets = await _metered_people(store_url)
+    settings = Settings(database_url=store_url, data_dir=tmp_path, dev=False)
+    with running_gateway(settings, METERED) as (base, gw):
+        yield base, gw, secrets
+
+
+async def _calls(gw: Any, want: int) -> list[tuple[Any, ...]]:
+    """The embedding call records, oldest first, once ``want`` are written."""
+    recorder, store = gw.recorder, gw.store
+    deadline = time.monotonic() + 15
+    while True:
+        await on_gateway(gw, recorder.flush)
+        rows = await on_gateway(
+            gw,
+            lambda: store.fetchall(
+                "SELECT u.name, c.kind, c.route, c.deployment, c.provider, c.model, c.status,"
+                " c.error_class, c.tokens_in, c.tokens_out, c.cost, c.price_version,"
+                " c.request_hash FROM model_calls c JOIN users u ON u.id = c.user_id"
+                " WHERE c.kind = 'embedding' ORDER BY c.created_at"
+            ),
+        )
+        if len(rows) >= want:
+            return list(rows)
+        assert time.monotonic() < deadline, f"{len(rows)} embedding calls recorded, not {want}"
+        await asyncio.sleep(0.05)
+
+
+def _client_of(base: str, secrets: dict[str, str], who: str) -> openai.AsyncOpenAI:
+    return _client(base, secrets[who])
+
+
+async def test_an_embeddings_call_is_recorded_priced_and_reported(
+    metered: tuple[str, Any, dict[str, str]], local: LocalEmbedder
+) -> None:
+    base, gw, secrets = metered
+    _, tokens = await local.embed_with_usage(TEXTS)
+    async with _client_of(base, secrets, "ann") as ann:
+        answer = await ann.embeddings.create(model="local", input=TEXTS)
+        assert answer.usage.prompt_tokens == tokens
+        await ann.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "and a chat call"}]
+        )
+    price = EmbeddingPrices(METERED.embeddings).price("local")
+    assert price is not None
+    cost = tokens * 1000 / 1e6 + 0.001
+    [row] = await _calls(gw, 1)
+    assert row[:10] == (
+        "ann",
+        "embedding",
+        "local",
+        "local",
+        "local",
+        "all-MiniLM-L6-v2",
+        "ok",
+        None,
+        tokens,
+        0,
+    )
+    assert row[10] == pytest.approx(cost) and row[11] == price.version
+    assert str(row[12]).startswith("sha256:")  # the request is kept, the vectors are not
+    store = gw.store
+    versions = await on_gateway(
+        gw,
+        lambda: store.fetchall("SELECT deployment FROM prices WHERE version = ?", (price.version,)),
+    )
+    assert versions == [("local",)]  # the price version charged is on record
+
+    # The cost report counts embedding spend, apart from chat by `kind`.
+    headers = {"Authorization": f"Bearer {secrets['boss']}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as boss:
+        deadline = time.monotonic() + 15
+        while (report := (await boss.get("/v1/cost", params={"by": "kind"})).json())["totals"][
+            "calls"
+        ] < 2:
+            assert time.monotonic() < deadline, report
+            await asyncio.sleep(0.05)
+        rows = {r["group"]["kind"]: r for r in report["data"]}
+        assert set(rows) == {"chat", "embedding"}
+        assert rows["embedding"]["calls"] == 1 and rows["embedding"]["tokens_in"] == tokens
+        assert rows["embedding"]["cost"] == pytest.approx(cost, abs=1e-6)
+        assert report["totals"]["cost"] >= rows["embedding"]["cost"]
+        only = (await boss.get("/v1/cost", params={"where": "kind:embedding", "by": "user"})).json()
+        assert [(r["names"]["user"], r["calls"]) for r in only["data"]] == [("ann", 1)]
+
+
+async def test_refused_embeddings_get_the_chat_errors_and_are_recorded(
+    metered: tuple[str, Any, dict[str, str]],
+) -> None:
+    base, gw, secrets = metered
+    # A key's requests per minute: the second request is refused at once, with Retry-After.
+    async with _client_of(base, secrets, "rita") as rita:
+        await rita.embeddings.create(model="local", input="one", extra_headers=FAST)
+        with pytest.raises(openai.RateLimitError) as limited:
+            await rita.embeddings.create(model="local", input="two", extra_headers=FAST)
+    assert limited.value.code == "rate_limit_exceeded"
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    assert isinstance(limited.value.body, dict)
+    assert limited.value.body["details"] == {"limit": "key:limited", "kind": "rpm", "value": 1}
+
+    # A key's tokens per minute count the input tokens (40 a minute; ~30 estimated a call).
+    text = "invoice " * 15
+    async with _client_of(base, secrets, "tom") as tom:
+        await tom.embeddings.create(model="local", input=text, extra_headers=FAST)
+        with pytest.raises(openai.RateLimitError) as tokens:
+            await tom.embeddings.create(model="local", input=text, extra_headers=FAST)
+    assert isinstance(tokens.value.body, dict) and tokens.value.body["details"]["kind"] == "tpm"
+
+    # A budget: bob's first call fits ($0.014 worst case, ~$0.005 spent), the second does not.
+    async with _client_of(base, secrets, "bob") as bob:
+        await bob.embeddings.create(model="local", input="Hello world")
+        with pytest.raises(openai.RateLimitError) as refused:
+            await bob.embeddings.create(model="local", input="Hello world")
+    assert refused.value.code == "budget_exceeded"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["details"]["budget"] == "user:bob"
+
+    # A kill switch on the user.
+    async with _client_of(base, secrets, "kim") as kim:
+        with pytest.raises(openai.PermissionDeniedError) as killed:
+            await kim.embeddings.create(model="local", input="anything")
+    assert killed.value.code == "killed"
+
+    rows = await _calls(gw, 7)
+    outcome = [(r[0], r[6], r[7] is not None, r[8] > 0) for r in rows]
+    assert sorted(outcome) == sorted(
+        [
+            ("rita", "ok", False, True), ("rita", "error", True, False),
+            ("tom", "ok", False, True), ("tom", "error", True, False),
+            ("bob", "ok", False, True), ("bob", "error", True, False),
+            ("kim", "error", True, False),
+        ]
+    )  # fmt: skip
+    assert all(r[10] is None for r in rows if r[6] == "error")  # refused: nothing charged

@@ -270,6 +270,7 @@ def test_only_admins_forget_a_user_and_it_is_gone(world: World) -> None:
     body = done.json()
     assert body["object"] == "memory.forgotten" and body["user_id"] == world.user_ids["carol"]
     assert (body["memories"], body["sessions"], body["messages"], body["grants"]) == (1, 1, 1, 1)
+    assert body["cache_entries"] == body["response_cache_entries"] == 0  # no cached route
     assert world.call("carol", "GET", "/v1/memories").json()["data"] == []
     _error(world.call("carol", "GET", f"/v1/memories/{made.json()['id']}"), 404, "memory_not_found")
     assert world.call("carol", "GET", "/v1/sessions").json()["data"] == []

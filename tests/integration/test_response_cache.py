@@ -84,11 +84,13 @@ async def _rows(db_url: str, n: int) -> list[tuple[Any, ...]]:
 
 
 async def _stored(db_url: str, env: dict[str, str]) -> int:
-    """How many answers the backend holds: Redis keys under the prefix, or store rows."""
+    """How many answers the backend holds: Redis keys under the prefix (not the owners'
+    indexes), or store rows."""
     if "REDIS_URL" in env:
         client = redis.Redis.from_url(env["REDIS_URL"])
         try:
-            return len(list(client.scan_iter(match=env["ELEVENFACTOR_REDIS_PREFIX"] + "cache:*")))
+            keys = client.scan_iter(match=env["ELEVENFACTOR_REDIS_PREFIX"] + "cache:*")
+            return len([k for k in keys if b":owner:" not in k])
         finally:
             client.close()
     db = await open_store(db_url)

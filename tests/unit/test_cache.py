@@ -358,8 +358,11 @@ class Broken:
         self.tries += 1
         raise ConnectionError("redis is down")
 
-    async def put(self, key: str, value: bytes, ttl: int, model: str) -> None:
+    async def put(self, key: str, value: bytes, ttl: int, model: str, owner: Any = None) -> None:
         self.tries += 1
+        raise ConnectionError("redis is down")
+
+    async def forget(self, org_id: str, user_id: str) -> int:
         raise ConnectionError("redis is down")
 
     async def aclose(self) -> None:
@@ -482,3 +485,118 @@ async def test_redis_down_goes_to_the_model() -> None:
     assert response.message.content == "hello" and not call.cache_hit
     assert len(inner.calls) == 1
     await backend.aclose()
+
+
+# -- owners and forgetting --------------------------------------------------------------------
+
+ADA = ("org_default", "user_ada")
+BOB = ("org_default", "user_bob")
+
+
+async def _ada_and_bob(backend: Any) -> None:
+    """Two entries of Ada's, one of Bob's, one of no known user; Ada is forgotten."""
+    await backend.put("a1", b"ada 1", 60, "dep", ADA)
+    await backend.put("a2", b"ada 2", 3600, "dep", ADA)
+    await backend.put("b1", b"bob 1", 60, "dep", BOB)
+    await backend.put("anon", b"anon", 60, "dep")
+    assert await backend.forget("org_default", "user_ada") == 2
+    assert await backend.get("a1") is None and await backend.get("a2") is None
+    assert await backend.get("b1") == b"bob 1" and await backend.get("anon") == b"anon"
+    assert await backend.forget("org_default", "user_ada") == 0
+    assert await backend.forget("org_other", "user_bob") == 0  # another organisation's Bob
+    assert await backend.forget("org_default", "user_bob") == 1
+    assert await backend.get("b1") is None
+
+
+async def test_memory_backend_forgets_an_owner() -> None:
+    await _ada_and_bob(MemoryCache())
+
+
+async def test_store_backend_forgets_an_owner(store: Store) -> None:
+    await _ada_and_bob(StoreCache(store))
+
+
+async def test_redis_backend_forgets_an_owner(redis_backend: RedisCache) -> None:
+    await _ada_and_bob(redis_backend)
+    assert await redis_backend.client.exists(redis_backend.owner_key(*ADA)) == 0
+
+
+async def test_the_wrapper_stores_the_calls_owner() -> None:
+    backend = MemoryCache()
+    model, inner = cached(config=CacheConfig(ttl=60), backend=backend)
+    settings = ModelSettings(temperature=0)
+    await model.request(MESSAGES, settings, Call(org_id=ADA[0], user_id=ADA[1]))
+    await model.request([UserMessage(content="anonymous")], settings, Call())
+    assert await backend.forget(*ADA) == 1
+    _, call = await ask(model, settings)  # Ada's answer is gone: asked again, not a hit
+    assert not call.cache_hit and len(inner.calls) == 3
+    assert await backend.forget("", "") == 0  # no owner: nothing indexed under empty ids
+
+
+async def test_store_backend_the_last_writer_owns_the_entry(store: Store) -> None:
+    backend = StoreCache(store)
+    await backend.put("k", b"ada's", 60, "dep", ADA)
+    await backend.put("k", b"bob's", 60, "dep", BOB)  # the same request, answered again
+    row = await store.fetchone("SELECT org_id, user_id, response FROM response_cache")
+    assert row is not None and tuple(row) == ("org_default", "user_bob", "bob's")
+    assert await backend.forget(*ADA) == 0 and await backend.get("k") == b"bob's"
+    await backend.put("k", b"anyone's", 60, "dep")
+    row = await store.fetchone("SELECT org_id, user_id FROM response_cache")
+    assert row is not None and tuple(row) == (None, None)
+    assert await backend.forget(*BOB) == 0
+
+
+async def test_memory_backend_keeps_its_owner_index_exact() -> None:
+    now = [1000.0]
+    backend = MemoryCache(max_entries=2, clock=lambda: now[0])
+    await backend.put("k", b"ada's", 60, "dep", ADA)
+    await backend.put("k", b"bob's", 60, "dep", BOB)  # taken over
+    assert await backend.forget(*ADA) == 0 and await backend.get("k") == b"bob's"
+    await backend.put("b2", b"bob 2", 60, "dep", BOB)
+    await backend.put("a1", b"ada 1", 60, "dep", ADA)  # evicts "k"
+    assert await backend.get("k") is None
+    now[0] += 61  # expired: dropped when read
+    assert await backend.get("b2") is None
+    assert await backend.forget(*BOB) == 0 and await backend.forget(*ADA) == 1
+    assert backend._owned == {} and len(backend._entries) == 0
+
+
+async def test_redis_owner_index_lives_as_long_as_its_longest_entry(
+    redis_backend: RedisCache,
+) -> None:
+    index = redis_backend.owner_key(*ADA)
+    await redis_backend.put("long", b"1", 3600, "dep", ADA)
+    await redis_backend.put("short", b"2", 60, "dep", ADA)
+    assert 3590 < await redis_backend.client.ttl(index) <= 3600
+    # a member whose entry has expired is trimmed by the next put
+    await redis_backend.client.zadd(index, {"expired-long-ago": 1})
+    await redis_backend.put("third", b"3", 60, "dep", ADA)
+    members = await redis_backend.client.zrange(index, 0, -1)
+    assert sorted(members) == [b"long", b"short", b"third"]
+    ttl = await redis_backend.client.ttl(redis_backend.prefix + "third")
+    assert 0 < ttl <= 60
+    assert await redis_backend.forget(*ADA) == 3
+
+
+async def test_m015_empties_the_unattributable_cache_and_records_owners(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from elevenfactor.store import MIGRATIONS, _migrations, migrate, open_store
+
+    db = await open_store(store_url)
+    try:
+        before = MIGRATIONS[: [m.name for m in MIGRATIONS].index("m015_semantic_cache")]
+        monkeypatch.setattr(_migrations, "MIGRATIONS", before)
+        await migrate(db)
+        await db.execute(
+            "INSERT INTO response_cache (key, response, model, created_at, expires_at)"
+            " VALUES ('old', '{}', 'dep', 0, 1e12)"
+        )
+        monkeypatch.setattr(_migrations, "MIGRATIONS", MIGRATIONS)
+        assert "m015_semantic_cache" in await migrate(db)
+        assert await db.fetchall("SELECT key FROM response_cache") == []  # no owner to forget
+        await StoreCache(db).put("new", b"{}", 60, "dep", ADA)
+        row = await db.fetchone("SELECT org_id, user_id FROM response_cache WHERE key = 'new'")
+        assert row is not None and tuple(row) == ADA
+    finally:
+        await db.close()

@@ -27,9 +27,10 @@ def reference() -> dict[str, Any]:
     return json.loads(REFERENCE.read_text("utf-8"))  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def embedder() -> LocalEmbedder:
-    return LocalEmbedder()
+@pytest.fixture(scope="module", params=["numpy", "auto"])
+def embedder(request: pytest.FixtureRequest) -> LocalEmbedder:
+    """Each test runs on the numpy fallback and on the default (onnxruntime)."""
+    return LocalEmbedder(runtime=request.param)
 
 
 def _cosines(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -148,14 +149,14 @@ def test_gelu_is_the_exact_erf_form() -> None:
 
 
 def test_one_pass_per_core_gives_the_same_vectors(reference: dict[str, Any]) -> None:
-    """With a single-threaded BLAS (read when numpy loads: a process of its own) the embedder
-    runs a forward pass per core; the vectors are the same."""
+    """With a single-threaded BLAS (read when numpy loads: a process of its own) the numpy
+    embedder runs a forward pass per core; the vectors are the same."""
     script = (
         "import json, sys, numpy as np\n"
         "from elevenfactor.context._embed_local import LocalEmbedder, blas_single_threaded\n"
         "assert blas_single_threaded()\n"
         "texts = json.load(sys.stdin)\n"
-        "print(json.dumps(LocalEmbedder().embed_sync(texts).tolist()))\n"
+        "print(json.dumps(LocalEmbedder(runtime='numpy').embed_sync(texts).tolist()))\n"
     )
     texts = [item["text"] for item in reference["items"]]
     done = subprocess.run(

@@ -34,12 +34,16 @@ async def test_tick_deletes_what_expired_and_keeps_the_rest(store: Store) -> Non
 
     done = await Housekeeper(store, 0).tick(now)
 
-    assert done == {"memories": 1, "response_cache": 1}
+    assert done == {"memories": 1, "response_cache": 1, "semantic_cache": 0}
     left = await list_memories(store, ALICE, [me], include_inactive=True)
     assert [m.text for m in left] == ["Alice drinks green tea"]
     assert await cache.get("new") is not None
     assert await _rows(store, "response_cache") == 1
-    assert await Housekeeper(store, 0).tick(now) == {"memories": 0, "response_cache": 0}
+    assert await Housekeeper(store, 0).tick(now) == {
+        "memories": 0,
+        "response_cache": 0,
+        "semantic_cache": 0,
+    }
 
 
 async def test_a_failing_job_is_logged_and_the_others_still_run(store: Store) -> None:

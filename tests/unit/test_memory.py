@@ -4,11 +4,12 @@ similarity, recency and importance, TTL, scopes and grants, forget and forget_us
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from elevenfactor.config import parse_project
+from elevenfactor.config import CacheConfig, parse_project
 from elevenfactor.config._memory import MemoryConfig
 from elevenfactor.errors import EmbedderMismatch, MemoryDenied, NotFound, RequestError
 from elevenfactor.governance import Principal, local_admin
@@ -30,6 +31,18 @@ from elevenfactor.memory import (
     remember,
     revoke,
     set_state,
+)
+from elevenfactor.models import (
+    AssistantMessage,
+    Call,
+    FunctionModel,
+    Message,
+    ModelSettings,
+    Response,
+    ResponseCache,
+    StoreCache,
+    Usage,
+    UserMessage,
 )
 from elevenfactor.store import Store, open_store
 from tests.support.principals import member
@@ -363,16 +376,24 @@ async def test_forget_user_leaves_nothing_of_the_user_in_any_table(
     )
     await set_state(store, ALICE.principal, "alice-chat", {"mood": "Gossamer-Yak"})
     await append_messages(store, BOB.principal, "bob-chat", [{"role": "user", "content": "hi"}])
+    # the exact response cache's answers to their calls (answers that repeat the question)
+    cache = StoreCache(store)
+    echo = ResponseCache(FunctionModel(_echo, name="dep"), cache, config=CacheConfig(ttl=600))
+    asked = "Is Tangerine-Owl my bank PIN?"
+    await _ask(echo, ALICE, asked)
+    await _ask(echo, BOB, "Is chess fun?")
     before = await _all_rows(store)
     assert any(ALICE.user_id in r for rows in before.values() for r in rows)
+    assert any("Tangerine-Owl" in r for r in before["response_cache"])
     assert first.id
 
-    done = await forget_user(store, admin, ALICE.user_id)
+    done = await forget_user(store, admin, ALICE.user_id, cache=cache)
     assert (done.memories, done.derived_memories) == (3, 2)
     assert (done.sessions, done.messages, done.grants) == (1, 1, 1)
+    assert done.response_cache_entries == 1  # the store's table, counted once
 
     after = await _all_rows(store)
-    secrets = [*texts, session_text, "Gossamer-Yak", "alice-chat", "run_alice_1"]
+    secrets = [*texts, session_text, "Gossamer-Yak", "alice-chat", "run_alice_1", "Tangerine-Owl"]
     for table, rows in after.items():
         for row in rows:
             for secret in secrets:
@@ -387,8 +408,23 @@ async def test_forget_user_leaves_nothing_of_the_user_in_any_table(
     assert (await get_memory(store, MemoryActor(BOB.principal), bob_note.id)).text
     assert (await get_memory(store, ADMIN, helper_bob.id)).text == "Bob's locker is 12"
     assert any("bob-chat" in r for r in after["sessions"])
+    assert [r for r in after["response_cache"] if "Is chess fun?" in r and BOB.user_id in r]
     with pytest.raises(RequestError):
         await forget_user(store, ALICE.principal, BOB.user_id)
+
+
+async def _echo(messages: Sequence[Message], settings: ModelSettings) -> Response:
+    return Response(
+        message=AssistantMessage(content=f"you asked: {messages[-1].content}"),
+        usage=Usage(input_tokens=1, output_tokens=1),
+        model="echo",
+        finish_reason="stop",
+    )
+
+
+async def _ask(model: ResponseCache, actor: MemoryActor, text: str) -> None:
+    call = Call(org_id=actor.principal.org_id, user_id=actor.user_id)
+    await model.request([UserMessage(content=text)], ModelSettings(temperature=0), call)
 
 
 async def test_concurrent_writers_of_one_key_leave_one_linear_history(

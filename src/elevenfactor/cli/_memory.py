@@ -45,6 +45,7 @@ from elevenfactor.memory import (
     recall,
     revoke,
 )
+from elevenfactor.models import open_response_cache
 from elevenfactor.store import Store
 
 __all__ = ["memory"]
@@ -209,16 +210,24 @@ def search_command(
 @handle_errors
 def forget_command(user: str, yes: bool, as_json: bool, as_user: str, config: Path | None) -> None:
     """Erase what memory holds of a user: its memories, those written on its behalf, its
-    sessions and messages and its space grants (admins only; recorded in the ledger).
+    sessions and messages, its space grants, the semantic cache's answers to its questions and
+    the response cache's answers to its calls (in the store, and in Redis when REDIS_URL is
+    set; admins only; recorded in the ledger).
 
     Example: elevenfactor memory forget --user alice --yes
     """
     if not yes:
         click.confirm(f"Permanently delete every memory and session of user {user!r}?", abort=True)
+    settings = settings_from(config)
 
     async def main(store: Store, principal: Principal) -> Forgotten:
         principal.require_admin("forgetting a user's memory")
-        return await forget_user(store, principal, await _user_id(store, principal, user))
+        uid = await _user_id(store, principal, user)
+        cache = open_response_cache(settings, store)
+        try:
+            return await forget_user(store, principal, uid, cache=cache)
+        finally:
+            await cache.aclose()
 
     done = run_as(config, as_user, main)
     if as_json:
@@ -227,7 +236,9 @@ def forget_command(user: str, yes: bool, as_json: bool, as_user: str, config: Pa
     console.print(
         f"forgot user {done.user_id}: {done.memories} memories of its own,"
         f" {done.derived_memories} written on its behalf, {done.sessions} sessions"
-        f" ({done.messages} messages), {done.grants} grants",
+        f" ({done.messages} messages), {done.grants} grants,"
+        f" {done.cache_entries} semantic cache entries,"
+        f" {done.response_cache_entries} response cache entries",
         highlight=False,
     )
 

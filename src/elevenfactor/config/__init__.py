@@ -1,6 +1,6 @@
 """Configuration: deployment settings from the environment and the project file."""
 
-from elevenfactor.config._cache import CacheConfig
+from elevenfactor.config._cache import CacheConfig, SemanticCacheConfig
 from elevenfactor.config._embeddings import EmbeddingModelConfig, EmbeddingsConfig
 from elevenfactor.config._limits import LimitsConfig, RateLimitConfig
 from elevenfactor.config._memory import MemoryConfig
@@ -49,6 +49,7 @@ __all__ = [
     "RouteConfig",
     "RouteRule",
     "RouteTarget",
+    "SemanticCacheConfig",
     "Settings",
     "default_project",
     "load_project",

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from elevenfactor.config._models import ProviderConfig, _Strict
 
-__all__ = ["LOCAL_PROVIDER", "EmbeddingModelConfig", "EmbeddingsConfig"]
+__all__ = ["LOCAL_PROVIDER", "EmbeddingModelConfig", "EmbeddingPriceConfig", "EmbeddingsConfig"]
 
 LOCAL_PROVIDER = "local"
 """The ``provider`` of the bundled all-MiniLM-L6-v2 (no ``providers:`` entry needed)."""
@@ -19,6 +20,15 @@ LOCAL_PROVIDER = "local"
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+class EmbeddingPriceConfig(_Strict):
+    """What an embedding model costs, in currency units (USD) per million input tokens and per
+    request (embeddings have no output tokens). A change is a new price version; old call
+    records keep theirs."""
+
+    input_per_mtok: float = Field(ge=0, description="Price per million input tokens.")
+    per_request: float = Field(default=0.0, ge=0, description="Fixed price of each request.")
 
 
 class EmbeddingModelConfig(_Strict):
@@ -30,7 +40,8 @@ class EmbeddingModelConfig(_Strict):
     embeddings:
       models:
         local: {provider: local}
-        small: {provider: openai, model: text-embedding-3-small, dimensions: 512}
+        small: {provider: openai, model: text-embedding-3-small, dimensions: 512,
+                price: {input_per_mtok: 0.02}}
     ```
     """
 
@@ -52,6 +63,22 @@ class EmbeddingModelConfig(_Strict):
         description="The vectors' size. Required for an upstream: every answer is checked"
         " against it. For `local` only 384 (or nothing).",
     )
+    runtime: Literal["auto", "numpy", "onnx"] = Field(
+        default="auto",
+        description="`local` only: what runs the model. `onnx`: onnxruntime (two to three"
+        " times as fast as numpy; the model file is built from the weights on first use and"
+        " cached under `$XDG_CACHE_HOME/elevenfactor/embeddings`); `numpy`: plain numpy;"
+        " `auto`: onnxruntime when it can be imported, else numpy. Both make the same vectors"
+        " (cosine 0.99999), so an index built with one is queried with the other.",
+    )
+    quantize: Literal["int8"] | None = Field(
+        default=None,
+        description="`local` only: `int8` runs the dense products in int8 on onnxruntime (about"
+        " twice as fast again on 200-token chunks, on CPUs with VNNI) at a cosine of about 0.99"
+        " to the float32 vectors. Other vectors, so another embedder name"
+        " (`local/all-MiniLM-L6-v2@int8`): an index built with one is rebuilt, not queried,"
+        " with the other. Unset: float32.",
+    )
     send_dimensions: bool = Field(
         default=True,
         description="Send `dimensions` with each upstream request (models that can shorten"
@@ -68,6 +95,12 @@ class EmbeddingModelConfig(_Strict):
     timeout: float = Field(
         default=60.0, gt=0, description="Seconds each upstream request may take."
     )
+    price: EmbeddingPriceConfig | None = Field(
+        default=None,
+        description="What `POST /v1/embeddings` calls of this model cost (budgets hold and"
+        " charge it; cost reports show it). Unset: free for `local`; unpriced for an upstream"
+        " (cost unknown: it counts 0 toward budgets and as `unpriced` in cost reports).",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> EmbeddingModelConfig:
@@ -76,7 +109,11 @@ class EmbeddingModelConfig(_Strict):
                 raise ValueError(f"the local embedder is {LOCAL_MODEL!r}; omit 'model'")
             if self.dimensions not in (None, 384):
                 raise ValueError("the local embedder has 384 dimensions; omit 'dimensions'")
+            if self.quantize is not None and self.runtime == "numpy":
+                raise ValueError("'quantize: int8' runs on onnxruntime: use runtime onnx or auto")
         else:
+            if self.runtime != "auto" or self.quantize is not None:
+                raise ValueError("'runtime' and 'quantize' are settings of the local embedder")
             if self.model is None:
                 raise ValueError("an upstream embedder needs 'model' (the model id)")
             if self.dimensions is None:

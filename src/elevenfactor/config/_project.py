@@ -178,6 +178,11 @@ class ProjectConfig(_Strict):
                 route.escalate_to not in targets or route.escalate_to == name
             ):
                 raise _RefError(f"routes.{name}.escalate_to", route.escalate_to, sorted(targets))
+            semantic = route.cache.semantic if route.cache is not None else None
+            embedder = semantic.embedder if semantic is not None else None
+            if embedder is not None and embedder not in self.embeddings.models:
+                key = f"routes.{name}.cache.semantic.embedder"
+                raise _RefError(key, embedder, sorted(self.embeddings.models))
         if self.routes and self.default_route not in targets:
             raise _RefError("default_route", self.default_route, sorted(targets))
         if (bad := self.limits.unknown_reference(self.models, self.routes)) is not None:

@@ -13,10 +13,14 @@ There is no stemming: ``index`` and ``indexes`` are different terms (the vector 
 search covers such variants).
 
 Scoring is Okapi BM25 with ``k1 = 1.2`` and ``b = 0.75`` and the non-negative idf of Lucene,
-``ln(1 + (N - df + 0.5) / (df + 0.5))``. A query's terms are deduplicated. Postings (term,
-chunk, tf), chunk lengths and document frequencies live in the index's tables; ``BM25_SQL``
-scores in SQL on both backends, with the idf of each query term computed here from its df.
-``bm25_scores`` is the same formula over texts in memory: the reference the tests hold the SQL to.
+``ln(1 + (N - df + 0.5) / (df + 0.5))``: a chunk's score is the sum over the query's terms of
+``idf * impact``, the impact (``impact``) depending only on the term's frequency in the chunk and
+the chunk's length. A query's terms are deduplicated. Postings (term, chunk, tf), chunk lengths
+and document frequencies live in the index's tables, and so do impact-ordered lists of them
+(``_index_bm25``, what queries read); ``bm25_sql`` scores the postings in SQL on both backends
+(for versions built before the lists), with the idf of each query term computed here from its
+df. ``bm25_scores`` is the same formula over texts in memory: the reference the tests hold both
+to.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Hashable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar, overload
+
+import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "K1",
@@ -37,6 +44,7 @@ __all__ = [
     "bm25_scores",
     "bm25_sql",
     "idf",
+    "impact",
     "query_terms",
     "term_frequencies",
 ]
@@ -80,6 +88,19 @@ def query_terms(text: str) -> list[str]:
 def idf(n_chunks: int, df: int) -> float:
     """Inverse document frequency of a term in ``df`` of ``n_chunks`` chunks (never negative)."""
     return math.log(1.0 + (n_chunks - df + 0.5) / (df + 0.5))
+
+
+@overload
+def impact(tf: float, length: float, avgdl: float) -> float: ...
+@overload
+def impact(
+    tf: NDArray[np.float64], length: NDArray[np.float64], avgdl: float
+) -> NDArray[np.float64]: ...
+def impact(tf: Any, length: Any, avgdl: float) -> Any:
+    """The part of a term's BM25 contribution to a chunk that does not depend on the query:
+    ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))`` (of numbers or numpy arrays,
+    computed in the same order either way, so the results are equal)."""
+    return tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / avgdl))
 
 
 def bm25_sql(ns: str, n_terms: int, filters_sql: str, float_cast: str) -> str:

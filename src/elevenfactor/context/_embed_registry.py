@@ -58,7 +58,7 @@ class EmbedderRegistry:
         self._config = config
         self._providers = dict(providers)
         self._built: dict[str, MeteredEmbedder] = {}
-        self._local: LocalEmbedder | None = None
+        self._local: dict[tuple[str, str | None], LocalEmbedder] = {}
 
     @property
     def default(self) -> str:
@@ -85,9 +85,14 @@ class EmbedderRegistry:
                 hint="use one of: " + ", ".join(self.names) + " (embeddings.models)",
             )
         if config.provider == LOCAL_PROVIDER:
-            if self._local is None:  # one local embedder for every name that uses it
-                self._local = LocalEmbedder()
-            embedder = self._local
+            # One local embedder for every name with the same settings.
+            settings = (config.runtime, config.quantize)
+            local = self._local.get(settings)
+            if local is None:
+                local = self._local[settings] = LocalEmbedder(
+                    runtime=config.runtime, quantize=config.quantize
+                )
+            embedder = local
         else:
             embedder = OpenAIEmbedder(f"embeddings.{key}", config, self._providers[config.provider])
         self._built[key] = embedder
@@ -97,7 +102,7 @@ class EmbedderRegistry:
         """Close every embedder built so far."""
         built = {id(e): e for e in self._built.values()}
         self._built.clear()
-        self._local = None
+        self._local.clear()
         for embedder in built.values():
             await embedder.aclose()
 

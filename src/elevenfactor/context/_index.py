@@ -29,6 +29,7 @@ __all__ = [
     "get_index",
     "list_indexes",
     "publish_version",
+    "set_bm25_format",
     "start_version",
 ]
 
@@ -39,7 +40,7 @@ _INDEX_COLS = (
 )
 _VERSION_COLS = (
     "version, status, embedder, dim, settings, documents, chunks, embedded, reused,"
-    " total_terms, skipped, error, started_at, finished_at"
+    " total_terms, skipped, error, started_at, finished_at, bm25_format"
 )
 
 
@@ -63,6 +64,9 @@ class IndexVersion:
     error: str | None = None
     started_at: float = 0.0
     finished_at: float | None = None
+    bm25_format: int = 0
+    """0: BM25 scores the version's postings in SQL; 1: it has impact-ordered lists
+    (``_index_bm25``, migration ``m016_bm25_impacts``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The version for machines."""
@@ -80,6 +84,7 @@ class IndexVersion:
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "bm25_format": self.bm25_format,
         }
 
 
@@ -171,6 +176,7 @@ def _version(row: Row) -> IndexVersion:
         error=row[11],
         started_at=float(row[12]),
         finished_at=None if row[13] is None else float(row[13]),
+        bm25_format=int(row[14]),
     )
 
 
@@ -294,8 +300,8 @@ async def publish_version(
     async with store.transaction() as tx:
         await tx.execute(
             "UPDATE retrieval_versions SET status = 'ready', documents = ?, chunks = ?,"
-            " embedded = ?, reused = ?, total_terms = ?, skipped = ?, finished_at = ?"
-            " WHERE index_id = ? AND version = ?",
+            " embedded = ?, reused = ?, total_terms = ?, skipped = ?, finished_at = ?,"
+            " bm25_format = ? WHERE index_id = ? AND version = ?",
             (
                 counts["documents"],
                 counts["chunks"],
@@ -304,6 +310,7 @@ async def publish_version(
                 counts["total_terms"],
                 json.dumps(skipped),
                 now,
+                counts.get("bm25_format", 0),
                 index.id,
                 version,
             ),
@@ -319,6 +326,14 @@ async def publish_version(
             " settings = ?, updated_at = ? WHERE id = ? AND org_id = ?",
             (version, row[0], row[1], row[2], now, index.id, index.org_id),
         )
+
+
+async def set_bm25_format(db: Executor, index_id: str, version: int, bm25_format: int) -> None:
+    """Record that a version's BM25 data now has the layout ``bm25_format``."""
+    await db.execute(
+        "UPDATE retrieval_versions SET bm25_format = ? WHERE index_id = ? AND version = ?",
+        (bm25_format, index_id, version),
+    )
 
 
 async def delete_index_row(store: Store, index: IndexInfo) -> None:

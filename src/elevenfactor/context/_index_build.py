@@ -13,7 +13,8 @@
    active) in one transaction of the registry; versions beyond ``keep_versions`` are deleted.
 
 Until step 4 queries keep using the active version. If nothing changed since the active
-version, no version is made.
+version, no version is made; if the active version was built before BM25 lists existed
+(``bm25_format`` 0), its lists are added to it in place (nothing is re-embedded).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from elevenfactor.context._index import (
     find_index,
     get_index,
     publish_version,
+    set_bm25_format,
     set_status,
     start_version,
 )
+from elevenfactor.context._index_lists import LISTS_FORMAT
 from elevenfactor.context._ingest import PARSER_VERSION, Document, scan
 from elevenfactor.context._retrieve import Retrieval
 from elevenfactor.errors import ContextError, DocumentError
@@ -202,6 +205,9 @@ async def build_index(
         )
         building = None
     if building is None and copyable and prev_docs == current:
+        if active is not None and active.bm25_format < LISTS_FORMAT:  # built before m016
+            new_format = await backend.build_bm25(info.id, active.version)
+            await set_bm25_format(store, info.id, active.version, new_format)
         report.documents = len(docs)
         report.chunks = active.chunks if active else 0
         report.seconds = time.perf_counter() - started

@@ -1,10 +1,11 @@
 """The embedded retrieval backend: files in a folder, no server.
 
 Each index is a folder ``<root>/<index id>/``; each version of it two files: ``v<N>.db``, a
-SQLite database with the version's documents, chunks (vectors as float32 blobs) and BM25
-postings, and ``v<N>.usearch``, an HNSW index (cosine) over its vectors, written once when the
-version is finalised (to a temporary name, then renamed) and memory-mapped read-only for
-queries, so a query touches only the pages it visits and many processes share them.
+SQLite database with the version's documents, chunks (vectors as float32 blobs), BM25
+postings and lists (``_index_bm25``), and ``v<N>.usearch``, an HNSW index (cosine) over its
+vectors, written once when the version is finalised (to a temporary name, then renamed) and
+memory-mapped read-only for queries, so a query touches only the pages it visits and many
+processes share them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from elevenfactor.context._embed_onnx import prepare_cxx_runtime
 from elevenfactor.context._index_sql import Scored, SqlBackend, filter_sql, safe_id
 from elevenfactor.errors import ContextError
 from elevenfactor.store import Store, open_store
@@ -47,6 +49,13 @@ _DDL = (
     " tf INTEGER NOT NULL, PRIMARY KEY (term, chunk)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID",
 )
+_LISTS = (
+    "CREATE TABLE IF NOT EXISTS {ns}.bm25_chunks (ord INTEGER PRIMARY KEY,"
+    " key INTEGER NOT NULL UNIQUE, org_id TEXT NOT NULL, length INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {ns}.bm25_lists (term TEXT PRIMARY KEY, df INTEGER NOT NULL,"
+    " postings BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {ns}.bm25_meta (keys BLOB NOT NULL, orgs TEXT NOT NULL)",
+)
 _COPY = (
     "INSERT INTO main.docs SELECT * FROM src.docs WHERE path IN ({marks})",
     "INSERT INTO main.doc_meta SELECT * FROM src.doc_meta WHERE path IN ({marks})",
@@ -60,8 +69,10 @@ class EmbeddedBackend(SqlBackend):
     """Indexes as SQLite + usearch files under ``root``."""
 
     kind = "embedded"
+    lists_ddl = _LISTS
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
         self.location = str(root)
         self._stores: dict[tuple[str, int], Store] = {}
@@ -128,6 +139,7 @@ class EmbeddedBackend(SqlBackend):
         return copied
 
     async def _build_ann(self, index_id: str, version: int, dim: int) -> None:
+        prepare_cxx_runtime()  # before usearch, or onnxruntime cannot load
         from usearch.index import Index
 
         db = await self._db(index_id, version)
@@ -156,6 +168,7 @@ class EmbeddedBackend(SqlBackend):
         key = (index_id, version)
         view = self._views.get(key)
         if view is None:
+            prepare_cxx_runtime()  # before usearch, or onnxruntime cannot load
             from usearch.index import Index
 
             _, ann_path = self._paths(index_id, version)
@@ -228,6 +241,7 @@ class EmbeddedBackend(SqlBackend):
             await self._stores.pop(key).close()
         for key in [k for k in self._views if k[0] == index_id and version in (None, k[1])]:
             del self._views[key]
+        self._cache.forget(index_id, version)
 
     async def drop_version(self, index_id: str, version: int) -> None:
         await self._forget(index_id, version)
@@ -251,3 +265,4 @@ class EmbeddedBackend(SqlBackend):
             await store.close()
         self._stores.clear()
         self._views.clear()
+        self._cache.clear()

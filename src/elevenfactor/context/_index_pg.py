@@ -7,21 +7,25 @@ row by row. Deleting a version drops its schema.
 
 pgvector 0.6 filters the HNSW candidates after the scan, so a filtered search over many chunks
 raises ``hnsw.ef_search`` with the number of candidates it needs; a filtered search over few
-chunks (``EXACT_LIMIT``) scans them exactly.
+chunks (``EXACT_LIMIT``) scans them exactly. BM25 reads the version's lists (``_index_bm25``)
+in binary.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 
 from elevenfactor.config import mask_url
+from elevenfactor.context._index_bm25 import Fetch
 from elevenfactor.context._index_pg_copy import copy_binary
 from elevenfactor.context._index_sql import COLUMNS, Scored, SqlBackend, filter_sql, safe_id
 from elevenfactor.errors import ContextError
-from elevenfactor.store import Executor, Store, open_store
+from elevenfactor.store import Executor, Row, Store, open_store
+from elevenfactor.store._postgres import translate
 
 __all__ = ["PgVectorBackend"]
 
@@ -47,10 +51,23 @@ _TABLES = (
     " tf INTEGER NOT NULL, PRIMARY KEY (term, chunk))",
     "CREATE TABLE IF NOT EXISTS {ns}.terms (term TEXT PRIMARY KEY, df INTEGER NOT NULL)",
 )
+_LISTS = (
+    "CREATE TABLE IF NOT EXISTS {ns}.bm25_chunks (ord INTEGER PRIMARY KEY,"
+    " key BIGINT NOT NULL UNIQUE, org_id TEXT NOT NULL, length INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {ns}.bm25_lists (term TEXT PRIMARY KEY, df INTEGER NOT NULL,"
+    " postings BYTEA NOT NULL)",
+    # Stored uncompressed: ``substr`` of a pruned query then reads only the TOAST chunks of
+    # the prefix it takes (and the lists, impacts in float32, do not compress anyway).
+    "ALTER TABLE {ns}.bm25_lists ALTER COLUMN postings SET STORAGE EXTERNAL",
+    "CREATE TABLE IF NOT EXISTS {ns}.bm25_meta (keys BYTEA NOT NULL, orgs TEXT NOT NULL)",
+)
 _TYPES = {
     "doc_meta": ("text", "text", "text"),
     "chunks": ("int8", "text", "text", "text", "int4", "text", "text", "int4", "text", "vector"),
     "postings": ("text", "int8", "int4"),
+    "bm25_chunks": ("int4", "int8", "text", "int4"),
+    "bm25_lists": ("text", "int4", "bytea"),
+    "bm25_meta": ("bytea", "text"),
 }
 """The type of each column ``_insert`` writes (``COPY`` in binary)."""
 _COPY = (
@@ -67,11 +84,16 @@ class PgVectorBackend(SqlBackend):
 
     kind = "pgvector"
     float_cast = "DOUBLE PRECISION"
+    array_params = True
+    lists_ddl = _LISTS
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.location = mask_url(url)
         self._store: Store | None = None
+        self._ef: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        """``hnsw.ef_search`` as last set on each connection of the pool."""
 
     async def _open(self) -> Store:
         if self._store is None:
@@ -149,6 +171,24 @@ class PgVectorBackend(SqlBackend):
         conn = cast(Any, tx).conn  # the transaction's psycopg connection (PostgresStore)
         await copy_binary(conn, f"{ns}.{table}", COLUMNS[table], _TYPES[table], rows)
 
+    def _lists_fetch(self) -> Fetch | None:
+        return self._fetch_binary
+
+    async def _fetch_binary(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """Rows in binary: a list of postings arrives as its bytes, not as hex to decode."""
+        store = cast(Any, await self._open())  # a PostgresStore: its pool
+        async with store.pool.connection() as conn, conn.cursor(binary=True) as cur:
+            await cur.execute(translate(sql), params)
+            rows: list[Row] = await cur.fetchall()
+        return rows
+
+    async def build_bm25(self, index_id: str, version: int) -> int:
+        out = await super().build_bm25(index_id, version)
+        db = await self._open()
+        for table in ("bm25_chunks", "bm25_lists"):
+            await db.execute(f"ANALYZE {self._ns(index_id, version)}.{table}")
+        return out
+
     async def _build_ann(self, index_id: str, version: int, dim: int) -> None:
         db = await self._open()
         ns = self._ns(index_id, version)
@@ -183,15 +223,21 @@ class PgVectorBackend(SqlBackend):
             else ("c.embedding <=> CAST(? AS vector)")
         )
         q = self._literal(vector)
-        async with db.transaction() as tx:
+        sql = (
+            f"SELECT c.key, 1 - (c.embedding <=> CAST(? AS vector)) FROM {ns}.chunks c"
+            f" WHERE c.org_id = ?{where} ORDER BY {order} LIMIT ?"
+        )
+        async with cast(Any, db).pool.connection() as conn:  # a PostgresStore: its pool
             if not exact:
+                # Set for the connection's session, once per value: a transaction to ``SET
+                # LOCAL`` it would cost three more round trips per query (the connections
+                # of this pool serve only this backend, whose every HNSW search sets it).
                 ef = min(1000, max(EF_SEARCH, count))
-                await tx.execute(f"SET LOCAL hnsw.ef_search = {ef}")
-            rows = await tx.fetchall(
-                f"SELECT c.key, 1 - (c.embedding <=> CAST(? AS vector)) FROM {ns}.chunks c"
-                f" WHERE c.org_id = ?{where} ORDER BY {order} LIMIT ?",
-                [q, org_id, *params, q, count],
-            )
+                if self._ef.get(conn) != ef:
+                    await conn.execute(f"SET hnsw.ef_search = {ef}")
+                    self._ef[conn] = ef
+            cur = await conn.execute(translate(sql), [q, org_id, *params, q, count])
+            rows = await cur.fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     async def _ann(
@@ -217,10 +263,12 @@ class PgVectorBackend(SqlBackend):
         return await self._search(index_id, version, org_id, vector, count, filters, exact=True)
 
     async def drop_version(self, index_id: str, version: int) -> None:
+        self._cache.forget(index_id, version)
         db = await self._open()
         await db.execute(f"DROP SCHEMA IF EXISTS {self._ns(index_id, version)} CASCADE")
 
     async def drop_index(self, index_id: str) -> None:
+        self._cache.forget(index_id)
         db = await self._open()
         prefix = f"ef_rv_{safe_id(index_id)}_v"
         rows = await db.fetchall(
@@ -231,6 +279,7 @@ class PgVectorBackend(SqlBackend):
             await db.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
     async def close(self) -> None:
+        self._cache.clear()
         if self._store is not None:
             await self._store.close()
             self._store = None

@@ -37,6 +37,11 @@ def _int4(value: Any) -> bytes:
     return _INT4(4, int(value))
 
 
+def _bytea(value: Any) -> bytes:
+    data = bytes(value)
+    return _LEN(len(data)) + data
+
+
 def _vector(value: Any) -> bytes:
     array = np.asarray(value, dtype=">f4")
     return _VEC(4 + 4 * len(array), len(array), 0) + array.tobytes()
@@ -46,6 +51,7 @@ _ENCODERS: dict[str, Callable[[Any], bytes]] = {
     "text": _text,
     "int8": _int8,
     "int4": _int4,
+    "bytea": _bytea,
     "vector": _vector,
 }
 

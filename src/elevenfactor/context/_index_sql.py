@@ -10,7 +10,10 @@ backend, its own schema in PostgreSQL) holding:
 - ``chunks``: the chunks (key, stable id, organisation, document, position, heading path,
   text, BM25 length, hash of the embedded text, vector);
 - ``postings``: ``(term, chunk, tf)``, and ``terms``: ``(term, df)`` filled in when the
-  version is finalised.
+  version is finalised;
+- ``bm25_chunks`` and ``bm25_lists``: the postings as impact-ordered lists, what BM25 queries
+  read (``_index_bm25``), also written when the version is finalised. A version written before
+  them (``bm25_format`` 0 in the registry) is scored from ``postings`` by ``bm25_sql``.
 
 Subclasses say where a version's tables are (``_db``, ``_ns``), how a vector is stored, and
 how the approximate-nearest-neighbour search runs.
@@ -18,19 +21,26 @@ how the approximate-nearest-neighbour search runs.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from elevenfactor.context._bm25 import bm25_sql, idf, query_terms, term_frequencies
+from elevenfactor.context._bm25 import query_terms
 from elevenfactor.context._chunk import Chunk
 from elevenfactor.context._embedder import Embedding
+from elevenfactor.context._index_bm25 import (
+    Fetch,
+    Reader,
+    in_list,
+    lists_search,
+    postings_search,
+)
+from elevenfactor.context._index_lists import LISTS_FORMAT, VersionCache, build_lists
+from elevenfactor.context._index_rows import ChunkRow, chunk_row, document_rows, filter_sql
 from elevenfactor.context._ingest import Document
 from elevenfactor.store import Executor, Store
 
@@ -54,19 +64,6 @@ def safe_id(index_id: str) -> str:
     return index_id
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkRow:
-    """A chunk as read back for a hit."""
-
-    key: int
-    chunk_id: str
-    document: str
-    position: int
-    heading_path: tuple[str, ...]
-    text: str
-    metadata: dict[str, Any]
-
-
 COLUMNS = {
     "doc_meta": ("path", "name", "value"),
     "chunks": (
@@ -74,34 +71,11 @@ COLUMNS = {
         "embed_hash", "embedding",
     ),
     "postings": ("term", "chunk", "tf"),
+    "bm25_chunks": ("ord", "key", "org_id", "length"),
+    "bm25_lists": ("term", "df", "postings"),
+    "bm25_meta": ("keys", "orgs"),
 }  # fmt: skip
 """The columns written by ``_insert``, in order."""
-
-
-def filter_sql(ns: str, filters: Mapping[str, str]) -> tuple[str, list[Any]]:
-    """``AND ...`` clauses on chunks ``c`` for metadata filters: ``path`` is a prefix of the
-    document's path; any other key matches a metadata value (or an item of a list value)."""
-    sql = ""
-    params: list[Any] = []
-    for key, value in sorted(filters.items()):
-        if key == "path":
-            sql += " AND substr(c.doc_path, 1, ?) = ?"
-            params += [len(value), value]
-        else:
-            sql += (
-                f" AND c.doc_path IN (SELECT m.path FROM {ns}.doc_meta m"
-                " WHERE m.name = ? AND m.value = ?)"
-            )
-            params += [key, value]
-    return sql, params
-
-
-def _meta_rows(doc: Document) -> list[tuple[str, str, str]]:
-    rows: set[tuple[str, str, str]] = set()
-    for name, value in doc.metadata.items():
-        for item in value if isinstance(value, list) else [value]:
-            rows.add((doc.path, name, str(item)))
-    return sorted(rows)
 
 
 class SqlBackend(ABC):
@@ -111,8 +85,16 @@ class SqlBackend(ABC):
     float_cast: ClassVar[str] = "REAL"
     vec_sql: ClassVar[str] = "?"
     """How a vector parameter appears in SQL."""
+    array_params: ClassVar[bool] = False
+    """Whether ``= ANY(?)`` takes a list parameter (PostgreSQL) instead of ``IN (?, ...)``."""
+    lists_ddl: ClassVar[tuple[str, ...]] = ()
+    """The statements creating ``{ns}.bm25_chunks`` and ``{ns}.bm25_lists`` if they do not
+    exist."""
 
     location: str
+
+    def __init__(self) -> None:
+        self._cache = VersionCache()
 
     @abstractmethod
     async def _db(self, index_id: str, version: int) -> Store:
@@ -256,35 +238,13 @@ class SqlBackend(ABC):
                 if doc.path in present:
                     continue
                 present.add(doc.path)  # a path twice in ``items``: the first one
-                docs.append(
-                    (
-                        doc.path,
-                        doc.content_hash,
-                        doc.title,
-                        json.dumps(doc.metadata, sort_keys=True),
-                        doc.size,
-                        len(chunks),
-                        org_id,
-                    )
+                doc_row, doc_meta, chunk_rows, doc_postings = document_rows(
+                    doc, chunks, vectors, org_id, self._vec_param
                 )
-                meta += _meta_rows(doc)
-                for chunk, vector in zip(chunks, vectors, strict=True):
-                    tf, length = term_frequencies(chunk.embed_text)
-                    rows.append(
-                        (
-                            chunk.key,
-                            chunk.id,
-                            org_id,
-                            doc.path,
-                            chunk.position,
-                            json.dumps(list(chunk.heading_path)),
-                            chunk.text,
-                            length,
-                            chunk.embed_hash,
-                            self._vec_param(vector),
-                        )
-                    )
-                    postings += [(t, chunk.key, n) for t, n in tf.items()]
+                docs.append(doc_row)
+                meta += doc_meta
+                rows += chunk_rows
+                postings += doc_postings
             if not docs:
                 return []
             await tx.executemany(
@@ -309,8 +269,9 @@ class SqlBackend(ABC):
         )
 
     async def finalize(self, index_id: str, version: int, dim: int) -> dict[str, int]:
-        """Compute document frequencies and build the vector index; return the version's
-        counts (documents, chunks, total_terms). Safe to run again."""
+        """Compute document frequencies and the BM25 lists, and build the vector index; return
+        the version's counts (documents, chunks, total_terms) and its ``bm25_format``. Safe to
+        run again."""
         db = await self._db(index_id, version)
         ns = self._ns(index_id, version)
         async with db.transaction() as tx:
@@ -321,12 +282,24 @@ class SqlBackend(ABC):
             )
         row = await db.fetchone(f"SELECT COUNT(*), COALESCE(SUM(length), 0) FROM {ns}.chunks")
         docs = await db.fetchone(f"SELECT COUNT(*) FROM {ns}.docs")
+        await self.build_bm25(index_id, version)
         await self._build_ann(index_id, version, dim)
         return {
             "documents": int(docs[0]) if docs else 0,
             "chunks": int(row[0]) if row else 0,
             "total_terms": int(row[1]) if row else 0,
+            "bm25_format": LISTS_FORMAT,
         }
+
+    async def build_bm25(self, index_id: str, version: int) -> int:
+        """(Re)build a finalised version's BM25 lists from its postings, in one transaction
+        (queries of a version already active keep scoring its postings until the registry says
+        it has lists); return its new ``bm25_format``."""
+        db = await self._db(index_id, version)
+        async with db.transaction() as tx:
+            await build_lists(self, tx, self._ns(index_id, version))
+        self._cache.forget(index_id, version)
+        return LISTS_FORMAT
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -372,26 +345,36 @@ class SqlBackend(ABC):
         *,
         total: int,
         total_terms: int,
+        lists: bool = True,
     ) -> Scored:
-        """Top ``n`` ``(key, BM25)`` of the organisation's chunks matching ``filters``."""
+        """Top ``n`` ``(key, BM25)`` of the organisation's chunks matching ``filters``.
+
+        ``lists``: the version has BM25 lists (``bm25_format`` 1), read as ``_index_bm25``
+        says; else its postings are scored in SQL (``bm25_sql``), exactly and slowly."""
         terms = query_terms(query)[:MAX_QUERY_TERMS]
         if not terms or total == 0:
             return []
         db = await self._db(index_id, version)
         ns = self._ns(index_id, version)
-        marks = ", ".join("?" * len(terms))
-        rows = await db.fetchall(f"SELECT term, df FROM {ns}.terms WHERE term IN ({marks})", terms)
-        df = {r[0]: int(r[1]) for r in rows}
-        if not df:
-            return []
         where, params = filter_sql(ns, filters)
-        sql = bm25_sql(ns, len(df), where, self.float_cast)
-        args: list[Any] = []
-        for term, count in df.items():
-            args += [term, idf(total, count)]
-        args += [total_terms / total, org_id, *params, n]
-        found = await db.fetchall(sql, args)
-        return [(int(r[0]), float(r[1])) for r in found]
+        if lists:
+            reader = Reader(
+                db, ns, self._lists_fetch() or db.fetchall, self.array_params, self._cache,
+                (index_id, version),
+            )  # fmt: skip
+            meta = None if filters else await self._cache.meta(index_id, version, db, ns)
+            return await lists_search(
+                reader, org_id, terms, n, where, params, total=total,
+                avgdl=total_terms / total, meta=meta,
+            )  # fmt: skip
+        return await postings_search(
+            db, ns, org_id, terms, n, where, params, total=total,
+            avgdl=total_terms / total, float_cast=self.float_cast,
+        )  # fmt: skip
+
+    def _lists_fetch(self) -> Fetch | None:
+        """How ``lists_search`` reads the lists (None: the version's ``fetchall``)."""
+        return None
 
     async def fetch_chunks(
         self, index_id: str, version: int, org_id: str, keys: Sequence[int]
@@ -401,22 +384,11 @@ class SqlBackend(ABC):
             return {}
         db = await self._db(index_id, version)
         ns = self._ns(index_id, version)
-        marks = ", ".join("?" * len(keys))
+        keys_in, args = in_list("c.key", keys, "BIGINT", self.array_params)
         rows = await db.fetchall(
             "SELECT c.key, c.chunk_id, c.doc_path, c.position, c.heading_path, c.text,"
             f" d.metadata FROM {ns}.chunks c JOIN {ns}.docs d ON d.path = c.doc_path"
-            f" WHERE c.org_id = ? AND c.key IN ({marks})",
-            [org_id, *keys],
+            f" WHERE c.org_id = ? AND {keys_in}",
+            [org_id, *args],
         )
-        return {
-            int(r[0]): ChunkRow(
-                int(r[0]),
-                r[1],
-                r[2],
-                int(r[3]),
-                tuple(json.loads(r[4])),
-                r[5],
-                json.loads(r[6]),
-            )
-            for r in rows
-        }
+        return {int(r[0]): chunk_row(r) for r in rows}

@@ -4,12 +4,13 @@
 plain data). It reads the index's active version from the registry (so it sees the last
 complete version, never one being built), embeds the query with the index's own embedder (any
 other is ``EmbedderMismatch``), runs the BM25 and vector searches on the organisation's chunks
-only, and fuses the two ranked lists with RRF: ``score = sum(1 / (60 + rank))`` over the lists
-a chunk appears in.
+only (BM25 while the query is embedded), and fuses the two ranked lists with RRF: ``score =
+sum(1 / (60 + rank))`` over the lists a chunk appears in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 
 from elevenfactor.context._embedder import Embedder
 from elevenfactor.context._index import IndexInfo, IndexVersion, get_index
+from elevenfactor.context._index_lists import LISTS_FORMAT
 from elevenfactor.context._index_sql import SqlBackend
 from elevenfactor.errors import ContextError, EmbedderMismatch, IndexNotFound
 from elevenfactor.store import Store
@@ -246,25 +248,31 @@ async def search(
             hint="set ELEVENFACTOR_RETRIEVAL_URL to where the index lives, or rebuild it",
         )
     n = k if mode != "hybrid" else max(k, CANDIDATES)
-    common = {"total": version.chunks}
+    model = _query_embedder(retrieval, info, version, embedder) if mode != "bm25" else None
+
+    async def by_bm25() -> list[tuple[int, float]]:
+        if mode == "vector":
+            return []
+        return await backend.bm25_search(
+            info.id, version.version, org_id, query, n, wanted, total=version.chunks,
+            total_terms=version.total_terms, lists=version.bm25_format >= LISTS_FORMAT,
+        )  # fmt: skip
+
     vec: list[tuple[int, float]] = []
-    lex: list[tuple[int, float]] = []
-    if mode in ("hybrid", "vector"):
-        model = _query_embedder(retrieval, info, version, embedder)
-        vector = np.asarray((await model.embed([query]))[0], dtype=np.float32)
+    lex_task = asyncio.ensure_future(by_bm25())
+    if model is not None:
+        # BM25 runs while the query is embedded (a remote model's wait), but not beside the
+        # vector search: on a small machine the two slow each other more than they overlap.
+        try:
+            vector = np.asarray((await model.embed([query]))[0], dtype=np.float32)
+        except BaseException:
+            lex_task.cancel()
+            await asyncio.gather(lex_task, return_exceptions=True)
+            raise
+    lex = await lex_task
+    if model is not None:
         vec = await backend.vector_search(
-            info.id, version.version, org_id, vector, n, wanted, **common
-        )
-    if mode in ("hybrid", "bm25"):
-        lex = await backend.bm25_search(
-            info.id,
-            version.version,
-            org_id,
-            query,
-            n,
-            wanted,
-            total_terms=version.total_terms,
-            **common,
+            info.id, version.version, org_id, vector, n, wanted, total=version.chunks
         )
     vec_rank = {key: (i, s) for i, (key, s) in enumerate(vec, start=1)}
     lex_rank = {key: (i, s) for i, (key, s) in enumerate(lex, start=1)}

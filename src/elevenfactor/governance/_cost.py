@@ -47,8 +47,10 @@ DIMENSIONS = (
     "provider",
     "tag",
     "status",
+    "kind",
 )
-"""What spend can be grouped and filtered by (``model`` is the deployment)."""
+"""What spend can be grouped and filtered by (``model`` is the deployment; ``kind`` is
+``chat`` or ``embedding``)."""
 BUCKETS = ("hour", "day", "week", "month")
 """Time buckets (UTC; a week starts on Monday)."""
 
@@ -74,6 +76,7 @@ _DIMS: dict[str, _Dim] = {
     "provider": _Dim("c.provider"),
     "tag": _Dim("c.tags"),
     "status": _Dim("c.status"),
+    "kind": _Dim("COALESCE(c.kind, 'chat')"),
 }  # fmt: skip
 
 _UTC = "(to_timestamp(c.created_at) AT TIME ZONE 'UTC')"

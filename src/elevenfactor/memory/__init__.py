@@ -4,8 +4,8 @@
 Every function takes the store, who acts and its arguments; ownership and grants are checked
 in the SQL that reads and writes the rows.
 
-- Sessions: ``load_session``, ``append_messages``, ``set_state``, ``list_sessions``,
-  ``delete_session``.
+- Sessions: ``load_session``, ``load_or_new``, ``append_messages``, ``set_state``,
+  ``list_sessions``, ``delete_session``.
 - Long-term memory: ``remember`` (a contradicting memory is superseded and kept as history),
   ``recall``, ``list_memories``, ``get_memory``, ``history``, ``forget``, ``forget_user``,
   ``purge_expired``; scopes (``Scope``) and who acts (``MemoryActor``).
@@ -42,6 +42,7 @@ from elevenfactor.memory._sessions import (
     append_messages,
     delete_session,
     list_sessions,
+    load_or_new,
     load_session,
     set_state,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "list_grants",
     "list_memories",
     "list_sessions",
+    "load_or_new",
     "load_session",
     "parse_facts",
     "purge_expired",

@@ -5,7 +5,9 @@ created it: a member sees only its own sessions, an admin its organisation's. Ow
 of every query (``WHERE org_id = ? AND (user_id = ? OR <admin>)``); another user's session is
 ``NotFound``, as if absent. An append takes its sequence numbers by raising the session's
 ``next_seq`` in the same transaction as the insert, so appends from any number of processes
-never interleave within one call or lose a message.
+never interleave within one call or lose a message. A caller that read the session and appends
+what it made of it (a chat completion continuing a session) passes ``expect_seq``: the append
+then fails with 409 ``session_conflict`` instead of landing after messages it never saw.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "append_messages",
     "delete_session",
     "list_sessions",
+    "load_or_new",
     "load_session",
     "set_state",
 ]
@@ -155,6 +158,32 @@ async def load_session(
     )
 
 
+async def load_or_new(
+    store: Executor, principal: Principal, session_id: str, limit: int | None = None
+) -> Session:
+    """``load_session`` for a caller about to continue the session: an empty new one (owned by
+    ``principal``) when no session of the organisation has that id; one held by another user is
+    ``NotFound`` (404 ``session_not_found``, as if absent), refused before any work is done."""
+    found = await load_session(store, principal, session_id, limit, missing_ok=True)
+    if found.info.created_at == 0.0:  # none of the caller's: is the id another user's?
+        taken = await store.fetchone(
+            "SELECT 1 FROM sessions WHERE org_id = ? AND id = ?", (principal.org_id, session_id)
+        )
+        if taken is not None:
+            raise _not_found(session_id)
+    return found
+
+
+def _conflict(session_id: str) -> RequestError:
+    return RequestError(
+        f"session {session_id!r} changed while this request ran (another request appended to it)",
+        code="session_conflict",
+        param="session_id",
+        status=409,
+        hint="send the turn again: it will see the other request's messages",
+    )
+
+
 def _encode(messages: Sequence[Message | Mapping[str, Any]]) -> list[bytes]:
     out = []
     for i, message in enumerate(messages):
@@ -184,9 +213,13 @@ async def append_messages(
     session_id: str,
     messages: Sequence[Message | Mapping[str, Any]],
     run_id: str | None = None,
+    *,
+    expect_seq: int | None = None,
 ) -> list[int]:
     """Append ``messages`` to the session (created, owned by ``principal``, on first use); the
-    sequence numbers they got, consecutive. ``NotFound`` for another user's session."""
+    sequence numbers they got, consecutive. ``NotFound`` for another user's session. With
+    ``expect_seq`` (the ``SessionInfo.messages`` the caller read) the append happens only if no
+    message was added since: otherwise nothing is written and it is a 409 ``session_conflict``."""
     check_id(session_id, "session_id")
     if run_id is not None:
         check_id(run_id, "run_id")
@@ -195,12 +228,15 @@ async def append_messages(
     cond, params = _owner_sql(principal)
     async with store.transaction() as tx:
         await _create(tx, principal, session_id, now)
+        expected = "" if expect_seq is None else " AND next_seq = ?"
         row = await tx.fetchone(
             f"UPDATE sessions SET next_seq = next_seq + ?, updated_at = ? WHERE id = ? AND {cond}"
-            " RETURNING next_seq",
-            (len(encoded), now, session_id, *params),
+            f"{expected} RETURNING next_seq",
+            (len(encoded), now, session_id, *params, *([] if expect_seq is None else [expect_seq])),
         )
         if row is None:
+            if expect_seq is not None and await _fetch(tx, principal, session_id) is not None:
+                raise _conflict(session_id)
             raise _not_found(session_id)
         first = int(row[0]) - len(encoded)
         seqs = list(range(first, first + len(encoded)))

@@ -45,6 +45,8 @@ from elevenfactor.models._ratelimit import DeploymentLimiter, estimate_tokens
 from elevenfactor.models._registry import ModelRegistry, Resolved, wrap_deployment
 from elevenfactor.models._retry import Retry
 from elevenfactor.models._routing import Escalate, Validator, prompt_tokens
+from elevenfactor.models._semantic_cache import SemanticCache, semantic_namespace
+from elevenfactor.models._semantic_index import SemanticIndex, purge_semantic_expired
 from elevenfactor.models.providers.testing import FunctionModel, ScriptedModel
 
 __all__ = [
@@ -77,6 +79,8 @@ __all__ = [
     "ResponseFormat",
     "Retry",
     "ScriptedModel",
+    "SemanticCache",
+    "SemanticIndex",
     "StoreCache",
     "StreamChunk",
     "SystemMessage",
@@ -99,5 +103,7 @@ __all__ = [
     "priority_of",
     "prompt_tokens",
     "purge_expired",
+    "purge_semantic_expired",
+    "semantic_namespace",
     "wrap_deployment",
 ]

@@ -8,10 +8,13 @@ deployments: provider, model id and params) and the prompt version of the settin
 A request is looked up and stored when it asks (``settings.cache`` is a ``CacheRequest``), or
 when the route has a ``cache`` config and the request is deterministic (temperature 0, or a
 seed) or the config accepts non-deterministic ones; ``cache: false`` bypasses the cache. Only
-complete answers (finish reason ``stop``, ``length`` or ``tool_calls``) are stored. A hit marks
+complete answers (finish reason ``stop``, ``length`` or ``tool_calls``) are stored, with their
+owner (the call's ``org_id`` and ``user_id``, so ``forget_user`` can delete them). A hit marks
 ``call.cache_hit`` and records an attempt ``<deployment>:cache_hit`` with the deployment that
 first answered, so the call can be priced as a saving. A stream that hits is replayed as chunks;
-a stream that misses is stored once it completes.
+a stream that misses is stored once it completes. With the route's ``cache.semantic``
+(``SemanticCache``) an exact miss is then looked up by meaning, and the model's answer is
+stored in both.
 
 Identical misses in one process go to the model once (single flight): the others wait for the
 first one's answer. A failing backend never fails a call: the call goes to the model and the
@@ -26,26 +29,34 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from elevenfactor.config import CacheConfig
-from elevenfactor.models._cache_backends import CacheBackend
+from elevenfactor.models._assembler import StreamAssembler
+from elevenfactor.models._cache_backends import CacheBackend, Owner
 from elevenfactor.models._messages import (
-    AssistantMessage,
     CacheRequest,
     Message,
     ModelSettings,
     Response,
     StreamChunk,
-    ToolCall,
-    Usage,
 )
 from elevenfactor.models._protocol import Attempt, Call, Model
 from elevenfactor.models.providers.testing import response_to_chunks
 
-__all__ = ["CacheDefaults", "ResponseCache", "StreamAssembler", "cache_key", "normalised"]
+if TYPE_CHECKING:
+    from elevenfactor.models._semantic_cache import Probe, SemanticCache
+
+__all__ = [
+    "CacheDefaults",
+    "ResponseCache",
+    "StreamAssembler",
+    "cache_key",
+    "normalised",
+    "owner_of",
+]
 
 logger = logging.getLogger("elevenfactor.cache")
 
@@ -78,18 +89,28 @@ def normalised(value: Any) -> Any:
     return value
 
 
-def cache_key(messages: Sequence[Message], settings: ModelSettings, model_version: str) -> str:
-    """The SHA-256 (hex) of the normalised request, the model version and the prompt version."""
-    dumped = settings.model_dump(mode="json", exclude=_NOT_IN_KEY)
-    payload = {
+def key_payload(
+    messages: Sequence[Message], settings: ModelSettings, model_version: str
+) -> dict[str, Any]:
+    """What ``cache_key`` hashes (the semantic cache's namespace hashes it too)."""
+    return {
         "messages": [m.model_dump(mode="json") for m in messages],
-        "settings": dumped,
+        "settings": settings.model_dump(mode="json", exclude=_NOT_IN_KEY),
         "model": model_version,
         "prompt": settings.prompt_version,
     }
+
+
+def payload_hash(payload: Any) -> str:
+    """The SHA-256 (hex) of ``payload`` normalised, keys sorted."""
     return hashlib.sha256(
         orjson.dumps(normalised(payload), option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
+
+
+def cache_key(messages: Sequence[Message], settings: ModelSettings, model_version: str) -> str:
+    """The SHA-256 (hex) of the normalised request, the model version and the prompt version."""
+    return payload_hash(key_payload(messages, settings, model_version))
 
 
 class ResponseCache:
@@ -97,7 +118,8 @@ class ResponseCache:
 
     ``config`` is the route's ``cache`` (None: only requests that ask are cached);
     ``model_version`` identifies what answers (see ``cache_key``); ``defaults`` says whether
-    the deployments are deterministic when a request leaves temperature and seed unset.
+    the deployments are deterministic when a request leaves temperature and seed unset;
+    ``semantic`` (the route's ``cache.semantic``) is asked after an exact miss.
     """
 
     def __init__(
@@ -108,10 +130,12 @@ class ResponseCache:
         config: CacheConfig | None = None,
         model_version: str = "",
         defaults: CacheDefaults | None = None,
+        semantic: SemanticCache | None = None,
     ) -> None:
         self.inner = inner
         self.backend = backend
         self.config = config
+        self.semantic = semantic
         self.model_version = model_version or inner.name
         self.defaults = defaults or CacheDefaults()
         self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
@@ -184,12 +208,15 @@ class ResponseCache:
         leader = await self._lookup(key)
         if isinstance(leader, _Entry):
             return self._hit(call, leader, start)
+        probe, found = await self._similar(messages, settings, call, key, leader, start)
+        if found is not None:
+            return found
         if leader is None:  # not the first of identical misses, and the first one failed
             return await self.inner.request(messages, settings, call)
         stored: bytes | None = None
         try:
             response = await self.inner.request(messages, settings, call)
-            stored = await self._store(key, response, call, ttl)
+            stored = await self._store(key, response, call, ttl, probe)
             return response
         finally:
             self._release(key, leader, stored)
@@ -204,6 +231,11 @@ class ResponseCache:
             for chunk in response_to_chunks(self._hit(call, leader, start)):
                 yield chunk
             return
+        probe, found = await self._similar(messages, settings, call, key, leader, start)
+        if found is not None:
+            for chunk in response_to_chunks(found):
+                yield chunk
+            return
         stream = aiter(self.inner.request_stream(messages, settings, call))
         assembler = StreamAssembler() if leader is not None else None
         stored: bytes | None = None
@@ -213,7 +245,7 @@ class ResponseCache:
                     assembler.add(chunk)
                 yield chunk
             if assembler is not None and leader is not None:
-                stored = await self._store(key, assembler.response(), call, ttl)
+                stored = await self._store(key, assembler.response(), call, ttl, probe)
         finally:
             closer = getattr(stream, "aclose", None)
             if closer is not None:
@@ -245,15 +277,43 @@ class ResponseCache:
         self._release(key, future, found)
         return answer
 
+    async def _similar(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        call: Call,
+        key: str,
+        leader: asyncio.Future[bytes | None] | None,
+        start: float,
+    ) -> tuple[Probe | None, Response | None]:
+        """After an exact miss: the semantic cache's answer, if any, and its probe (to store
+        the model's answer with). A semantic hit releases identical waiters empty-handed: the
+        hit may be another scope's, so each of them looks up for itself."""
+        if self.semantic is None:
+            return None, None
+        try:
+            probe, found = await self.semantic.lookup(messages, settings, call, start)
+        except BaseException:
+            if leader is not None:
+                self._release(key, leader, None)
+            raise
+        if found is not None and leader is not None:
+            self._release(key, leader, None)
+        return probe, found
+
     def _release(self, key: str, future: asyncio.Future[bytes | None], value: bytes | None) -> None:
         if self._inflight.get(key) is future:
             del self._inflight[key]
         if not future.done():
             future.set_result(value)
 
-    async def _store(self, key: str, response: Response, call: Call, ttl: int) -> bytes | None:
+    async def _store(
+        self, key: str, response: Response, call: Call, ttl: int, probe: Probe | None = None
+    ) -> bytes | None:
         if response.finish_reason not in _COMPLETE:
             return None
+        if probe is not None and self.semantic is not None:
+            await self.semantic.store(probe, response, call, ttl)
         final = call.final
         value = orjson.dumps(
             {
@@ -266,7 +326,8 @@ class ResponseCache:
         if time.monotonic() < self._down_until:
             return value
         try:
-            await self.backend.put(key, value, ttl, final.deployment if final else self.name)
+            model = final.deployment if final else self.name
+            await self.backend.put(key, value, ttl, model, owner_of(call))
         except Exception as exc:  # a cache failure must never fail the call
             self._failed("put", exc)
         return value
@@ -310,6 +371,11 @@ class _Entry:
     model: str
 
 
+def owner_of(call: Call) -> Owner | None:
+    """Whose call stored an entry: ``(org_id, user_id)``, or None when either is unknown."""
+    return (call.org_id, call.user_id) if call.org_id and call.user_id else None
+
+
 def _decode(value: bytes) -> _Entry | None:
     try:
         data = orjson.loads(value)
@@ -321,45 +387,3 @@ def _decode(value: bytes) -> _Entry | None:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None  # an entry of another version, or corrupted: a miss
-
-
-class StreamAssembler:
-    """A streamed answer put back together: ``add`` each chunk, then ``response()``."""
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.calls: dict[int, list[str]] = {}
-        self.ids: dict[int, tuple[str, str]] = {}
-        self.finish: str | None = None
-        self.usage = Usage()
-        self.model = ""
-
-    def add(self, chunk: StreamChunk) -> None:
-        """Take one chunk in."""
-        self.text.append(chunk.text)
-        for delta in chunk.tool_calls:
-            self.calls.setdefault(delta.index, []).append(delta.arguments)
-            old_id, old_name = self.ids.get(delta.index, ("", ""))
-            self.ids[delta.index] = (delta.id or old_id, delta.name or old_name)
-        if chunk.finish_reason is not None:
-            self.finish = chunk.finish_reason
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.model:
-            self.model = chunk.model
-
-    def response(self) -> Response:
-        """The answer so far; finish reason ``content_filter`` if the stream never finished."""
-        calls = [
-            ToolCall(id=self.ids[i][0], name=self.ids[i][1], arguments="".join(parts))
-            for i, parts in sorted(self.calls.items())
-        ]
-        text = "".join(self.text)
-        return Response.model_validate(
-            {
-                "message": AssistantMessage(content=text or None, tool_calls=calls),
-                "usage": self.usage,
-                "model": self.model,
-                "finish_reason": self.finish or "content_filter",  # no finish: not stored
-            }
-        )

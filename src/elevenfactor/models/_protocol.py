@@ -14,24 +14,31 @@ __all__ = ["Attempt", "Call", "Model"]
 
 @dataclass(slots=True)
 class Attempt:
-    """One try at one deployment: where it went and how it ended (``ok`` or an error class)."""
+    """One try at one deployment: where it went and how it ended (``ok``, an error class,
+    ``cache_hit``, or ``semantic_hit`` with the ``similarity`` of the cached question)."""
 
     deployment: str
     provider: str
     model: str
     outcome: str
     latency_ms: float
+    similarity: float | None = None
 
 
 @dataclass(slots=True)
 class Call:
-    """What happened during one logical model call; filled in by providers and wrappers."""
+    """What happened during one logical model call; filled in by providers and wrappers.
+
+    ``org_id`` and ``user_id`` say on whose behalf it is made (the semantic cache's scope;
+    empty: unknown, and the semantic cache is not used)."""
 
     trace_id: str = ""
     route: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     cache_hit: bool = False
     started: float = field(default_factory=time.perf_counter)
+    org_id: str = ""
+    user_id: str = ""
 
     @property
     def final(self) -> Attempt | None:
@@ -40,8 +47,13 @@ class Call:
 
     @property
     def path(self) -> list[str]:
-        """The failover path, e.g. ``["primary:rate_limit", "backup:ok"]``."""
-        return [f"{a.deployment}:{a.outcome}" for a in self.attempts]
+        """The failover path, e.g. ``["primary:rate_limit", "backup:ok"]``; a semantic hit
+        carries its similarity: ``"primary:semantic_hit@0.9731"``."""
+        return [
+            f"{a.deployment}:{a.outcome}"
+            + (f"@{a.similarity:.4f}" if a.similarity is not None else "")
+            for a in self.attempts
+        ]
 
 
 @runtime_checkable

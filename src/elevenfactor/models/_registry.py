@@ -26,6 +26,9 @@ from elevenfactor.models._routing import (
     model_version,
     rule_matches,
 )
+from elevenfactor.models._semantic_cache import Embedders, build_semantic
+from elevenfactor.models._semantic_index import SemanticIndex
+from elevenfactor.store import Store
 
 __all__ = ["ModelRegistry", "Resolved", "wrap_deployment"]
 
@@ -79,6 +82,8 @@ class ModelRegistry:
     _deferred: dict[str, Model] = field(default_factory=dict, repr=False)
     cache: CacheBackend | None = None
     """Where the response cache keeps answers; closed with the registry."""
+    semantic: SemanticIndex | None = None
+    """The answers of the routes' semantic caches (in the store), if any route has one."""
 
     @classmethod
     def from_project(
@@ -87,12 +92,17 @@ class ModelRegistry:
         *,
         limiter: Limiter | None = None,
         cache: CacheBackend | None = None,
+        store: Store | None = None,
+        embedders: Embedders | None = None,
     ) -> ModelRegistry:
         """Instantiate providers and build the wrapper stacks. Opens no connections.
 
         ``limiter`` enforces ``limits.deployments`` (shared through Redis when it is); None:
         each deployment with limits gets an in-process one. ``cache`` keeps the response cache
-        (``open_response_cache``: Redis or the store); None: process memory."""
+        (``open_response_cache``: Redis or the store); None: process memory. Routes with a
+        ``cache.semantic`` keep those answers in ``store`` (whatever ``cache`` is) and embed
+        with ``embedders`` (``open_embedders``; ``ConfigError`` if a route's is missing);
+        without a ``store`` (a library user, ``config check``) they have exact caches only."""
         reg = cls(project)
         for name, pconf in project.providers.items():
             reg.providers[name] = load_provider(name, pconf)
@@ -104,14 +114,20 @@ class ModelRegistry:
         for name in project.routes:
             reg._build_route(name, set())
         backend = reg.cache = cache if cache is not None else MemoryCache()
+        semantic = any(r.cache is not None and r.cache.semantic for r in project.routes.values())
+        if semantic and store is not None:
+            reg.semantic = SemanticIndex(store)
         for name, model in [*reg.routes.items(), *reg.deployments.items()]:
             route = project.routes.get(name)
+            config = route.cache if route is not None else None
+            version = model_version(project, name)
             reg.entries[name] = ResponseCache(
                 model,
                 backend,
-                config=route.cache if route is not None else None,
-                model_version=model_version(project, name),
+                config=config,
+                model_version=version,
                 defaults=cache_defaults(project, name),
+                semantic=build_semantic(name, config, version, reg.semantic, embedders),
             )
         return reg
 

@@ -44,7 +44,8 @@ class CallRecord:
 
     ``step`` (an agent's own calls) goes to the log line only. ``tags`` are the request's tags;
     ``saved`` what caching saved (see ``Bill``); ``price_version`` the ``prices`` row charged;
-    ``prompt`` the prompt the call used, as ``id@version`` (``Prompt.ref``).
+    ``prompt`` the prompt the call used, as ``id@version`` (``Prompt.ref``); ``kind`` what was
+    called: None for a chat completion (a model call), ``embedding`` for embeddings.
     """
 
     trace_id: str
@@ -76,6 +77,7 @@ class CallRecord:
     price_version: str | None = None
     saved: float | None = None
     prompt: str | None = None
+    kind: str | None = None
     id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
 
@@ -136,6 +138,7 @@ class CallRecord:
             **({"session_id": self.session_id} if self.session_id is not None else {}),
             **({"tags": self.tags} if self.tags else {}),
             **({"prompt": self.prompt} if self.prompt is not None else {}),
+            **({"kind": self.kind} if self.kind is not None else {}),
         }
 
 
@@ -143,14 +146,17 @@ def record_hash(row: tuple[Any, ...]) -> str:
     """SHA-256 over a call record's columns (``RECORD_COLUMNS``): what ``audit verify``
     recomputes, so an edited token count or cost is caught.
 
-    ``prompt`` (the last column) is covered only when set: a call made without a prompt hashes
-    exactly as it did before the column existed, and setting it on such a row, or clearing it
-    on a row that had one, changes the hash. A row whose newer columns (after
-    ``RECORD_COLUMNS_V1``) are all NULL was written before they existed and is hashed over the
-    old columns, so it still verifies. A row written since always has ``tokens_cached``, so
-    clearing its newer columns changes its hash."""
-    if len(row) == _ALL and row[-1] is None:
+    ``prompt`` and ``kind`` (the last two columns) are covered only when set: a call made
+    without a prompt (or a chat call: no kind) hashes exactly as it did before the column
+    existed, and setting either on such a row, or clearing it on a row that had one, changes
+    the hash (a row with a kind and no prompt hashes the prompt's NULL too). A row whose newer
+    columns (after ``RECORD_COLUMNS_V1``) are all NULL was written before they existed and is
+    hashed over the old columns, so it still verifies. A row written since always has
+    ``tokens_cached``, so clearing its newer columns changes its hash."""
+    if len(row) == _ALL and row[-1] is None:  # no kind
         row = row[:-1]
+        if row[-1] is None:  # and no prompt
+            row = row[:-1]
     if len(row) > _V1 and all(v is None for v in row[_V1:]):
         row = row[:_V1]
     return hashlib.sha256(orjson.dumps(list(row))).hexdigest()
@@ -286,6 +292,7 @@ class CallRecorder:
                 r.price_version,
                 r.saved,
                 r.prompt,
+                r.kind,
             )
             rows.append((*row, record_hash(row)))
         try:

@@ -147,6 +147,8 @@ class Agent:
             route or self.spec.model, settings.tags, messages=messages, settings=settings
         )
         call = Call(trace_id=run_id, route=resolved.route)
+        if owner is not None:  # the semantic cache's scope: the run's owner
+            call.org_id, call.user_id = owner.org_id, owner.user_id
         try:
             response = await resolved.model.request(messages, settings, call)
         except Exception as exc:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from elevenfactor.memory import purge_expired as purge_memories
 from elevenfactor.models import purge_expired as purge_cache
+from elevenfactor.models import purge_semantic_expired
 from elevenfactor.observe import log_event
 from elevenfactor.store import Store
 
@@ -31,8 +32,13 @@ PurgeJob = Callable[[Store, float], Awaitable[int]]
 
 
 def default_jobs() -> dict[str, PurgeJob]:
-    """Memories past their TTL and expired answers of the store's response cache."""
-    return {"memories": purge_memories, "response_cache": purge_cache}
+    """Memories past their TTL and expired answers of the store's response caches (exact and
+    semantic)."""
+    return {
+        "memories": purge_memories,
+        "response_cache": purge_cache,
+        "semantic_cache": purge_semantic_expired,
+    }
 
 
 class Housekeeper:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
-from elevenfactor.context import PromptRegistry, load_prompts
+from elevenfactor.context import EmbedderRegistry, PromptRegistry, load_prompts, open_embedders
 from elevenfactor.context._index_ops import open_backend, retrieval_url
 from elevenfactor.errors import ConfigError, PromptError
 from elevenfactor.governance import Meter, Sealer, open_meter
@@ -132,11 +132,13 @@ def build_runtime(
     meter: Meter | None = None,
     cache: CacheBackend | None = None,
     limiter: Limiter | None = None,
+    store: Store | None = None,
 ) -> Runtime:
     """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets,
     and ``mcp.tool`` (gated tool calls of the MCP server). Agents record their model calls with
     ``recorder`` and check kill switches and reserve budgets through ``meter`` (their owner
-    starts and closes both). A registry built here keeps its response cache in ``cache`` and
+    starts and closes both). A registry built here keeps its response cache in ``cache`` (and
+    its routes' semantic caches in ``store``, embedded by the agents' embedders) and
     enforces deployment rate limits with ``limiter``.
 
     Nothing connects yet: MCP servers start on first use. The first configuration error is
@@ -148,9 +150,13 @@ def build_runtime(
     programs = load_programs(project.programs, base=base, source=source, errors=errors)
     toolsets = _toolsets(project, base, source, errors)
     owns = registry is None
+    embedders: EmbedderRegistry | None = None
     if registry is None:
+        embedders = open_embedders(project) if store is not None else None
         try:
-            registry = ModelRegistry.from_project(project, cache=cache, limiter=limiter)
+            registry = ModelRegistry.from_project(
+                project, cache=cache, limiter=limiter, store=store, embedders=embedders
+            )
         except ConfigError as exc:
             raise _in_file(exc, source) from None
     # What the registry serves: every route and deployment of the project.
@@ -171,7 +177,7 @@ def build_runtime(
                 expected=expected,
             )
             report(unknown, errors)
-    deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter, prompts)
+    deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter, prompts, embedders)
     if any(spec.retrieval is not None for spec in specs.values()):
         deps.retrieval_backend = open_backend(retrieval_url(settings))  # connects on first use
     if MCP_TOOL in programs:
@@ -242,6 +248,7 @@ async def running(
         meter=meter,
         cache=open_response_cache(settings, store),
         limiter=limiter,
+        store=store,
     )
     recorder.start()
     meter.start()

@@ -8,6 +8,9 @@ cannot cover it) and watches the call while it runs, so a kill switch pulled mea
 it. ``Admission.settle`` commits the real cost (or releases everything when nothing was spent),
 corrects the rate limits' token count with the real usage, both off the response path, and
 stops the watch; it never fails the answer: a hold that cannot be settled expires.
+
+``admit_charge`` is the same admission for any metered call given its ``Charge``, its token
+estimate and how to hold its worst case: ``POST /v1/embeddings`` goes through it too.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Container, Sequence
+import time
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
+
+from starlette.types import Scope
 
 from elevenfactor.config import ProjectConfig
 from elevenfactor.errors import BudgetExceeded, CallKilled
-from elevenfactor.governance import Hold, Meter, Principal
+from elevenfactor.governance import Charge, Hold, Meter, Principal
 from elevenfactor.models import (
     Call,
     Limiter,
@@ -30,14 +36,18 @@ from elevenfactor.models import (
     Permit,
     estimate_tokens,
     limits_for,
+    priority_of,
 )
 from elevenfactor.models._registry import Resolved
+from elevenfactor.server._auth import header
+from elevenfactor.server._disconnect import client_timeout_from
 from elevenfactor.server._state import Gateway
 from elevenfactor.server._wire import ChatRequest
 
-__all__ = ["Admission", "admit", "admit_call", "downgrade_target"]
+__all__ = ["Admission", "admit", "admit_call", "admit_charge", "downgrade_target", "wait_of"]
 
 logger = logging.getLogger("elevenfactor.server")
+_PRIORITY = b"x-elevenfactor-priority"  # the call's rank among those waiting for capacity
 _reconciling: set[asyncio.Task[None]] = set()
 
 
@@ -98,6 +108,36 @@ async def admit(
     """Take the rate limits, check kill switches and reserve budgets for a call by
     ``principal`` through ``route``, then watch it (see the module docstring). ``wait`` is how
     long and at which priority the call may queue for capacity."""
+    charge = meter.charge(principal, route, tags=tags) if meter is not None else None
+
+    def hold(charge: Charge) -> Awaitable[Hold]:
+        assert meter is not None
+        return meter.hold(call_id, charge, messages, settings, pooled=True)  # checked first
+
+    return await admit_charge(
+        meter, call_id, principal, route, charge, lambda: estimate_tokens(messages, settings),
+        hold, limiter=limiter, project=project, wait=wait,
+    )  # fmt: skip
+
+
+async def admit_charge(
+    meter: Meter | None,
+    call_id: str,
+    principal: Principal,
+    route: str | None,
+    charge: Charge | None,
+    tokens: Callable[[], int],
+    hold: Callable[[Charge], Awaitable[Hold]],
+    *,
+    limiter: Limiter | None = None,
+    project: ProjectConfig | None = None,
+    wait: LimitWait | None = None,
+) -> Admission:
+    """``admit`` for any metered call: ``route`` names its ``limits.models`` entry (None: only
+    the key, user and team limits apply), ``charge`` is what budgets and kill switches match
+    (None without a meter), ``tokens()`` the estimate the rate limits take (asked only when one
+    applies), ``hold(charge)`` reserves the worst case once the kill switches let the call
+    through and a budget applies (``Meter.hold``, or ``SpendGate.reserve`` of an amount)."""
     adm = Admission(call_id, limiter=limiter)
     keys = []
     if limiter is not None and project is not None and wait is not None:
@@ -108,19 +148,15 @@ async def admit(
             team_name=principal.team_name,
             route=route,
         )
-    charge = meter.charge(principal, route, tags=tags) if meter is not None else None
     if meter is not None and charge is not None:
         await meter.gate.check(charge)  # a killed caller is refused before anything is taken
     acquire = None
     if keys:
         assert limiter is not None and wait is not None
-        acquire = limiter.acquire(
-            keys, estimate_tokens(messages, settings), deadline=wait.deadline,
-            priority=wait.priority,
-        )  # fmt: skip
+        acquire = limiter.acquire(keys, tokens(), deadline=wait.deadline, priority=wait.priority)
     reserve = None
     if meter is not None and charge is not None and meter.gate.covered(charge):
-        reserve = meter.hold(call_id, charge, messages, settings, pooled=True)  # checked above
+        reserve = hold(charge)
     if acquire is not None and reserve is not None:
         # Both go to the backend (Redis, or the store) together: one round trip of latency.
         # The reservation runs as a task; the limits in this one (no gather: one task fewer).
@@ -148,6 +184,15 @@ async def admit(
         adm.meter = meter
         meter.track(call_id, charge)
     return adm
+
+
+def wait_of(gw: Gateway, scope: Scope) -> LimitWait:
+    """How long a call may queue for rate-limit capacity (``x-elevenfactor-timeout``, else
+    ``limits.max_wait``) and at which priority (``x-elevenfactor-priority``)."""
+    timeout = client_timeout_from(scope)
+    priority = priority_of(header(scope, _PRIORITY), param="x-elevenfactor-priority")
+    wait = gw.project.limits.max_wait if timeout is None else timeout
+    return LimitWait(time.monotonic() + wait, priority)
 
 
 async def _reconcile(limiter: Limiter, permit: Permit, tokens: int) -> None:

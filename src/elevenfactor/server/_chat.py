@@ -1,4 +1,9 @@
-"""``POST /v1/chat/completions``: the OpenAI-compatible gateway endpoint."""
+"""``POST /v1/chat/completions``: the OpenAI-compatible gateway endpoint.
+
+With a session (the ``x-elevenfactor-session`` header or the body's ``session_id``) clients send
+only the new turn: the gateway reads the stored conversation before the call and appends the
+turn and the answer after it (``elevenfactor.server._chat_session`` says how).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,20 @@ from elevenfactor.errors import (
     RequestError,
 )
 from elevenfactor.governance import Principal, check_id, check_tags, price_book
-from elevenfactor.models import Call, LimitWait, Model, StreamChunk, Usage, limit_wait, priority_of
+from elevenfactor.models import Call, Model, StreamChunk, Usage, limit_wait
 from elevenfactor.models._admission import client_timeout
+from elevenfactor.models._cache import StreamAssembler
 from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai, usage_to_openai
 from elevenfactor.observe import CallRecord, call_cost, new_id
-from elevenfactor.server._admit import Admission, admit_call
+from elevenfactor.server._admit import Admission, admit_call, wait_of
 from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
+from elevenfactor.server._cache_headers import cache_headers
+from elevenfactor.server._chat_session import (
+    DROPPED_HEADER,
+    ChatSession,
+    open_session,
+    session_id_of,
+)
 from elevenfactor.server._disconnect import client_timeout_from, runs_locally, unless_disconnected
 from elevenfactor.server._errors import error_body, error_response
 from elevenfactor.server._responses import JSONBytes
@@ -35,7 +48,6 @@ __all__ = ["chat_completions", "trace_id_from"]
 logger = logging.getLogger("elevenfactor.server")
 _TAGS = "x-elevenfactor-tags"  # free tags: routing rules, cost reports, budgets
 _SESSION = "x-elevenfactor-session"  # the session a call belongs to (echoed in the answer)
-_PRIORITY = b"x-elevenfactor-priority"  # the call's rank among those waiting for capacity
 
 
 def trace_id_from(scope: Scope) -> str:
@@ -68,6 +80,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
     parsed: ChatRequest | None = None
     try:
         principal = await authenticate(request, gw)
+        call.org_id, call.user_id = principal.org_id, principal.user_id  # the cache's scope
         raw = await read_body(request, gw.settings.max_body_bytes)
         try:
             body = orjson.loads(raw)
@@ -81,13 +94,14 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
         if session is not None:
             headers[_SESSION] = check_id(session, _SESSION)
         parsed = parse_chat_request(body, tags)
+        chat_session = await _open_session(gw, principal, parsed, headers)
         assert gw.registry is not None
         resolved = gw.registry.resolve(
             parsed.model, tags, messages=parsed.messages, settings=parsed.settings
         )
         call.route = resolved.route
         headers["x-elevenfactor-route"] = resolved.route
-        wait = _wait(gw, request.scope)
+        wait = wait_of(gw, request.scope)
         resolved, adm = await admit_call(gw, call, principal, resolved, parsed, tags, wait, headers)
         waiting = limit_wait.set(wait)
         try:
@@ -97,7 +111,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
                     if parsed.stream:
                         return await _stream(
                             gw, parsed, resolved.model, call, headers, principal, raw, adm,
-                            request.receive,
+                            request.receive, chat_session,
                         )  # fmt: skip
                     response = await unless_disconnected(
                         request.receive,
@@ -106,7 +120,10 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
                 finally:
                     client_timeout.reset(budget)
             elif parsed.stream:
-                return await _stream(gw, parsed, resolved.model, call, headers, principal, raw, adm)
+                return await _stream(
+                    gw, parsed, resolved.model, call, headers, principal, raw, adm, None,
+                    chat_session,
+                )  # fmt: skip
             else:
                 response = await resolved.model.request(parsed.messages, parsed.settings, call)
         except asyncio.CancelledError:
@@ -151,16 +168,29 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             response=out,
         )
     )
+    if chat_session is not None:
+        assert gw.store is not None
+        try:
+            await chat_session.save(gw.store, response)
+        except ElevenFactorError as exc:  # session_conflict: another request appended first
+            return error_response(exc, headers)
+    headers.update(cache_headers(call))
     return JSONBytes(out, headers)
 
 
-def _wait(gw: Gateway, scope: Scope) -> LimitWait:
-    """How long this call may queue for rate-limit capacity (``x-elevenfactor-timeout``, else
-    ``limits.max_wait``) and at which priority (``x-elevenfactor-priority``)."""
-    timeout = client_timeout_from(scope)
-    priority = priority_of(header(scope, _PRIORITY), param="x-elevenfactor-priority")
-    wait = gw.project.limits.max_wait if timeout is None else timeout
-    return LimitWait(time.monotonic() + wait, priority)
+async def _open_session(
+    gw: Gateway, principal: Principal, parsed: ChatRequest, headers: dict[str, str]
+) -> ChatSession | None:
+    """The session the request continues, its history put into ``parsed.messages``; None
+    without one."""
+    session_id = session_id_of(headers.get(_SESSION), parsed)
+    if session_id is None:
+        return None
+    headers[_SESSION] = session_id
+    assert gw.store is not None
+    found = await open_session(gw.store, gw.project, principal, session_id, parsed)
+    headers[DROPPED_HEADER] = str(found.dropped)
+    return found
 
 
 def _record_error(
@@ -199,10 +229,13 @@ async def _stream(
     raw: bytes,
     adm: Admission,
     receive: Receive | None = None,
+    session: ChatSession | None = None,
 ) -> SSEResponse:
     """Fetch the first chunk before answering, so an early failure gets a real status code.
 
     With ``receive`` (local models) a client that leaves before the first chunk stops the work.
+    With a ``session`` the complete answer is appended to it before ``[DONE]`` (a conflict is
+    an error event instead).
     """
     stream = aiter(model.request_stream(parsed.messages, parsed.settings, call))
     try:
@@ -212,6 +245,7 @@ async def _stream(
             first = await unless_disconnected(receive, anext(stream))
     except StopAsyncIteration:
         first = None
+    headers.update(cache_headers(call))
     completion_id = f"chatcmpl-{call.trace_id[:24]}"
     created = int(time.time())
     name = parsed.model
@@ -220,10 +254,12 @@ async def _stream(
     async def write(send: Send) -> None:
         usage = Usage()
         text: list[str] = []
+        assembled = StreamAssembler()
         status, error_class = "ok", None
         try:
             chunk = first
             if chunk is not None:  # the first one always goes out: it carries the role
+                assembled.add(chunk)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 text.append(chunk.text)
@@ -231,6 +267,7 @@ async def _stream(
                     {"type": "http.response.body", "body": encode(chunk, True), "more_body": True}
                 )
                 async for chunk in stream:
+                    assembled.add(chunk)
                     if chunk.usage is not None:
                         usage = chunk.usage
                     if chunk.text or chunk.tool_calls or chunk.finish_reason:
@@ -257,9 +294,16 @@ async def _stream(
                     )
                     + tail
                 )
+            if session is not None:
+                assert gw.store is not None
+                await session.save(gw.store, assembled.response())
             await send({"type": "http.response.body", "body": tail, "more_body": True})
         except ModelError as exc:
             status, error_class = "error", exc.error_class
+            await send(
+                {"type": "http.response.body", "body": _sse(error_body(exc)), "more_body": True}
+            )
+        except ElevenFactorError as exc:  # the session's append: the answer itself was complete
             await send(
                 {"type": "http.response.body", "body": _sse(error_body(exc)), "more_body": True}
             )

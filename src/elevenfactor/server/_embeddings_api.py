@@ -6,6 +6,11 @@ own stable code: token-array inputs (``unsupported_input``), empty strings (``em
 more than 2048 inputs (``too_many_inputs``), a vector size the embedder cannot make
 (``unsupported_dimensions``). The local model reads at most 256 tokens of each input (the rest is
 ignored, as sentence-transformers does); ``usage`` counts the tokens it read.
+
+Requests are metered like chat completions (``elevenfactor.server._embed_meter``): the caller's
+rate limits, kill switches and budgets admit each one (refused with the same OpenAI-style 429
+and 403 errors), it is charged at the model's ``price`` and recorded in ``model_calls`` with
+``kind`` ``embedding``, so cost reports include embedding spend.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from elevenfactor.errors import RequestError
+from elevenfactor.server._embed_meter import embed_metered
 from elevenfactor.server._op_types import Operation
 from elevenfactor.server._runs_api import _Call, endpoint
 
@@ -152,7 +158,10 @@ async def create_embeddings(call: _Call) -> Response:
             hint=f"omit 'dimensions' or ask for {embedder.dim}",
         )
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens = await embedder.embed_with_usage(texts, body.dimensions)
+    vectors, tokens = await embed_metered(
+        call.gw, call.request.scope, call.principal, body.model, embedder, texts,
+        body.dimensions, orjson.dumps(body.model_dump(exclude_none=True)),
+    )  # fmt: skip
     if body.encoding_format == "base64":
         encoded: list[Any] = [
             base64.b64encode(row.astype("<f4", copy=False).tobytes()).decode("ascii")
@@ -190,7 +199,11 @@ OPERATIONS: tuple[Operation, ...] = (
         " than 2048 inputs (`too_many_inputs`) and a `dimensions` the embedder cannot make"
         " (`unsupported_dimensions`) are refused; a body over the server's limit is 413"
         " `request_too_large`. An upstream embedder's failure is its model error (429, 502,"
-        " 504, ...).",
+        " 504, ...). Metered like a chat completion: a rate limit that cannot admit the"
+        " request in time (input tokens count toward `tpm`) answers 429 `rate_limit_exceeded`"
+        " with `Retry-After`, a budget that cannot cover its worst case 429 `budget_exceeded`,"
+        " a kill switch 403 `killed`; each request is recorded (`kind: embedding`) at the"
+        " model's `price`, so `GET /v1/cost` includes it.",
         body=EmbeddingRequest,
     ),
 )

@@ -1,5 +1,5 @@
 """Long-term memory and sessions over HTTP: list, search, write and forget memories; list, read
-and delete sessions; an admin forgets a user.
+and delete sessions; an admin forgets a user (and the gateway's cached answers to the user).
 
 Every endpoint authenticates and acts as the caller (a ``MemoryActor`` without an agent): the
 library's queries carry the caller's organisation and scope, so another user's memory or session
@@ -145,10 +145,12 @@ async def delete_memory(call: _Call) -> Response:
 
 @admin("forgetting a user's memory")
 async def forget_user_memory(call: _Call) -> Response:
-    """``POST /v1/admin/memory/forget``: erase a user's memories, sessions and grants."""
+    """``POST /v1/admin/memory/forget``: erase a user's memories, sessions, grants and cached
+    answers (the store's and the gateway's response cache backend's)."""
     body = await call.body(ms.ForgetUser)
     user = await get_user(call.store, call.principal, body.user)
-    done = await forget_user(call.store, call.principal, user.id)
+    cache = call.gw.registry.cache if call.gw.registry is not None else None
+    done = await forget_user(call.store, call.principal, user.id, cache=cache)
     return _json({"object": "memory.forgotten", **done.to_dict()})
 
 
@@ -224,6 +226,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("/v1/admin/memory/forget", "post", "Forget a user", "admin", ms.ForgetUserResult,
               "Admins only (others get 403 `permission_denied`). Deletes every memory of the"
               " user's scope and every memory written on the user's behalf, the user's sessions"
-              " and messages and the grants naming the user; recorded in the ledger with the"
-              " counts, never the content.", body=ms.ForgetUser),
+              " and messages, the grants naming the user, the semantic cache's answers to the"
+              " user's questions and the exact response cache's answers to the user's calls (in"
+              " the store and in Redis); recorded in the ledger with the counts, never the"
+              " content. If Redis fails after the rest is deleted: 500 `store_error`, and"
+              " forgetting again clears it.", body=ms.ForgetUser),
 )  # fmt: skip

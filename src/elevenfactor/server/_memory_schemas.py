@@ -214,3 +214,11 @@ class ForgetUserResult(BaseModel):
     sessions: int
     messages: int
     grants: int
+    cache_entries: int = Field(
+        description="Semantic response cache entries: the user's questions, embedded, and the"
+        " answers to them."
+    )
+    response_cache_entries: int = Field(
+        description="Exact response cache entries: the answers to the user's calls (rows of"
+        " the store's `response_cache` table, and entries in Redis when `REDIS_URL` is set)."
+    )

@@ -67,8 +67,13 @@ CHAT_HEADERS = (
     ),
     HeaderParam(
         "x-elevenfactor-session",
-        "The session the call belongs to (an id: 1-200 characters of A-Z a-z 0-9 . _ : -),"
-        " recorded with the call for the cost report and echoed in the answer.",
+        "The session the call continues (an id: 1-200 characters of A-Z a-z 0-9 . _ : -; or"
+        " the body's `session_id`): send only the new turn. The model gets the request's system"
+        " messages, the session's stored conversation (oldest turns dropped to fit the model's"
+        " window: `x-elevenfactor-session-dropped` in the answer counts the messages left out),"
+        " then the new messages; a complete answer is appended with them. Created on first use,"
+        " owned by the caller; shared with runs. Recorded with the call for the cost report and"
+        " echoed in the answer.",
         (("type", "string"), ("pattern", ID_PATTERN)),
     ),
     HeaderParam(
@@ -81,6 +86,18 @@ CHAT_HEADERS = (
     TRACEPARENT,
 )
 
+SESSION_RESPONSE_HEADERS = {
+    "x-elevenfactor-session": {
+        "description": "The session the call continued (with a session).",
+        "schema": {"type": "string"},
+    },
+    "x-elevenfactor-session-dropped": {
+        "description": "With a session: how many of its stored messages were left out of the"
+        " model's input (the oldest, to fit the window).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "/v1/chat/completions", "post", "Create a chat completion", "models", r.ChatCompletion,
@@ -91,7 +108,10 @@ OPERATIONS: tuple[Operation, ...] = (
         " that cannot cover its worst-case cost 429 `budget_exceeded` (`x-should-retry: false`,"
         " the budget in `error.details`), unless the budget downgrades it to a cheaper route"
         " (`x-elevenfactor-route`, `x-elevenfactor-downgraded`); a kill switch 403 `killed`;"
-        " budgets unreachable (Redis down) 503 `budget_unavailable`.",
+        " budgets unreachable (Redis down) 503 `budget_unavailable`. With a session: another"
+        " user's is 404 `session_not_found`, header and body naming different ones 400"
+        " `session_mismatch`, and a session another request appended to while this one ran 409"
+        " `session_conflict` (nothing appended; send the turn again).",
         body=s.ChatCompletionRequest, headers=CHAT_HEADERS,
     ),
     Operation("/v1/models", "get", "List models", "models", r.ModelList,
@@ -278,6 +298,7 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
         ok["content"] = {op.media_type: {"schema": {"type": "string"}}}
     if op.body is s.ChatCompletionRequest:
         ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["headers"] = SESSION_RESPONSE_HEADERS
     responses: dict[str, Any] = {str(op.status): ok}
     if op.body is not None or op.query is not None or op.params:
         responses["400"] = _error("The request is invalid; `param` names what is wrong.")
@@ -288,6 +309,8 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
     if op.headers == CHAT_HEADERS:
         retry = {"Retry-After": {"description": "Seconds to wait before trying again.",
                                  "schema": {"type": "integer"}}}  # fmt: skip
+        responses["404"] = _error("No such model or route, or another user's session.")
+        responses["409"] = _error("The session changed while the request ran.")
         responses["429"] = {**_error("A local model's queue is full."), "headers": retry}
         responses["503"] = {**_error("A local model could not start in time."), "headers": retry}
     responses["default"] = _error("An error.")

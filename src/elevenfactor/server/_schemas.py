@@ -123,7 +123,8 @@ class CostQuery(_Schema):
     by: Annotated[str, SC(pattern=r"^[a-z]+(,[a-z]+)*$", max_length=200)] | None = Field(
         default=None,
         description="Comma-separated dimensions to group by: org, team, user, key, agent, run,"
-        " session, route, model, provider, tag, status. Unset: one row of totals.",
+        " session, route, model, provider, tag, status, kind (`chat` or `embedding`). Unset:"
+        " one row of totals.",
     )
     per: Literal["hour", "day", "week", "month"] | None = Field(
         default=None, description="Time bucket (UTC; weeks start on Monday)."
@@ -343,7 +344,9 @@ class ChatCompletionRequest(_Doc):
     Unknown parameters are refused by name, and so are values that are not served (`n` > 1,
     `logprobs`, a non-empty `logit_bias`); those listed as ignored are accepted, because clients
     send them routinely, and change nothing. JSON schemas (`response_format`, tool parameters) are
-    checked, and their `$ref`s resolved, before any model runs."""
+    checked, and their `$ref`s resolved, before any model runs. With a session (`session_id`, or
+    the `x-elevenfactor-session` header) send only the new turn: the gateway keeps the
+    conversation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -390,6 +393,17 @@ class ChatCompletionRequest(_Doc):
         description="The exact response cache: an object `{ttl: seconds}` (or `true`) "
         "serves an identical earlier answer and stores this one, even for a sampling "
         "request; `false` bypasses the cache. Unset: the route's `cache` setting decides.",
+    )
+    session_id: Id | None = Field(
+        default=None,
+        description="An elevenfactor extension (`extra_body` in the `openai` client), like the"
+        " `x-elevenfactor-session` header (send both only if they agree): the session this"
+        " request continues. Send only the new turn: the model gets the request's system"
+        " messages, the session's stored history (oldest turns dropped to fit the window;"
+        " `x-elevenfactor-session-dropped` says how many messages), then the new messages."
+        " A complete answer is appended with the new messages; another user's session is 404"
+        " `session_not_found`; a session changed by a concurrent request is 409"
+        " `session_conflict`.",
     )
     service_tier: Any = Field(default=None, description=_IGNORED)
     store: Any = Field(default=None, description=_IGNORED)

@@ -97,6 +97,8 @@ class Gateway:
             self.project,
             limiter=self.limiter,
             cache=open_response_cache(self.settings, self.store),
+            store=self.store,  # semantic caches: answers in the store, embedded as configured
+            embedders=self.embedders,
         )
         self.recorder = CallRecorder(self.store, record_payloads=self.settings.record_payloads)
         self.recorder.start()

@@ -1,6 +1,9 @@
 """Parsing OpenAI chat-completion requests into typed messages and settings, with clear errors.
 
 Errors name the parameter (``messages[2].content``) the way OpenAI's do, and use stable codes.
+``session_id`` is our one extension of the body (``extra_body={"session_id": ...}`` with the
+``openai`` client): the session the request continues, like the ``x-elevenfactor-session``
+header.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from elevenfactor.errors import RequestError
+from elevenfactor.governance import check_id
 from elevenfactor.models import (
     AssistantMessage,
     CacheRequest,
@@ -79,6 +83,7 @@ _KNOWN = {
     "function_call",
     "logit_bias",
     "cache",
+    "session_id",
     *_SCALARS,
     *_IGNORED,
 }
@@ -93,6 +98,9 @@ class ChatRequest:
     settings: ModelSettings
     stream: bool
     include_usage: bool
+    session_id: str | None = None
+    """The session the request continues (the body's ``session_id``; the header is read by the
+    endpoint)."""
 
 
 def _fail(message: str, param: str, code: str = "invalid_request") -> RequestError:
@@ -406,4 +414,9 @@ def parse_chat_request(body: Any, tags: list[str]) -> ChatRequest:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"])
         raise _fail(f"{err['msg']} (got {err.get('input')!r})", param, "invalid_value") from None
-    return ChatRequest(model, messages, settings, stream, bool(options.get("include_usage")))
+    session = body.get("session_id")
+    if session is not None:
+        check_id(session, "session_id")
+    return ChatRequest(
+        model, messages, settings, stream, bool(options.get("include_usage")), session
+    )

@@ -27,6 +27,9 @@ from elevenfactor.store.migrations import (
     m012_prompts,
     m013_retrieval,
     m014_memory,
+    m015_semantic_cache,
+    m016_bm25_impacts,
+    m017_embedding_calls,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -84,6 +87,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m012_prompts", m012_prompts.STATEMENTS),
     Migration("m013_retrieval", m013_retrieval.STATEMENTS),
     Migration("m014_memory", m014_memory.STATEMENTS),
+    Migration("m015_semantic_cache", m015_semantic_cache.STATEMENTS),
+    Migration("m016_bm25_impacts", m016_bm25_impacts.STATEMENTS),
+    Migration("m017_embedding_calls", m017_embedding_calls.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
