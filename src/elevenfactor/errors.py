@@ -170,9 +170,11 @@ class ConfigError(ElevenFactorError):
 
 
 class StoreError(ElevenFactorError):
-    """The store could not be opened or used."""
+    """The store (or a backing service beside it, like Redis) could not be opened or used:
+    503, the request can be retried once it is back."""
 
     code = "store_error"
+    http_status = 503
 
 
 class MigrationRequired(StoreError):

@@ -229,6 +229,6 @@ OPERATIONS: tuple[Operation, ...] = (
               " and messages, the grants naming the user, the semantic cache's answers to the"
               " user's questions and the exact response cache's answers to the user's calls (in"
               " the store and in Redis); recorded in the ledger with the counts, never the"
-              " content. If Redis fails after the rest is deleted: 500 `store_error`, and"
+              " content. If Redis fails after the rest is deleted: 503 `store_error`, and"
               " forgetting again clears it.", body=ms.ForgetUser),
 )  # fmt: skip
