@@ -11,18 +11,15 @@ time a process charges it, so an old call record keeps the price it was charged 
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Sequence
 
-import orjson
-
 from elevenfactor.config import PriceConfig, ProjectConfig
 from elevenfactor.config._embeddings import LOCAL_MODEL, LOCAL_PROVIDER, EmbeddingsConfig
-from elevenfactor.governance._pricing import Price, _price
+from elevenfactor.governance._pricing import Price, _price, insert_prices
 from elevenfactor.models import Usage
 from elevenfactor.observe import Bill
-from elevenfactor.store import Executor, Store
+from elevenfactor.store import Store
 
 __all__ = ["EmbeddingPrices", "embedding_prices"]
 
@@ -81,22 +78,8 @@ class EmbeddingPrices:
         process (rows are never updated)."""
         if store in self._stored:
             return
-        await _insert(store, [p for p in self._prices.values() if p is not None])
+        await insert_prices(store, [p for p in self._prices.values() if p is not None])
         self._stored.add(store)
-
-
-async def _insert(db: Executor, prices: list[Price]) -> None:
-    rows = [
-        (p.version, p.deployment, p.model,
-         orjson.dumps(p.fields(), option=orjson.OPT_SORT_KEYS).decode(), time.time())
-        for p in prices
-    ]  # fmt: skip
-    if rows:
-        await db.executemany(
-            "INSERT INTO prices (version, deployment, model, price, first_seen)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (version) DO NOTHING",
-            rows,
-        )
 
 
 _PRICES: dict[int, tuple[ProjectConfig, EmbeddingPrices]] = {}

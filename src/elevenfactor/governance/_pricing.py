@@ -19,7 +19,7 @@ import functools
 import hashlib
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
@@ -314,10 +314,16 @@ async def store_prices(db: Executor, book: PriceBook, now: float | None = None) 
     """Record every price version of ``book`` not yet in the ``prices`` table (one row per
     version, never updated: old call records keep the price they were charged at). Call it
     when a server or worker starts. Returns how many versions it offered."""
+    return await insert_prices(db, book.versions(), now)
+
+
+async def insert_prices(db: Executor, prices: Iterable[Price], now: float | None = None) -> int:
+    """Record each of ``prices`` whose version is not in the ``prices`` table yet; how many
+    were offered."""
     rows = [
         (p.version, p.deployment, p.model, orjson.dumps(p.fields(), option=orjson.OPT_SORT_KEYS)
          .decode(), time.time() if now is None else now)
-        for p in book.versions()
+        for p in prices
     ]  # fmt: skip
     if rows:
         await db.executemany(
