@@ -86,7 +86,7 @@ CHAT_HEADERS = (
     TRACEPARENT,
 )
 
-SESSION_RESPONSE_HEADERS = {
+CHAT_RESPONSE_HEADERS = {
     "x-elevenfactor-session": {
         "description": "The session the call continued (with a session).",
         "schema": {"type": "string"},
@@ -95,6 +95,16 @@ SESSION_RESPONSE_HEADERS = {
         "description": "With a session: how many of its stored messages were left out of the"
         " model's input (the oldest, to fit the window).",
         "schema": {"type": "integer", "minimum": 0},
+    },
+    "x-elevenfactor-cache": {
+        "description": "Served from the route's cache: `hit` (the exact cache) or `semantic`"
+        " (the answer to a paraphrase); absent when the model answered.",
+        "schema": {"type": "string", "enum": ["hit", "semantic"]},
+    },
+    "x-elevenfactor-cache-similarity": {
+        "description": "With `x-elevenfactor-cache: semantic`: the cosine similarity between"
+        " this question and the cached one.",
+        "schema": {"type": "number", "minimum": -1, "maximum": 1},
     },
 }
 
@@ -298,7 +308,7 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
         ok["content"] = {op.media_type: {"schema": {"type": "string"}}}
     if op.body is s.ChatCompletionRequest:
         ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
-        ok["headers"] = SESSION_RESPONSE_HEADERS
+        ok["headers"] = CHAT_RESPONSE_HEADERS
     responses: dict[str, Any] = {str(op.status): ok}
     if op.body is not None or op.query is not None or op.params:
         responses["400"] = _error("The request is invalid; `param` names what is wrong.")
