@@ -35,6 +35,7 @@ import orjson
 
 from elevenfactor.config import CacheConfig
 from elevenfactor.models._assembler import StreamAssembler
+from elevenfactor.models._backoff import COMPLETE, Backoff
 from elevenfactor.models._cache_backends import CacheBackend, Owner
 from elevenfactor.models._messages import (
     CacheRequest,
@@ -60,11 +61,8 @@ __all__ = [
 
 logger = logging.getLogger("elevenfactor.cache")
 
-_COMPLETE = frozenset({"stop", "length", "tool_calls"})
 _NOT_IN_KEY = {"user", "tags", "cache", "prompt_version"}
 DEFAULT_TTL = 300
-LOG_EVERY = 60.0  # seconds between two logs of backend failures
-BACKOFF = 1.0  # seconds the backend is left alone after a failure
 
 
 class CacheDefaults:
@@ -139,8 +137,11 @@ class ResponseCache:
         self.model_version = model_version or inner.name
         self.defaults = defaults or CacheDefaults()
         self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
-        self._down_until = 0.0
-        self._logged_at = -LOG_EVERY
+        self.backoff = Backoff(
+            logger,
+            "cache_unavailable",
+            "calls go to the model meanwhile; check REDIS_URL or the store",
+        )
 
     @property
     def name(self) -> str:
@@ -263,11 +264,11 @@ class ResponseCache:
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         found = None
-        if time.monotonic() >= self._down_until:
+        if not self.backoff.down:
             try:
                 found = await self.backend.get(key)
             except Exception as exc:  # a cache failure must never fail the call
-                self._failed("get", exc)
+                self.backoff.failed("get", exc)
             except BaseException:
                 self._release(key, future, None)
                 raise
@@ -310,7 +311,7 @@ class ResponseCache:
     async def _store(
         self, key: str, response: Response, call: Call, ttl: int, probe: Probe | None = None
     ) -> bytes | None:
-        if response.finish_reason not in _COMPLETE:
+        if response.finish_reason not in COMPLETE:
             return None
         if probe is not None and self.semantic is not None:
             await self.semantic.store(probe, response, call, ttl)
@@ -323,13 +324,13 @@ class ResponseCache:
                 "model": final.model if final else response.model,
             }
         )
-        if time.monotonic() < self._down_until:
+        if self.backoff.down:
             return value
         try:
             model = final.deployment if final else self.name
             await self.backend.put(key, value, ttl, model, owner_of(call))
         except Exception as exc:  # a cache failure must never fail the call
-            self._failed("put", exc)
+            self.backoff.failed("put", exc)
         return value
 
     def _hit(self, call: Call, entry: _Entry, start: float) -> Response:
@@ -344,21 +345,6 @@ class ResponseCache:
             )
         )
         return entry.response
-
-    def _failed(self, op: str, exc: Exception) -> None:
-        now = time.monotonic()
-        self._down_until = now + BACKOFF
-        if now - self._logged_at >= LOG_EVERY:
-            self._logged_at = now
-            logger.warning(
-                "cache_unavailable",
-                extra={
-                    "event": "cache_unavailable",
-                    "op": op,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "hint": "calls go to the model meanwhile; check REDIS_URL or the store",
-                },
-            )
 
 
 @dataclass(frozen=True, slots=True)

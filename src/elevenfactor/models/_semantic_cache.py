@@ -35,6 +35,7 @@ import orjson
 
 from elevenfactor.config import CacheConfig, SemanticCacheConfig
 from elevenfactor.errors import ConfigError, ElevenFactorError
+from elevenfactor.models._backoff import COMPLETE, Backoff
 from elevenfactor.models._cache import key_payload, payload_hash
 from elevenfactor.models._messages import Message, ModelSettings, Response, UserMessage
 from elevenfactor.models._protocol import Attempt, Call
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("elevenfactor.cache")
-
-_COMPLETE = frozenset({"stop", "length", "tool_calls"})
-LOG_EVERY = 60.0  # seconds between two logs of failures
-BACKOFF = 1.0  # seconds the semantic cache is left alone after a failure
 
 
 class TextEmbedder(Protocol):
@@ -144,8 +141,12 @@ class SemanticCache:
         self.index = index
         self.model_version = model_version
         self.route = route
-        self._down_until = 0.0
-        self._logged_at = -LOG_EVERY
+        self.backoff = Backoff(
+            logger,
+            "semantic_cache_unavailable",
+            "calls go to the model meanwhile; check the embedder and the store",
+            route=route,
+        )
 
     async def lookup(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call, start: float
@@ -155,7 +156,7 @@ class SemanticCache:
         the lookup failed). ``start`` is when the call's cache lookup began (``perf_counter``)."""
         text = last_user_text(messages)
         scope = semantic_scope(self.config.scope, call)
-        if text is None or scope is None or time.monotonic() < self._down_until:
+        if text is None or scope is None or self.backoff.down:
             return None, None
         try:
             async with asyncio.timeout(self.config.timeout):
@@ -174,7 +175,7 @@ class SemanticCache:
                 found = await self.index.search(namespace, vector, self.config.threshold)
                 response = Response.model_validate_json(found.response) if found else None
         except Exception as exc:  # the cache must never fail the call
-            self._failed("lookup", exc)
+            self.backoff.failed("lookup", exc)
             return None, None
         if found is None or response is None:
             return probe, None
@@ -193,7 +194,7 @@ class SemanticCache:
 
     async def store(self, probe: Probe, response: Response, call: Call, ttl: int) -> None:
         """Keep a complete answer for ``ttl`` seconds under the probe's namespace."""
-        if response.finish_reason not in _COMPLETE or time.monotonic() < self._down_until:
+        if response.finish_reason not in COMPLETE or self.backoff.down:
             return
         final = call.final
         answer = (
@@ -214,7 +215,7 @@ class SemanticCache:
                     self.config.max_entries,
                 )
         except Exception as exc:  # the cache must never fail the call
-            self._failed("put", exc)
+            self.backoff.failed("put", exc)
 
     async def _embed(self, text: str) -> npt.NDArray[np.float32]:
         rows = await self.embedder.embed([text])
@@ -223,23 +224,6 @@ class SemanticCache:
         if not vector.size or not np.isfinite(norm) or norm == 0.0:
             raise ValueError(f"{self.embedder.name} returned no usable vector")
         return vector / norm
-
-    def _failed(self, op: str, exc: Exception) -> None:
-        now = time.monotonic()
-        self._down_until = now + BACKOFF
-        if now - self._logged_at >= LOG_EVERY:
-            self._logged_at = now
-            error = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-            logger.warning(
-                "semantic_cache_unavailable",
-                extra={
-                    "event": "semantic_cache_unavailable",
-                    "route": self.route,
-                    "op": op,
-                    "error": error,
-                    "hint": "calls go to the model meanwhile; check the embedder and the store",
-                },
-            )
 
 
 def build_semantic(
