@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -67,8 +67,14 @@ def test_tool_allowed(tool: str, allow: list[str], deny: list[str], expected: li
 
 @PROPERTY
 @given(st.text(min_size=1, max_size=30))
+@example("[0]")  # glob metacharacters in a real name: an exact name always matches itself
+@example("fs[*]?")
 def test_an_exact_deny_always_wins(tool: str) -> None:
     assert rules_of(tool_allowed(tool, ["*"], [tool])) == ["tool.denied"]
+
+
+def test_an_exact_allow_matches_a_name_with_glob_metacharacters() -> None:
+    assert tool_allowed("db[read]", ["db[read]"]) == []
 
 
 # --- argument predicates --------------------------------------------------------------------

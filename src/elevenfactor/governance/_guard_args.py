@@ -105,12 +105,13 @@ def tool_allowed(tool: str, allow: Sequence[str], deny: Sequence[str] = ()) -> l
     """A finding when ``tool`` is denied or not allowed (see the module docstring)."""
     folded = _fold(tool)
     for pattern in deny:
-        if fnmatchcase(tool, pattern) or fnmatchcase(folded, _fold(pattern)):
+        exact = tool == pattern or folded == _fold(pattern)
+        if exact or fnmatchcase(tool, pattern) or fnmatchcase(folded, _fold(pattern)):
             return [_finding("tool", "denied", f"tool matches deny pattern {pattern!r}")]
     if _UNSAFE_NAME.search(tool):
         detail = "tool name holds whitespace or control characters"
         return [_finding("tool", "not_allowed", detail)]
-    if not any(fnmatchcase(tool, pattern) for pattern in allow):
+    if not any(tool == pattern or fnmatchcase(tool, pattern) for pattern in allow):
         return [_finding("tool", "not_allowed", "tool is not on the allow-list")]
     return []
 
