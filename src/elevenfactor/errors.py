@@ -10,7 +10,8 @@ ElevenFactorError                 code                 http
 │   ├── AuthenticationFailed      invalid_api_key      401
 │   ├── PermissionDenied          permission_denied    403
 │   ├── NotFound                  not_found            404  (users, keys, teams)
-│   └── ClientDisconnected        client_disconnected  499  (the client went away)
+│   ├── ClientDisconnected        client_disconnected  499  (the client went away)
+│   └── GuardBlocked              guard_blocked        400  (a guard policy's rule blocked it)
 ├── RunError                      run_error            500
 │   ├── JournalDivergence         journal_divergence   500
 │   ├── LeaseLost                 lease_lost           409
@@ -21,7 +22,9 @@ ElevenFactorError                 code                 http
 │   ├── ProgramNotFound           program_not_found    404
 │   ├── ApprovalNotFound          approval_not_found   404
 │   ├── ApprovalConflict          approval_decided     409
-│   └── AgentLimitExceeded        agent_limit          422
+│   ├── AgentLimitExceeded        agent_limit          422
+│   │   └── BreakerTripped        breaker_tripped      422  (a run's circuit breaker fired)
+│   └── AgentPaused               agent_paused         409  (the agent's breaker paused it)
 ├── ContextError                  context_error        400  (prompts, context, retrieval, memory)
 │   ├── PromptError               prompt_invalid       400  (a prompt file: names file and line)
 │   ├── PromptNotFound            prompt_not_found     404
@@ -62,9 +65,11 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AgentLimitExceeded",
+    "AgentPaused",
     "ApprovalConflict",
     "ApprovalNotFound",
     "AuthenticationFailed",
+    "BreakerTripped",
     "BudgetExceeded",
     "BudgetUnavailable",
     "CallKilled",
@@ -79,6 +84,7 @@ __all__ = [
     "DocumentError",
     "ElevenFactorError",
     "EmbedderMismatch",
+    "GuardBlocked",
     "IndexNotFound",
     "JournalDivergence",
     "LeaseLost",
@@ -240,6 +246,14 @@ class ClientDisconnected(RequestError):
 
     code = "client_disconnected"
     http_status = 499
+
+
+class GuardBlocked(RequestError):
+    """A guard policy blocked the content; ``details`` names the stage, the policy (``id@version``)
+    and the rule — never the content that matched."""
+
+    code = "guard_blocked"
+    http_status = 400
 
 
 class ContextError(RequestError):
@@ -557,6 +571,21 @@ class AgentLimitExceeded(RunError):
 
     code = "agent_limit"
     http_status = 422
+
+
+class BreakerTripped(AgentLimitExceeded):
+    """A run's circuit breaker fired (steps, tool calls, cost, wall time, the same tool call or
+    the same error repeated); ``details`` names the breaker and the policy."""
+
+    code = "breaker_tripped"
+
+
+class AgentPaused(RunError):
+    """The agent's circuit breaker tripped (too many failed or blocked runs in its window):
+    new runs are refused until an admin resets it (``elevenfactor agents reset NAME``)."""
+
+    code = "agent_paused"
+    http_status = 409
 
 
 class ToolError(ElevenFactorError):

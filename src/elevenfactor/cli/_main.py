@@ -175,7 +175,7 @@ def serve(
     settings = settings_from(config, host=host, port=port, dev=dev, web_concurrency=web_concurrency)
     project = project_from(settings)
     require_valid(run(check_config(settings, project)))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, scrub=settings.log_scrub)
     run(prepare_store(settings.resolved_database_url(), auto_migrate=auto_migrate))
     if settings.web_concurrency > 1:
         from elevenfactor.server._supervisor import child_argv, supervise

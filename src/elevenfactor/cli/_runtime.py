@@ -75,7 +75,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
 
     settings = settings_from(config)
     project = project_from(settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, scrub=settings.log_scrub)
 
     async def main(store: Store) -> None:
         await require_migrated(store)
@@ -473,7 +473,7 @@ def mcp_serve(config: Path | None, no_worker: bool, as_user: str) -> None:
 
     settings = settings_from(config)
     project = project_from(settings)
-    configure_logging(settings.log_level, stream=sys.stderr)
+    configure_logging(settings.log_level, stream=sys.stderr, scrub=settings.log_scrub)
 
     async def main(store: Store) -> None:
         await require_migrated(store)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     )
     dev: bool = Field(default=False, description="Allow unauthenticated requests from loopback.")
     log_level: str = Field(default="info", description="One of debug, info, warning, error.")
+    log_scrub: bool = Field(
+        default=True,
+        description="Mask secrets and personal data (e-mail, phone, cards, IBAN, national ids; "
+        "not IP addresses) in every log line with the guard redactors.",
+    )
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
     )

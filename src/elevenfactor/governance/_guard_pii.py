@@ -87,6 +87,8 @@ def _finding(kind: str, start: int, end: int, detail: str, score: float = 1.0) -
 
 
 def _emails(text: str) -> Iterator[Finding]:
+    if "@" not in text:  # the pattern needs one
+        return
     for m in _EMAIL.finditer(text):
         local, _, domain = m.group().rpartition("@")
         labels = domain.split(".")

@@ -7,6 +7,10 @@ is the same line the formatter would write. Inside an event loop the stream is f
 loop iteration (lines written in the same iteration go out in one write), elsewhere at once.
 With any other handler present (a test's log capture, a user's own handler) events go through
 ``logging`` as usual.
+
+With ``scrub`` on (``ELEVENFACTOR_LOG_SCRUB``, the default) every string value of a line — the
+message, the fields, an exception's text — goes through the guard redactors first
+(``elevenfactor.governance._scrub``): secrets and personal data are masked on both paths.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
@@ -29,8 +34,13 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
 }
 
 
+_Scrub = Callable[[Any], Any]
+_scrub: _Scrub | None = None  # set by configure_logging(scrub=True)
+
+
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object: ts, level, logger, msg and any ``extra`` fields."""
+    """Formats a record as one JSON object: ts, level, logger, msg and any ``extra`` fields
+    (scrubbed when ``configure_logging`` turned scrubbing on)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -45,6 +55,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        if _scrub is not None:
+            out = _scrub(out)
         return orjson.dumps(out, default=str).decode()
 
 
@@ -105,11 +117,14 @@ os.register_at_fork(after_in_child=_refresh_pid)
 
 def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
     """Log ``msg`` with ``fields`` (as ``extra``) at ``level``: the fast path when it applies,
-    ``logging`` otherwise. ``fields`` must not use the standard ``LogRecord`` attribute names."""
+    ``logging`` otherwise. A field named like a standard ``LogRecord`` attribute (``message``,
+    ``name``, ...) is written with a trailing ``_`` instead of failing."""
     if not logger.isEnabledFor(level):
         return
+    if not _STANDARD.isdisjoint(fields):  # e.g. ``message``: logging would refuse the record
+        fields = {(f"{k}_" if k in _STANDARD else k): v for k, v in fields.items()}
     handler = _fast_handler(logger, level)
-    if handler is None or not _STANDARD.isdisjoint(fields):
+    if handler is None:
         logger.log(level, msg, extra=fields)
         return
     out: dict[str, Any] = {
@@ -122,6 +137,8 @@ def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -
     for key, value in fields.items():
         if not key.startswith("_"):
             out[key] = value
+    if _scrub is not None:
+        out = _scrub(out)
     try:
         line = orjson.dumps(out, default=str).decode()
     except TypeError:  # what the formatter would do on a value orjson refuses
@@ -130,8 +147,18 @@ def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -
     handler.write_line(line + handler.terminator)
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """Send every log record (ours, uvicorn's) to ``stream`` (stdout) as JSON lines."""
+def configure_logging(
+    level: str = "info", stream: TextIO | None = None, *, scrub: bool = True
+) -> None:
+    """Send every log record (ours, uvicorn's) to ``stream`` (stdout) as JSON lines, with
+    secrets and personal data masked unless ``scrub`` is off."""
+    global _scrub
+    if scrub:  # imported here: governance sits above observe
+        from elevenfactor.governance._scrub import scrub_fields
+
+        _scrub = scrub_fields
+    else:
+        _scrub = None
     handler = JsonHandler(stream or sys.stdout)
     root = logging.getLogger()
     for old in list(root.handlers):

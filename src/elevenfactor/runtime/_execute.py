@@ -161,14 +161,14 @@ class RunExecutor:
             if task is not None:
                 task.uncancel()
             if ctx.lease_lost:
-                log_event(logger, "lease_lost", run_id=lease.run_id, message="heartbeat failed")
+                log_event(logger, "lease_lost", run_id=lease.run_id, error="heartbeat failed")
                 return
             await self._settle(
                 ctx, "cancelled", error=end_error("run_cancelled", ctx.cancel_reason or "cancelled")
             )
             return
         except LeaseLost as exc:
-            log_event(logger, "lease_lost", run_id=lease.run_id, message=str(exc))
+            log_event(logger, "lease_lost", run_id=lease.run_id, error=str(exc))
             return
         except RunCancelled as exc:
             await self._settle(ctx, "cancelled", error=end_error(exc.code, exc.message))

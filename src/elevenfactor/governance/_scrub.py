@@ -1,0 +1,74 @@
+"""The log scrubber: the guard redactors applied to every JSON log line (factor 10, XI).
+
+Log lines carry ids and figures, but also error messages that can quote user content (an
+upstream's complaint about a message, a tool's error text). Every string value of a line goes
+through the secret detectors and the personal-data detectors before it is written; what they
+find is masked as ``[REDACTED:<kind>]``. IP addresses are left alone (operators need the
+addresses servers bind and clients come from; the call records hold no client address). Keys,
+numbers and booleans are not scanned; short strings that cannot hold a finding are skipped
+without running a detector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elevenfactor.governance._guard_pii import PII_KINDS, find_pii
+from elevenfactor.governance._guard_redact import redact
+from elevenfactor.governance._guard_secrets import find_secrets
+
+__all__ = ["LOG_PII_KINDS", "scrub_fields", "scrub_text"]
+
+LOG_PII_KINDS: tuple[str, ...] = tuple(k for k in PII_KINDS if k not in ("ipv4", "ipv6"))
+"""The personal-data kinds masked in logs: all but IP addresses."""
+
+_MIN = 6  # shorter than any e-mail, card, key or phone number the detectors accept
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with secrets and personal data masked (unchanged when nothing is found)."""
+    if len(text) < _MIN:
+        return text
+    found = [*find_secrets(text), *find_pii(text, LOG_PII_KINDS)]
+    if not found:
+        return text
+    return redact(text, found, mode="mask").text
+
+
+def scrub_fields(value: Any) -> Any:
+    """``value`` (a log line's fields: dicts, lists and scalars) with every string scrubbed;
+    containers are copied only where something changed. The detectors run once over all the
+    line's strings together; only a line where they find something is scrubbed string by
+    string."""
+    strings: list[str] = []
+    _collect(value, strings)
+    if not strings:
+        return value
+    joined = "\n".join(strings)
+    if not find_secrets(joined) and not find_pii(joined, LOG_PII_KINDS):
+        return value
+    return _scrub_each(value)
+
+
+def _collect(value: Any, into: list[str]) -> None:
+    if isinstance(value, str):
+        if len(value) >= _MIN:
+            into.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, into)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect(v, into)
+
+
+def _scrub_each(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        out = {k: _scrub_each(v) for k, v in value.items()}
+        return value if all(out[k] is value[k] for k in value) else out
+    if isinstance(value, list | tuple):
+        items = [_scrub_each(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value

@@ -1,0 +1,103 @@
+"""The JSON log lines go through the guard redactors: secrets and personal data never reach
+stdout, on the fast path (``log_event``) and through ``logging`` (a formatter, exceptions)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from elevenfactor.governance._scrub import scrub_fields, scrub_text
+from elevenfactor.observe import configure_logging, log_event
+
+EMAIL = "alice.smith@example.com"
+KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" + "Q7r"
+CARD = "4111 1111 1111 1111"
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    configure_logging("info", stream)
+    try:
+        yield stream
+    finally:
+        configure_logging("info", io.StringIO(), scrub=False)
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+
+
+def _parsed(stream: io.StringIO) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_fast_path_lines_are_scrubbed(lines: io.StringIO) -> None:
+    log = logging.getLogger("elevenfactor.test")
+    log_event(log, "tool_failed", error=f"mail to {EMAIL} failed", detail=[{"key": KEY}])
+    (line,) = _parsed(lines)
+    text = lines.getvalue()
+    assert EMAIL not in text and KEY not in text
+    assert line["error"] == "mail to [REDACTED:email] failed"
+    assert line["detail"] == [{"key": "[REDACTED:openai_api_key]"}]
+
+
+def test_formatter_and_exceptions_are_scrubbed(lines: io.StringIO) -> None:
+    log = logging.getLogger("elevenfactor.test")
+    log.addFilter(lambda record: True)  # a filter: the line goes through the formatter
+    try:
+        try:
+            raise ValueError(f"card {CARD} declined")
+        except ValueError:
+            log.exception("payment for %s failed", EMAIL)
+    finally:
+        log.filters.clear()
+    (line,) = _parsed(lines)
+    assert CARD not in lines.getvalue() and EMAIL not in lines.getvalue()
+    assert line["msg"] == "payment for [REDACTED:email] failed"
+    assert "[REDACTED:payment_card]" in str(line["exc"])
+
+
+def test_clean_lines_and_ip_addresses_are_left_alone(lines: io.StringIO) -> None:
+    fields = {"host": "127.0.0.1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "n": 3}
+    log_event(logging.getLogger("elevenfactor.test"), "serving", **fields)
+    (line,) = _parsed(lines)
+    assert {k: line[k] for k in fields} == fields
+
+
+def test_scrub_off_writes_values_as_they_are() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    configure_logging("info", stream, scrub=False)
+    try:
+        log_event(logging.getLogger("elevenfactor.test"), "x", error=EMAIL)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved:
+            root.addHandler(h)
+    assert EMAIL in stream.getvalue()
+
+
+def test_scrub_fields_copies_only_what_changed() -> None:
+    clean = {"a": ["b", {"c": "d" * 20}], "n": 1}
+    assert scrub_fields(clean) is clean
+    dirty = {"a": ["ok", {"c": EMAIL}], "keep": {"x": "y" * 10}}
+    out = scrub_fields(dirty)
+    assert out["a"][1]["c"] == "[REDACTED:email]" and out["keep"] is dirty["keep"]
+    assert dirty["a"][1]["c"] == EMAIL  # the caller's object is untouched
+    assert scrub_text("short") == "short"
+
+
+def test_a_field_named_like_a_record_attribute_does_not_fail(lines: io.StringIO) -> None:
+    log_event(logging.getLogger("elevenfactor.test"), "lease_lost", message=f"to {EMAIL}")
+    (line,) = _parsed(lines)
+    assert line["message_"] == "to [REDACTED:email]"
