@@ -2,6 +2,7 @@
 
 from elevenfactor.config._cache import CacheConfig, SemanticCacheConfig
 from elevenfactor.config._embeddings import EmbeddingModelConfig, EmbeddingsConfig
+from elevenfactor.config._guards import GuardsConfig
 from elevenfactor.config._limits import LimitsConfig, RateLimitConfig
 from elevenfactor.config._memory import MemoryConfig
 from elevenfactor.config._project import (
@@ -34,6 +35,7 @@ __all__ = [
     "EmbeddingsConfig",
     "ErrorClass",
     "FailoverConfig",
+    "GuardsConfig",
     "IndexConfig",
     "LimitsConfig",
     "McpServerSettings",

@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from elevenfactor.config._embeddings import EmbeddingsConfig
+from elevenfactor.config._guards import GuardsConfig
 from elevenfactor.config._limits import LimitsConfig
 from elevenfactor.config._memory import MemoryConfig
 from elevenfactor.config._models import (
@@ -153,6 +154,7 @@ class ProjectConfig(_Strict):
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    guards: GuardsConfig = Field(default_factory=GuardsConfig)
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:
@@ -189,6 +191,8 @@ class ProjectConfig(_Strict):
             raise _RefError(*bad)
         if (unknown := self.embeddings.unknown_reference(self.providers)) is not None:
             raise _RefError(*unknown)
+        if (unguarded := self.guards.unknown_reference(self.models, self.routes)) is not None:
+            raise _RefError(*unguarded)
         if self.memory.embedder is not None and self.memory.embedder not in self.embeddings.models:
             known = sorted(self.embeddings.models)
             raise _RefError("memory.embedder", self.memory.embedder, known)

@@ -13,7 +13,7 @@ import sys
 import types
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
@@ -166,6 +166,8 @@ def _type_name(annotation: Any) -> str:
     if annotation is Any:
         return "any"
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # a constrained type: its base type (the limits are listed apart)
+        return _type_name(args[0])
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in args)
     if origin in (Union, types.UnionType):

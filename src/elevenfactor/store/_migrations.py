@@ -30,6 +30,7 @@ from elevenfactor.store.migrations import (
     m015_semantic_cache,
     m016_bm25_impacts,
     m017_embedding_calls,
+    m018_policies,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -90,6 +91,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m015_semantic_cache", m015_semantic_cache.STATEMENTS),
     Migration("m016_bm25_impacts", m016_bm25_impacts.STATEMENTS),
     Migration("m017_embedding_calls", m017_embedding_calls.STATEMENTS),
+    Migration("m018_policies", m018_policies.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
