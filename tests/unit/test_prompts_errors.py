@@ -135,6 +135,12 @@ CASES = [
         id="duplicate-key",
     ),
     pytest.param("---\n- a\n- b\n---\nhi\n", 2, "must be a mapping", id="not-a-mapping"),
+    pytest.param(
+        "---\ndescription: a\nx: &me [*me]\n---\nhi\n",
+        3,
+        "unknown key 'x'",
+        id="self-referencing-alias",  # no RecursionError while looking for duplicate keys
+    ),
 ]
 
 

@@ -175,7 +175,11 @@ def _front_matter(text: str, file: str) -> _Front:
     return front
 
 
-def _no_duplicates(node: Node, file: str) -> None:
+def _no_duplicates(node: Node, file: str, seen_nodes: set[int] | None = None) -> None:
+    visited = set() if seen_nodes is None else seen_nodes
+    if id(node) in visited:  # an alias met again (possibly of itself): checked already
+        return
+    visited.add(id(node))
     if isinstance(node, MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -183,10 +187,10 @@ def _no_duplicates(node: Node, file: str) -> None:
                 if key_node.value in seen:
                     raise located_error(file, _line(key_node), f"duplicate key {key_node.value!r}")
                 seen.add(key_node.value)
-            _no_duplicates(value_node, file)
+            _no_duplicates(value_node, file, visited)
     elif isinstance(node, SequenceNode):
         for item in node.value:
-            _no_duplicates(item, file)
+            _no_duplicates(item, file, visited)
 
 
 def _child(node: Node, key: Any) -> tuple[Node, Node] | None:
