@@ -95,8 +95,16 @@ def _identifier_like(core: str) -> bool:
     return all(len(part) >= 2 or part.isdigit() for part in _CAMEL_PART.findall(core))
 
 
-def entropy_candidates(text: str) -> Iterator[tuple[int, int, float]]:
-    """``(start, end, entropy)`` of each token the generic rule reports (see module docstring)."""
+_KEYWORD_WORDS = ("key", "secret", "token", "passw", "pwd", "credential")
+"""A substring of every ``_KEYWORD`` match, lowercased: without one, nothing is reported."""
+
+
+def entropy_candidates(text: str, low: str | None = None) -> Iterator[tuple[int, int, float]]:
+    """``(start, end, entropy)`` of each token the generic rule reports (see module docstring).
+    ``low`` is ``text.lower()`` when the caller has it."""
+    low = text.lower() if low is None else low
+    if not any(word in low for word in _KEYWORD_WORDS):
+        return
     for m in _TOKEN.finditer(text):
         start = m.start()
         keywords = list(_KEYWORD.finditer(text, max(0, start - 40), start))
