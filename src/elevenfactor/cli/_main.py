@@ -186,6 +186,7 @@ def serve(
 
 def _register() -> None:
     from elevenfactor.cli._admin import keys, teams, users
+    from elevenfactor.cli._agents import agents
     from elevenfactor.cli._audit import audit
     from elevenfactor.cli._budgets import budgets, kill_cmd, kills, unkill_cmd
     from elevenfactor.cli._cost import cost
@@ -196,7 +197,7 @@ def _register() -> None:
 
     for command in (worker, run_cmd, runs, approvals, audit, mcp, users, teams, keys, cost):
         main.add_command(command)
-    for command in (budgets, kill_cmd, unkill_cmd, kills):
+    for command in (budgets, kill_cmd, unkill_cmd, kills, agents):
         main.add_command(command)
     for command in (prompts, index, memory):
         main.add_command(command)

@@ -115,7 +115,7 @@ class PiiRule(_Rule):
     mode: Literal["placeholder", "mask"] = Field(
         default="placeholder",
         description="`placeholder`: reversible tokens (the model round trip restores the "
-        "value for the user); `mask`: irreversibly replaced.",
+        "value for the user); `mask`: irreversibly replaced. Rules at `output` always mask.",
     )
 
 
@@ -343,7 +343,7 @@ class EscalateConfig(_Strict):
 
 
 class RunBreaker(_Strict):
-    """Per run: the run stops with ``circuit_open`` when one of these is reached (alongside the
+    """Per run: the run stops with ``breaker_tripped`` when one of these is reached (alongside the
     agent's own `limits`; the tighter one wins)."""
 
     max_steps: int | None = Field(default=None, ge=1, description="Model requests.")

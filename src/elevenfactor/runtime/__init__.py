@@ -18,6 +18,7 @@ from elevenfactor.runtime._audit import (
     verify_one_run,
     verify_run,
 )
+from elevenfactor.runtime._breakers import AgentBreakers, RunBreakers, RunLimits
 from elevenfactor.runtime._claims import claim_run
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
 from elevenfactor.runtime._housekeeping import Housekeeper
@@ -49,6 +50,7 @@ from elevenfactor.runtime._worker import Worker, WorkerOptions
 
 __all__ = [
     "Agent",
+    "AgentBreakers",
     "AgentDeps",
     "AgentSpec",
     "ApprovalInfo",
@@ -61,8 +63,10 @@ __all__ = [
     "Park",
     "Program",
     "Programs",
+    "RunBreakers",
     "RunContext",
     "RunInfo",
+    "RunLimits",
     "Runtime",
     "Saga",
     "StepRetry",

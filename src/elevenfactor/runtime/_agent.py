@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from elevenfactor.context import PromptRegistry
 from elevenfactor.context._embed_registry import EmbedderRegistry
 from elevenfactor.context._index_sql import SqlBackend
-from elevenfactor.errors import AgentLimitExceeded, ModelError, RequestError
+from elevenfactor.errors import ModelError, RequestError
 from elevenfactor.governance import Meter, Principal, price_book
 from elevenfactor.models import (
     AssistantMessage,
@@ -47,6 +47,7 @@ from elevenfactor.runtime._agent_spec import AgentSpec, ApprovalRule
 from elevenfactor.runtime._agent_spend import metered_call
 from elevenfactor.runtime._agent_tools import DELEGATE, HANDOFF, delegation_tools
 from elevenfactor.runtime._approvals import approval
+from elevenfactor.runtime._breakers import AgentBreakers, PolicySource, RunBreakers, run_delegate
 from elevenfactor.runtime._context import RunContext, step_key
 from elevenfactor.runtime._policy import model_rule, tool_rule
 from elevenfactor.runtime._subruns import run_child
@@ -64,7 +65,7 @@ class AgentDeps:
     recorder their model calls are recorded with (as the gateway's are), the meter that
     checks kill switches and reserves budgets around each call, the limiter that applies
     the owner's rate limits (a run over a limit parks until capacity frees), if any, and the
-    project's prompt files (agents with ``prompt:``)."""
+    project's prompt files (agents with ``prompt:``) and guard policies (``policies``)."""
 
     registry: ModelRegistry
     toolsets: Mapping[str, Toolset] = field(default_factory=dict)
@@ -77,6 +78,7 @@ class AgentDeps:
     """Embedding models (memory, retrieval); made from the project on first use if None."""
     retrieval_backend: SqlBackend | None = None
     """Where retrieval indexes live (agents with ``retrieval:``)."""
+    policies: PolicySource | None = None
 
 
 def _input_messages(payload: Any) -> list[Message]:
@@ -109,6 +111,7 @@ class Agent:
                 ts = WithTimeout(ts, ref.timeout)
             parts.append(ts)
         self.toolset: Toolset | None = Combined(parts) if parts else None
+        self.breakers = AgentBreakers.resolve(spec.limits, spec.policy, deps.policies)
 
     # -- effects, each run inside a journaled step ------------------------------------------
 
@@ -255,7 +258,7 @@ class Agent:
         return settings.model_copy(update=updates)
 
     async def __call__(self, ctx: RunContext, payload: Any) -> dict[str, Any]:
-        spec, limits = self.spec, self.spec.limits
+        spec = self.spec
         messages = _input_messages(payload)
         start = await ctx.now()
         given = await instructions_for(ctx, self.deps.prompts, spec, payload)
@@ -273,10 +276,10 @@ class Agent:
         remembered = await recall_items(ctx, self.deps, spec, messages)
         passages, hits = await retrieve_passages(ctx, self.deps, spec, messages)
         gate = model_rule(spec.approval)
-        calls_made, usage_in, usage_out = 0, 0, 0
-        for turn in range(limits.max_steps):
-            if limits.max_wall_time is not None and await ctx.now() - start > limits.max_wall_time:
-                raise AgentLimitExceeded(f"agent {spec.name}: over {limits.max_wall_time:g}s")
+        usage_in, usage_out = 0, 0
+        breaker = RunBreakers(self.breakers.run, spec.name, start)  # replays from the journal
+        while True:
+            turn = await breaker.turn(ctx)  # a model request about to be made (its index)
             if gate is not None:
                 decision = await self._gate(
                     ctx,
@@ -295,6 +298,7 @@ class Agent:
                 ctx, self.deps.registry, spec, turn_parts, settings, summaries, self._side_call
             )
             response = await metered_call(ctx, self.deps, self.spec, sent, settings, self._model)
+            breaker.response(self.deps.registry.project, response)
             usage_in += response.usage.input_tokens
             usage_out += response.usage.output_tokens
             messages.append(response.message)
@@ -307,7 +311,7 @@ class Agent:
                     done: dict[str, Any] = {
                         "output": output,
                         "turns": turn + 1,
-                        "tool_calls": calls_made,
+                        "tool_calls": breaker.tool_calls,
                         "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
                     }
                     if spec.retrieval is not None:
@@ -321,11 +325,7 @@ class Agent:
                     return done
                 messages.append(UserMessage(content=problem))
                 continue
-            calls_made += len(calls)
-            if calls_made > limits.max_tool_calls:
-                raise AgentLimitExceeded(
-                    f"agent {spec.name}: more than {limits.max_tool_calls} tool calls"
-                )
+            breaker.tool_calls_of(calls)
             handoff = next((c for c in calls if c.name.startswith(HANDOFF)), None)
             if handoff is not None:
                 target = handoff.name[len(HANDOFF) :]
@@ -343,7 +343,7 @@ class Agent:
                 ToolMessage(content=text, tool_call_id=c.id)
                 for c, text in zip(calls, results, strict=True)
             )
-        raise AgentLimitExceeded(f"agent {spec.name}: no answer within {limits.max_steps} steps")
+            breaker.tool_results_of(calls, results)
 
     async def _side_call(
         self,
@@ -420,7 +420,7 @@ class Agent:
             if decision.action == "edit" and decision.arguments is not None:
                 args = decision.arguments
         if name.startswith(DELEGATE):
-            result = await run_child(ctx, name[len(DELEGATE) :], {"input": str(args.get("task"))})
+            result = await run_delegate(ctx, name[len(DELEGATE) :], str(args.get("task")))
             output = result.get("output") if isinstance(result, dict) else result
             return output if isinstance(output, str) else json.dumps(output)
         owner = ctx.lease.owner.actor() if ctx.lease.owner is not None else {}

@@ -13,6 +13,7 @@ tools:
 delegates: [researcher]        # other agents, offered as tools (agent as a tool)
 handoffs: [escalations]        # other agents this one may hand the conversation to
 limits: {max_steps: 8, max_tool_calls: 16, max_wall_time: 120}
+policy: support@production     # guard policy (policies/support.yaml); default: guards.default
 output_schema: {type: object, properties: {answer: {type: string}}, required: [answer]}
 approval:
   - tools: [refund]            # shell-style patterns over tool names
@@ -34,6 +35,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from elevenfactor.config._guards import POLICY_REF
 from elevenfactor.context._spec import ContextSpec
 from elevenfactor.errors import ConfigError
 from elevenfactor.runtime._loader import report
@@ -208,6 +210,15 @@ class AgentSpec(_Strict):
         default_factory=list, description="Other agents this one may hand the conversation to."
     )
     limits: AgentLimits = Field(default_factory=AgentLimits)
+    policy: str | None = Field(
+        default=None,
+        pattern=POLICY_REF,
+        description="The guard policy of its runs: `support` (policies/support.yaml now), "
+        "`support@production` (a label of `guards.labels`) or `support@3f2a9c1e0b7d` (a "
+        "version). Its rules guard each stage of the run and its `breakers` stop a run "
+        "(`breakers.run`, with `limits`: the tighter wins) and pause the agent after too many "
+        "failed or blocked runs (`breakers.agent`); None: the project's `guards.default`.",
+    )
     output_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema the final output must satisfy; None: free text."
     )

@@ -29,6 +29,7 @@ from elevenfactor.errors import (
     StepFailed,
 )
 from elevenfactor.observe import log_event
+from elevenfactor.runtime._breakers import BLOCKING_CODES, run_ended
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._programs import Programs
@@ -204,7 +205,7 @@ class RunExecutor:
             await self._settle(ctx, "queued", wake_at=wake, error=error, new_attempt=True)
             log_event(logger, "run_retry", run_id=lease.run_id, attempt=lease.attempt + 1)
         else:
-            await self._settle(ctx, "failed", error=error)
+            await self._settle(ctx, "failed", error=error, blocked=bool(kinds & BLOCKING_CODES))
 
     async def _settle(
         self,
@@ -216,8 +217,10 @@ class RunExecutor:
         error: str | None = None,
         new_attempt: bool = False,
         wake_when: list[tuple[str, tuple[Any, ...]]] | None = None,
+        blocked: bool = False,
     ) -> None:
-        """Write the run's new status, fenced (see ``settle_run``)."""
+        """Write the run's new status, fenced (see ``settle_run``); a run of an agent that
+        ended (``blocked``: stopped by a guard or a breaker) counts in the agent's breaker."""
         status, changed, woke = await settle_run(
             self.store,
             ctx.run_id,
@@ -233,6 +236,8 @@ class RunExecutor:
             wake_when=wake_when,
         )
         self._ended(ctx, status, changed, woke)
+        if changed and status in ("succeeded", "failed"):
+            await run_ended(self.programs, self.store, ctx.lease, status, blocked)
 
     def _ended(self, ctx: RunContext, status: str, changed: bool, woke: bool) -> None:
         if woke:

@@ -29,6 +29,7 @@ from elevenfactor.governance import (
     check_tags,
     local_admin,
 )
+from elevenfactor.governance._agent_breaker import check_not_paused
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
 from elevenfactor.runtime._settle import FINAL, record_end
@@ -154,6 +155,8 @@ async def submit_run(
     ``owner`` is whom the run acts for (default: the built-in local administrator); its creation
     is recorded in the ledger in the same transaction. ``tags`` (names, at most 32) go with
     every model call the run makes, for cost reports; they are part of the ledger entry.
+    A new run of an agent its breaker paused (in the owner's organisation) is refused with
+    ``AgentPaused``; submitting an existing run's id again is not.
     """
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
@@ -202,6 +205,7 @@ async def submit_run(
             ),
         )
         if inserted == 1:
+            await check_not_paused(tx, org_id, program)  # rolls the insert back if paused
             await append_entry(
                 tx,
                 "run.created",

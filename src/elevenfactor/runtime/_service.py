@@ -13,6 +13,7 @@ from elevenfactor.context import EmbedderRegistry, PromptRegistry, load_prompts,
 from elevenfactor.context._index_ops import open_backend, retrieval_url
 from elevenfactor.errors import ConfigError, PromptError
 from elevenfactor.governance import Meter, Sealer, open_meter
+from elevenfactor.governance._policy_book import PolicyBook
 from elevenfactor.models import (
     CacheBackend,
     Limiter,
@@ -72,6 +73,32 @@ def _prompts(
     for problem in found:
         report(ConfigError(problem.message, key="prompts", hint=problem.hint), errors)
     return prompts
+
+
+def _policies(
+    project: ProjectConfig,
+    base: Path,
+    source: str | None,
+    specs: dict[str, AgentSpec],
+    agents_dir: Path,
+    errors: list[ConfigError] | None,
+) -> PolicyBook | None:
+    """The project's guard policies, with every agent's ``policy:`` resolved (its breakers
+    hold the agent's runs); None when they are invalid (the errors are reported)."""
+    try:
+        book = PolicyBook.load(project.guards, base, source=source or "the project file")
+    except ConfigError as exc:
+        report(exc, errors)
+        return None
+    for name, spec in specs.items():
+        try:
+            book.for_agent(spec.policy)
+        except ConfigError as exc:
+            where = f"agent {name}: policy"
+            report(
+                ConfigError(exc.message, source=str(agents_dir), key=where, hint=exc.hint), errors
+            )
+    return book
 
 
 def _project_dir(settings: Settings) -> Path:
@@ -178,6 +205,7 @@ def build_runtime(
             )
             report(unknown, errors)
     deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter, prompts, embedders)
+    deps.policies = _policies(project, base, source, specs, agents_dir, errors)
     if any(spec.retrieval is not None for spec in specs.values()):
         deps.retrieval_backend = open_backend(retrieval_url(settings))  # connects on first use
     if MCP_TOOL in programs:

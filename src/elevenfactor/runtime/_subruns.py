@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from elevenfactor.errors import StepFailed
+from elevenfactor.errors import AgentPaused, StepFailed
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._runs import get_run, run_result, submit_run
+from elevenfactor.runtime._steps import error_json
 
 __all__ = ["run_child"]
 
@@ -27,23 +28,34 @@ async def run_child(
     max_attempts: int = 1,
 ) -> Any:
     """Run ``program`` as a child of this run and return its result (``StepFailed`` if it
-    failed or was cancelled; identically on replay)."""
+    failed or was cancelled, or its agent is paused — error code ``agent_paused``; identically
+    on replay)."""
     step_id, ev = ctx.reserve("subrun", program)
     if ev is not None:
         return ctx.replayed(ev)
     ctx.check_live()
     child_id = f"{ctx.run_id}.{step_id}"
-    await submit_run(
-        ctx.store,
-        program,
-        input,
-        run_id=child_id,
-        parent_id=ctx.run_id,
-        queue=queue or ctx.lease.queue,
-        priority=priority,
-        max_attempts=max_attempts,
-        owner=ctx.lease.owner,
-    )
+    try:
+        await submit_run(
+            ctx.store,
+            program,
+            input,
+            run_id=child_id,
+            parent_id=ctx.run_id,
+            queue=queue or ctx.lease.queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            owner=ctx.lease.owner,
+        )
+    except AgentPaused as exc:
+        # Journaled, so a re-execution sees the same refusal even once the agent is reset.
+        await ctx.record(step_id, "subrun", program, "failed", None, error_json(exc))
+        raise StepFailed(
+            f"child run of {program}: {exc.message}",
+            step=program,
+            error_type="AgentPaused",
+            error_code=exc.code,
+        ) from exc
     # A fresh run (its first execution) has just created the child: park without reading it
     # (if it has ended already, the park's condition queues this run again at once).
     child = await get_run(ctx.store, child_id) if ctx.lease.has_journal else None

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
+from elevenfactor.governance._agent_breaker import paused_agents
 from elevenfactor.server._admin_api import ROUTES as ADMIN_ROUTES
 from elevenfactor.server._auth import authenticate, check_cross_site
 from elevenfactor.server._budgets_api import ROUTES as BUDGET_ROUTES
@@ -75,7 +76,14 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness: open, migrated, not draining, and the budget backend answering (budgets
-    fail closed: with Redis down no call a budget covers can be admitted)."""
+    fail closed: with Redis down no call a budget covers can be admitted).
+
+    While an agent's circuit breaker has paused it (in any organisation), ``details``
+    names it: ``{"status": "ready", "details": {"agents_paused": ["support"]}}`` (names only:
+    this endpoint is open; ``elevenfactor agents status`` tells why). A paused agent does not
+    make the process unready — it serves everything else, and the agent's runs are refused
+    with ``agent_paused`` until an admin resets it (``elevenfactor agents reset``); taking
+    the instance out of rotation would not help."""
     gw: Gateway = request.app.state.gateway
     if not gw.ready:
         return _json({"status": "draining" if gw.draining else "starting"}, 503)
@@ -87,7 +95,22 @@ async def readyz(request: Request) -> Response:
             },
             503,
         )
-    return _json({"status": "ready"})
+    paused = await _paused(gw)
+    if paused == []:
+        return _json({"status": "ready"})
+    return _json({"status": "ready", "details": {"agents_paused": paused}})
+
+
+async def _paused(gw: Gateway) -> list[str] | None:
+    """The names of paused agents, or None if the store cannot say right now."""
+    if gw.store is None:
+        return []
+    try:
+        found = await paused_agents(gw.store)
+    except Exception:  # a readiness probe reports; it never fails on a detail
+        logger.exception("listing paused agents failed")
+        return None
+    return sorted({b.agent for b in found})
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -76,10 +76,25 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-class Readiness(BaseModel):
-    """``ready`` (200), or ``starting``/``draining`` (503)."""
+class ReadinessDetails(BaseModel):
+    """What a ready process reports besides its status."""
 
-    status: Literal["ready", "starting", "draining"]
+    agents_paused: list[str] | None = Field(
+        default=None,
+        description="Agents whose circuit breaker paused them (names only; "
+        "`elevenfactor agents status` says why). Their runs are refused until an admin "
+        "resets them; the process itself stays ready.",
+    )
+
+
+class Readiness(BaseModel):
+    """``ready`` (200), or ``starting``/``draining``/``unavailable`` (503)."""
+
+    status: Literal["ready", "starting", "draining", "unavailable"]
+    details: ReadinessDetails | None = None
+    checks: dict[str, str] | None = Field(
+        default=None, description="With `unavailable`: each failing dependency and why."
+    )
 
 
 class Owner(BaseModel):

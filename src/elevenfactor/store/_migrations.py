@@ -31,6 +31,7 @@ from elevenfactor.store.migrations import (
     m016_bm25_impacts,
     m017_embedding_calls,
     m018_policies,
+    m019_agent_breakers,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -92,6 +93,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m016_bm25_impacts", m016_bm25_impacts.STATEMENTS),
     Migration("m017_embedding_calls", m017_embedding_calls.STATEMENTS),
     Migration("m018_policies", m018_policies.STATEMENTS),
+    Migration("m019_agent_breakers", m019_agent_breakers.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
