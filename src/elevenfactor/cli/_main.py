@@ -190,6 +190,7 @@ def _register() -> None:
     from elevenfactor.cli._audit import audit
     from elevenfactor.cli._budgets import budgets, kill_cmd, kills, unkill_cmd
     from elevenfactor.cli._cost import cost
+    from elevenfactor.cli._guard import guard
     from elevenfactor.cli._index import index
     from elevenfactor.cli._memory import memory
     from elevenfactor.cli._prompts import prompts
@@ -199,7 +200,7 @@ def _register() -> None:
         main.add_command(command)
     for command in (budgets, kill_cmd, unkill_cmd, kills, agents):
         main.add_command(command)
-    for command in (prompts, index, memory):
+    for command in (prompts, index, memory, guard):
         main.add_command(command)
 
 
