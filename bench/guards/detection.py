@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from bench.guards.inputs import CORPUS, REPO, policies
-from elevenfactor.cli._guard import Sample, evaluate
+from elevenfactor.governance._guard_eval import Sample, evaluate
 from elevenfactor.governance._guard_injection_model import model_info
 
 __all__ = ["held_out"]

@@ -12,12 +12,8 @@ block (the most severe over the stages tested); every command exits 2 on an erro
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -37,27 +33,26 @@ from elevenfactor.cli._common import (
     settings_from,
     with_store,
 )
-from elevenfactor.config import GuardsConfig, Settings
+from elevenfactor.config import Settings
 from elevenfactor.errors import ConfigError, RequestError, StoreError
+from elevenfactor.governance._guard_eval import (
+    check_stages,
+    evaluate,
+    read_corpus,
+    split_findings,
+    spread,
+)
 from elevenfactor.governance._guard_pii import PII_KINDS
-from elevenfactor.governance._guard_pipeline import GuardEntry, pipeline_for, verdict_record
-from elevenfactor.governance._guard_redact import PlaceholderMap
+from elevenfactor.governance._guard_pipeline import pipeline_for, verdict_record
 from elevenfactor.governance._guard_secrets import SECRET_KINDS
 from elevenfactor.governance._guard_types import ACTIONS, STAGES, Finding, Stage, Verdict
 from elevenfactor.governance._policy_book import PolicyBook, parse_policy_ref, shipped_default
+from elevenfactor.governance._policy_info import policy_attachments, policy_info
 from elevenfactor.governance._policy_load import load_policy_dir
 from elevenfactor.governance._policy_model import Policy
 from elevenfactor.store import Store, pending
 
-__all__ = [
-    "EXIT_BLOCK",
-    "EXIT_ESCALATE",
-    "Sample",
-    "evaluate",
-    "guard",
-    "read_corpus",
-    "split_findings",
-]
+__all__ = ["EXIT_BLOCK", "EXIT_ESCALATE", "guard"]
 
 T = TypeVar("T")
 
@@ -65,8 +60,6 @@ EXIT_ESCALATE = 3
 """``guard test``'s exit status when the verdict is ``escalate``."""
 EXIT_BLOCK = 4
 """``guard test``'s exit status when the verdict is ``block``."""
-_INJECTION_KINDS = frozenset({"prompt_injection", "jailbreak", "injection"})
-_CORPUS_HINT = 'one JSON object per line: {"text": "...", "label": "benign" | "injection" | …}'
 
 
 @click.group(name="guard")
@@ -118,52 +111,6 @@ def _resolve(settings: Settings, book: PolicyBook, ref: str) -> Policy:
         return _from_store(settings, lambda store: book.resolve(ref, store), exc)
 
 
-def _attachments(cfg: GuardsConfig) -> dict[str, list[str]]:
-    """Policy id to where ``guards:`` attaches it (``default``, ``key:NAME``, …)."""
-    refs = [("default", cfg.default)] if cfg.default is not None else []
-    for kind, attached in (("key", cfg.keys), ("team", cfg.teams), ("route", cfg.routes)):
-        refs += [(f"{kind}:{name}", ref) for name, ref in attached.items()]
-    out: dict[str, list[str]] = {}
-    for where, ref in refs:
-        pid, selector = parse_policy_ref(ref)
-        out.setdefault(pid, []).append(f"{where}@{selector}" if selector else where)
-    return out
-
-
-def _labels(cfg: GuardsConfig, policy: Policy) -> list[str]:
-    pins = cfg.labels.get(policy.id, {})
-    return sorted(label for label, v in pins.items() if policy.full_hash.startswith(v))
-
-
-def _rules(policy: Policy, stage: Stage) -> list[dict[str, Any]]:
-    return [
-        {
-            "rule": spec.label,
-            "kind": spec.rule,
-            "action": spec.action,
-            "options": spec.model_dump(
-                mode="json", by_alias=True, exclude_defaults=True, exclude={"rule", "action"}
-            ),
-        }
-        for spec in policy.spec.stages.rules(stage)
-    ]
-
-
-def _info(policy: Policy, cfg: GuardsConfig, attached: dict[str, list[str]]) -> dict[str, Any]:
-    stages = {stage: _rules(policy, stage) for stage in STAGES}
-    return {
-        "id": policy.id,
-        "version": policy.version,
-        "hash": policy.full_hash,
-        "ref": policy.ref,
-        "labels": _labels(cfg, policy),
-        "attached": attached.get(policy.id, []),
-        "description": policy.spec.description,
-        "file": policy.file,
-        "stages": {stage: rules for stage, rules in stages.items() if rules},
-    }
-
-
 @guard.command("list")
 @config_option
 @json_option
@@ -177,8 +124,8 @@ def list_cmd(config: Path | None, as_json: bool) -> None:
     base = _base(settings)
     found = load_policy_dir(base / cfg.dir, root=base, errors=errors)
     found.setdefault("default", shipped_default())
-    attached = _attachments(cfg)
-    infos = [_info(found[pid], cfg, attached) for pid in sorted(found)]
+    attached = policy_attachments(cfg)
+    infos = [policy_info(found[pid], cfg, attached) for pid in sorted(found)]
     if as_json:
         print_json({"data": infos, "errors": [e.to_dict() for e in errors]})
     else:
@@ -214,7 +161,7 @@ def show_cmd(ref: str, show_source: bool, config: Path | None, as_json: bool) ->
     """A policy's rules per stage and its breakers. REF: ID, ID@LABEL or ID@VERSION."""
     settings, book = _load(config)
     policy = _resolve(settings, book, ref)
-    info = _info(policy, book.config, _attachments(book.config))
+    info = policy_info(policy, book.config)
     spec = policy.spec
     if as_json:
         extra = {"source": policy.source} if show_source else {}
@@ -286,26 +233,6 @@ def _stages(stage: str | None, has_text: bool, has_tool: bool) -> list[Stage]:
         return [cast(Stage, stage)]
     stages: list[Stage] = ["input", "output"] if has_text else []
     return [*stages, "tool_call"] if has_tool else stages
-
-
-def split_findings(entries: Sequence[GuardEntry], verdict: Verdict) -> list[list[Finding] | None]:
-    """Per entry of a stage, the findings of ``verdict`` it produced (None: it did not fire),
-    from the verdict's ``fired`` list (entry order, with counts)."""
-    out: list[list[Finding] | None] = []
-    fired = list(verdict.extra.get("fired", []))
-    pos, j = 0, 0
-    for entry in entries:
-        hit = fired[j] if j < len(fired) else None
-        if (
-            hit is not None
-            and hit["rule"] == entry.label
-            and (hit["action"] == entry.guard.action or "guard_error" in hit["kinds"])
-        ):
-            out.append(list(verdict.findings[pos : pos + hit["count"]]))
-            pos, j = pos + hit["count"], j + 1
-        else:
-            out.append(None)
-    return out
 
 
 def _where(text: str, findings: Sequence[Finding]) -> str:
@@ -385,21 +312,7 @@ def test_cmd(
         )
     settings, book = _load(config)
     policy = _resolve(settings, book, ref)
-    pipeline = pipeline_for([policy])
-
-    async def check_all() -> list[tuple[Stage, Verdict, str]]:
-        mapping, out = PlaceholderMap(), []
-        for st in stages:
-            if st == "tool_call" and tool is not None:
-                verdict = await pipeline.check_tool_call(tool, args, placeholders=mapping)
-                content = json.dumps(args, ensure_ascii=False, default=str)
-            else:
-                content = text or ""
-                verdict = await pipeline.check(st, content, placeholders=mapping)
-            out.append((st, verdict, content))
-        return out
-
-    results = run(check_all())
+    results = run(check_stages(policy, stages, text, tool, args))
     worst = max((v.action for _, v, _ in results), key=ACTIONS.index, default="allow")
     if as_json:
         records = [{**verdict_record(st, v), "content": v.content} for st, v, _ in results]
@@ -407,160 +320,6 @@ def test_cmd(
     for st, verdict, content in [] if as_json else results:
         _print_stage(policy, st, verdict, content, include_calls=tool is not None)
     sys.exit({"block": EXIT_BLOCK, "escalate": EXIT_ESCALATE}.get(worst, 0))
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One corpus row: its text, whether it is a positive, its stage and expected kinds."""
-
-    text: str
-    positive: bool
-    stage: Stage | None = None
-    expect: tuple[str, ...] = ()
-
-
-def _corpus_error(message: str) -> RequestError:
-    return RequestError(message, code="guard_corpus_invalid", param="corpus", hint=_CORPUS_HINT)
-
-
-def _sample(row: Any, where: str) -> Sample:
-    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-        raise _corpus_error(f"{where}: expected an object with a string `text`")
-    label, expect, stage = row.get("label"), row.get("expect"), row.get("stage")
-    if label is not None and not isinstance(label, str):
-        raise _corpus_error(f"{where}: `label` must be a string")
-    if expect is not None and not (
-        isinstance(expect, list) and all(isinstance(e, str) for e in expect)
-    ):
-        raise _corpus_error(f"{where}: `expect` must be a list of rule names or kinds")
-    if label is None and expect is None:
-        raise _corpus_error(f"{where}: a row needs `label` (benign is negative) or `expect`")
-    if stage is not None and stage not in STAGES:
-        raise _corpus_error(f"{where}: unknown stage {stage!r}; one of {', '.join(STAGES)}")
-    positive = label != "benign" if label is not None else bool(expect)
-    return Sample(row["text"], positive, stage, tuple(expect or ()))
-
-
-def read_corpus(path: Path) -> list[Sample]:
-    """The rows of a JSONL file, or of every ``*.jsonl`` in a directory (sorted by name).
-    ``RequestError`` naming the file (and line) when one cannot be read or is malformed."""
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
-        raise _corpus_error(f"{path}: no *.jsonl files in the directory")
-    samples: list[Sample] = []
-    for file in files:
-        try:
-            data = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-            raise _corpus_error(f"cannot read {file}: {reason}") from None
-        for n, line in enumerate(data.split("\n"), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise _corpus_error(f"{file}:{n}: not valid JSON ({exc.msg})") from None
-                samples.append(_sample(row, f"{file}:{n}"))
-    return samples
-
-
-@dataclass
-class _Tally:
-    """Fired / not fired on positives and negatives, and expected kinds found."""
-
-    name: str
-    action: str
-    covers: frozenset[str] = frozenset()
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, positive: bool, fired: bool) -> None:
-        self.counts[("tp" if fired else "fn") if positive else ("fp" if fired else "tn")] += 1
-
-    def report(self) -> dict[str, Any]:
-        c = self.counts
-        pos, neg, hits = c["tp"] + c["fn"], c["fp"] + c["tn"], c["tp"] + c["fp"]
-        return {
-            "rule": self.name,
-            "action": self.action,
-            **{k: c[k] for k in ("tp", "fp", "fn", "tn")},
-            "detection_rate": c["tp"] / pos if pos else None,
-            "false_positive_rate": c["fp"] / neg if neg else None,
-            "precision": c["tp"] / hits if hits else None,
-            "kinds_expected": c["kinds_expected"],
-            "kinds_found": c["kinds_found"],
-        }
-
-
-def _covers(entry: GuardEntry) -> frozenset[str]:
-    """What an ``expect`` entry may say to mean this rule: its name, kind, or finding kinds."""
-    spec = entry.guard.spec
-    known = {"pii": PII_KINDS, "secrets": SECRET_KINDS, "injection": tuple(_INJECTION_KINDS)}
-    kinds: Sequence[str] = getattr(spec, "kinds", None) or known.get(spec.rule, ())
-    return frozenset({entry.label, spec.rule, *kinds})
-
-
-def evaluate(
-    policy: Policy,
-    samples: Sequence[Sample],
-    stage: Stage,
-    advance: Callable[[], None] = lambda: None,
-) -> dict[str, Any]:
-    """Per rule and for the policy: fired on positives and negatives, precision, kinds found,
-    check time. A row with ``expect`` is a positive for the rules it names (by name, kind or
-    a finding kind they report) and a negative for the others."""
-    pipeline = pipeline_for([policy])
-    tallies: dict[tuple[Stage, int], _Tally] = {}
-    whole, actions, times = _Tally("(policy: any verdict but allow)", "any"), Counter[str](), []
-
-    async def main() -> None:
-        for s in samples:
-            st = s.stage or stage
-            entries = [e for e in pipeline.entries(st) if not e.guard.tool_call]
-            started = time.perf_counter_ns()
-            verdict = await pipeline.check(st, s.text)
-            times.append((time.perf_counter_ns() - started) / 1000)
-            actions[verdict.action] += 1
-            whole.add(s.positive, verdict.action != "allow")
-            for i, (entry, found) in enumerate(
-                zip(entries, split_findings(entries, verdict), strict=True)
-            ):
-                t = tallies.setdefault(
-                    (st, i), _Tally(entry.label, entry.guard.action, _covers(entry))
-                )
-                wanted = t.covers.intersection(s.expect)
-                t.add(bool(wanted) if s.expect else s.positive, found is not None)
-                kinds = wanted - {entry.label, entry.guard.spec.rule}
-                t.counts["kinds_expected"] += len(kinds)
-                t.counts["kinds_found"] += len(kinds & {f.kind for f in found or ()})
-            advance()
-
-    run(main())
-    stages = {st for st, _ in tallies}
-    rules = [
-        {**t.report(), "stage": st} | ({"rule": f"{st}: {t.name}"} if len(stages) > 1 else {})
-        for (st, _), t in sorted(tallies.items(), key=lambda kv: (STAGES.index(kv[0][0]), kv[0][1]))
-    ]
-    ordered = sorted(times)
-    return {
-        "policy": policy.ref,
-        "stage": stage,
-        "rows": len(samples),
-        "positives": sum(s.positive for s in samples),
-        "rules": rules,
-        "policy_total": whole.report(),
-        "verdicts": dict(actions),
-        "check_us": {
-            "p50": _pct(ordered, 50),
-            "p99": _pct(ordered, 99),
-            "mean": statistics.fmean(ordered) if ordered else None,
-        },
-    }
-
-
-def _pct(ordered: Sequence[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def _rate(n: int, d: int, rate: float | None) -> str:
@@ -591,9 +350,7 @@ def eval_cmd(
     (a row with `expect` and no label is a positive when the list is not empty)."""
     settings, book = _load(config)
     policy = _resolve(settings, book, ref)
-    samples = read_corpus(corpus)
-    if limit is not None and limit < len(samples):
-        samples = [samples[i * len(samples) // limit] for i in range(limit)]
+    samples = spread(read_corpus(corpus), limit)
     columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, disable=as_json, transient=True) as progress:
         task = progress.add_task("rows", total=len(samples))
