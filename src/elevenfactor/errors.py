@@ -12,6 +12,7 @@ ElevenFactorError                 code                 http
 │   ├── NotFound                  not_found            404  (users, keys, teams)
 │   ├── ClientDisconnected        client_disconnected  499  (the client went away)
 │   └── GuardBlocked              guard_blocked        400  (a guard policy's rule blocked it)
+│       └── GuardEscalated        guard_escalated      403  (a reviewer must decide: runs only)
 ├── RunError                      run_error            500
 │   ├── JournalDivergence         journal_divergence   500
 │   ├── LeaseLost                 lease_lost           409
@@ -85,6 +86,7 @@ __all__ = [
     "ElevenFactorError",
     "EmbedderMismatch",
     "GuardBlocked",
+    "GuardEscalated",
     "IndexNotFound",
     "JournalDivergence",
     "LeaseLost",
@@ -254,6 +256,14 @@ class GuardBlocked(RequestError):
 
     code = "guard_blocked"
     http_status = 400
+
+
+class GuardEscalated(GuardBlocked):
+    """A guard policy's rule escalated the content to a reviewer group; a plain gateway call
+    cannot wait for a decision (a durable run can), so it is refused."""
+
+    code = "guard_escalated"
+    http_status = 403
 
 
 class ContextError(RequestError):

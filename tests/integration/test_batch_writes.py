@@ -82,6 +82,7 @@ def _expected(r: CallRecord) -> tuple[Any, ...]:
         *(r.org_id, r.team_id, r.user_id, r.run_id, r.agent, r.session_id),
         orjson.dumps(r.tags).decode() if r.tags else None,
         *(r.tokens_cached, r.price_version, r.saved, r.prompt, r.kind),
+        orjson.dumps(r.guard).decode() if r.guard is not None else None,
     )
     return (*row, record_hash(row))
 

@@ -48,9 +48,10 @@ RECORD_COLUMNS = (
     "saved",
     "prompt",
     "kind",
+    "guard",
 )
-"""The columns of a call record that ``record_hash`` covers, in order (``prompt`` and ``kind``
-only when set: see ``record_hash``)."""
+"""The columns of a call record that ``record_hash`` covers, in order (``prompt``, ``kind`` and
+``guard`` only when set: see ``record_hash``)."""
 _INSERT = (
     "INSERT INTO model_calls ("
     f" {', '.join(RECORD_COLUMNS)}, record_hash)"
@@ -75,13 +76,14 @@ _CALL_HEAD = _INSERT.split("VALUES", 1)[0] + "VALUES "
 # On PostgreSQL a batch is one statement whatever its size: blobs and records each unnested from
 # one array per column (see ``elevenfactor.store._postgres``), so the statement is prepared
 # once per connection and runs in one round trip, as its own transaction. Array element types,
-# as in the migrations (m001, m003, m006, m012, m017):
+# as in the migrations (m001, m003, m006, m012, m017, m020):
 _BLOB_TYPES = ("text", "int8", "bytea", "float8")
 _CALL_TYPES = (
     *("text", "text", "float8", "text", "text", "text", "text", "text", "int4", "text"),
     *("text", "int4", "int4", "float8", "float8", "int4", "text", "text", "text", "text"),
     *("text", "text", "text", "text", "text", "text", "int8", "text", "float8", "text"),  # prompt
     "text",  # kind
+    "text",  # guard (JSON)
     "text",  # record_hash
 )
 

@@ -35,6 +35,7 @@ logger = logging.getLogger("elevenfactor.calls")
 
 _V1 = len(RECORD_COLUMNS_V1)
 _ALL = len(RECORD_COLUMNS)
+_KIND = _ALL - 1  # a row up to ``kind``: without ``guard`` (m020)
 _SLICE = 32  # records hashed between two yields to the event loop
 
 
@@ -45,7 +46,9 @@ class CallRecord:
     ``step`` (an agent's own calls) goes to the log line only. ``tags`` are the request's tags;
     ``saved`` what caching saved (see ``Bill``); ``price_version`` the ``prices`` row charged;
     ``prompt`` the prompt the call used, as ``id@version`` (``Prompt.ref``); ``kind`` what was
-    called: None for a chat completion (a model call), ``embedding`` for embeddings.
+    called: None for a chat completion (a model call), ``embedding`` for embeddings; ``guard``
+    the guard policies a gateway call was checked with and their verdicts
+    (``{"policies": [...], "verdicts": [...]}``; None when no policy applied).
     """
 
     trace_id: str
@@ -78,6 +81,7 @@ class CallRecord:
     saved: float | None = None
     prompt: str | None = None
     kind: str | None = None
+    guard: dict[str, Any] | None = None
     id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
 
@@ -139,6 +143,7 @@ class CallRecord:
             **({"tags": self.tags} if self.tags else {}),
             **({"prompt": self.prompt} if self.prompt is not None else {}),
             **({"kind": self.kind} if self.kind is not None else {}),
+            **({"guard": self.guard} if self.guard is not None else {}),
         }
 
 
@@ -146,14 +151,18 @@ def record_hash(row: tuple[Any, ...]) -> str:
     """SHA-256 over a call record's columns (``RECORD_COLUMNS``): what ``audit verify``
     recomputes, so an edited token count or cost is caught.
 
-    ``prompt`` and ``kind`` (the last two columns) are covered only when set: a call made
-    without a prompt (or a chat call: no kind) hashes exactly as it did before the column
-    existed, and setting either on such a row, or clearing it on a row that had one, changes
-    the hash (a row with a kind and no prompt hashes the prompt's NULL too). A row whose newer
-    columns (after ``RECORD_COLUMNS_V1``) are all NULL was written before they existed and is
-    hashed over the old columns, so it still verifies. A row written since always has
-    ``tokens_cached``, so clearing its newer columns changes its hash."""
-    if len(row) == _ALL and row[-1] is None:  # no kind
+    ``prompt``, ``kind`` and ``guard`` (the last three columns) are covered only when set: a
+    call made without a prompt (or a chat call: no kind; or one no guard policy applied to)
+    hashes exactly as it did before the column existed, and setting any of them on such a row,
+    or clearing it on a row that had one, changes the hash (a row with a guard record and no
+    kind or prompt hashes their NULLs too, as a row with a kind and no prompt hashes the
+    prompt's NULL). A row whose newer columns (after ``RECORD_COLUMNS_V1``) are all NULL was
+    written before they existed and is hashed over the old columns, so it still verifies. A
+    row written since always has ``tokens_cached``, so clearing its newer columns changes its
+    hash."""
+    if len(row) == _ALL and row[-1] is None:  # no guard record
+        row = row[:-1]
+    if len(row) == _KIND and row[-1] is None:  # no kind
         row = row[:-1]
         if row[-1] is None:  # and no prompt
             row = row[:-1]
@@ -293,6 +302,7 @@ class CallRecorder:
                 r.saved,
                 r.prompt,
                 r.kind,
+                orjson.dumps(r.guard).decode() if r.guard is not None else None,
             )
             rows.append((*row, record_hash(row)))
         try:

@@ -2,7 +2,9 @@
 
 With a session (the ``x-elevenfactor-session`` header or the body's ``session_id``) clients send
 only the new turn: the gateway reads the stored conversation before the call and appends the
-turn and the answer after it (``elevenfactor.server._chat_session`` says how).
+turn and the answer after it (``elevenfactor.server._chat_session`` says how). The call's guard
+policies check the request before admission and the answer before the client sees it
+(``elevenfactor.server._chat_guard`` says how).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from elevenfactor.errors import (
     ElevenFactorError,
+    GuardBlocked,
     ModelError,
     RequestError,
 )
@@ -25,11 +28,17 @@ from elevenfactor.governance import Principal, check_id, check_tags, price_book
 from elevenfactor.models import Call, Model, StreamChunk, Usage, limit_wait
 from elevenfactor.models._admission import client_timeout
 from elevenfactor.models._cache import StreamAssembler
-from elevenfactor.models.openai_format import ChunkEncoder, response_to_openai, usage_to_openai
+from elevenfactor.models.openai_format import ChunkEncoder, usage_to_openai
 from elevenfactor.observe import CallRecord, call_cost, new_id
 from elevenfactor.server._admit import Admission, admit_call, wait_of
 from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
 from elevenfactor.server._cache_headers import cache_headers
+from elevenfactor.server._chat_guard import CallGuard, guard_request
+from elevenfactor.server._chat_guard_output import (
+    GuardedStream,
+    answer_bytes,
+    screen_answer,
+)
 from elevenfactor.server._chat_session import (
     DROPPED_HEADER,
     ChatSession,
@@ -78,6 +87,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
     principal: Principal | None = None
     raw = b""
     parsed: ChatRequest | None = None
+    guard: CallGuard | None = None
     try:
         principal = await authenticate(request, gw)
         call.org_id, call.user_id = principal.org_id, principal.user_id  # the cache's scope
@@ -94,6 +104,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
         if session is not None:
             headers[_SESSION] = check_id(session, _SESSION)
         parsed = parse_chat_request(body, tags)
+        sent = parsed.messages  # the request's own messages (a session adds its history)
         chat_session = await _open_session(gw, principal, parsed, headers)
         assert gw.registry is not None
         resolved = gw.registry.resolve(
@@ -101,6 +112,9 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
         )
         call.route = resolved.route
         headers["x-elevenfactor-route"] = resolved.route
+        guard, raw = await guard_request(
+            gw, call, principal, parsed, sent, body, raw, chat_session, headers
+        )
         wait = wait_of(gw, request.scope)
         resolved, adm = await admit_call(gw, call, principal, resolved, parsed, tags, wait, headers)
         waiting = limit_wait.set(wait)
@@ -111,7 +125,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
                     if parsed.stream:
                         return await _stream(
                             gw, parsed, resolved.model, call, headers, principal, raw, adm,
-                            request.receive, chat_session,
+                            request.receive, chat_session, guard,
                         )  # fmt: skip
                     response = await unless_disconnected(
                         request.receive,
@@ -122,7 +136,7 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             elif parsed.stream:
                 return await _stream(
                     gw, parsed, resolved.model, call, headers, principal, raw, adm, None,
-                    chat_session,
+                    chat_session, guard,
                 )  # fmt: skip
             else:
                 response = await resolved.model.request(parsed.messages, parsed.settings, call)
@@ -139,20 +153,19 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             limit_wait.reset(waiting)
     except ElevenFactorError as exc:
         if parsed is not None and principal is not None and isinstance(exc, ModelError):
-            _record_error(gw, call, parsed, exc, principal, raw, headers.get(_SESSION))
+            _record_error(gw, call, parsed, exc, principal, raw, headers.get(_SESSION), guard)
         return error_response(exc, headers)
-    out = orjson.dumps(
-        response_to_openai(
-            response,
-            completion_id=f"chatcmpl-{trace_id[:24]}",
-            created=int(time.time()),
-            model=response.model or parsed.model,
-        )
-    )
     final, prices = call.final, price_book(gw.project)
     deployment = final.deployment if final else None
     cost = call_cost(prices, deployment, response.usage, cache_hit=call.cache_hit)
     await adm.settle(cost, response.usage.total_tokens)
+    answer = await screen_answer(guard, response)  # the provider was paid whatever it says
+    out, stored = answer_bytes(
+        answer,
+        completion_id=f"chatcmpl-{trace_id[:24]}",
+        created=int(time.time()),
+        model=response.model or parsed.model,
+    )
     assert gw.recorder is not None
     gw.recorder.record(
         CallRecord.from_call(
@@ -160,21 +173,27 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             response.usage,
             prices,
             stream=False,
-            status="ok",
+            status="ok" if answer.blocked is None else "blocked",
+            error_class=None if answer.blocked is None else answer.blocked.code,
             **owner_fields(principal),
             session_id=headers.get(_SESSION),
             tags=parsed.settings.tags,
             request=raw,
-            response=out,
+            response=stored,
+            guard=None if guard is None else guard.record(),
         )
     )
+    headers.update(cache_headers(call))
+    if guard is not None:
+        headers.update(guard.headers())
+    if answer.blocked is not None:
+        return error_response(answer.blocked, headers)
     if chat_session is not None:
         assert gw.store is not None
         try:
-            await chat_session.save(gw.store, response)
+            await chat_session.save(gw.store, answer.sent)
         except ElevenFactorError as exc:  # session_conflict: another request appended first
             return error_response(exc, headers)
-    headers.update(cache_headers(call))
     return JSONBytes(out, headers)
 
 
@@ -201,6 +220,7 @@ def _record_error(
     principal: Principal,
     raw: bytes,
     session: str | None = None,
+    guard: CallGuard | None = None,
 ) -> None:
     assert gw.recorder is not None
     gw.recorder.record(
@@ -215,6 +235,7 @@ def _record_error(
             session_id=session,
             tags=parsed.settings.tags,
             request=raw,
+            guard=None if guard is None else guard.record(),
         )
     )
 
@@ -230,14 +251,19 @@ async def _stream(
     adm: Admission,
     receive: Receive | None = None,
     session: ChatSession | None = None,
+    guard: CallGuard | None = None,
 ) -> SSEResponse:
     """Fetch the first chunk before answering, so an early failure gets a real status code.
 
     With ``receive`` (local models) a client that leaves before the first chunk stops the work.
     With a ``session`` the complete answer is appended to it before ``[DONE]`` (a conflict is
-    an error event instead).
+    an error event instead). With a ``guard``, the answer goes through its output rules
+    (``GuardedStream``); a refusal is an error event and ends the stream.
     """
     stream = aiter(model.request_stream(parsed.messages, parsed.settings, call))
+    shield = GuardedStream(guard) if guard is not None and GuardedStream.needed(guard) else None
+    if shield is not None:
+        stream = aiter(shield.chunks(stream))
     try:
         if receive is None:
             first: StreamChunk | None = await anext(stream)
@@ -296,13 +322,19 @@ async def _stream(
                 )
             if session is not None:
                 assert gw.store is not None
-                await session.save(gw.store, assembled.response())
+                await session.save(gw.store, (shield.sent if shield else assembled).response())
             await send({"type": "http.response.body", "body": tail, "more_body": True})
         except ModelError as exc:
             status, error_class = "error", exc.error_class
             await send(
                 {"type": "http.response.body", "body": _sse(error_body(exc)), "more_body": True}
             )
+        except GuardBlocked as exc:  # an output rule stopped the answer
+            status, error_class = "blocked", exc.code
+            await send(
+                {"type": "http.response.body", "body": _sse(error_body(exc)),
+                 "more_body": True}
+            )  # fmt: skip
         except ElevenFactorError as exc:  # the session's append: the answer itself was complete
             await send(
                 {"type": "http.response.body", "body": _sse(error_body(exc)), "more_body": True}
@@ -338,7 +370,8 @@ async def _stream(
                     session_id=headers.get(_SESSION),
                     tags=parsed.settings.tags,
                     request=raw,
-                    response="".join(text).encode(),
+                    response=shield.stored_text() if shield else "".join(text).encode(),
+                    guard=None if guard is None else guard.record(),
                 )
             )
 

@@ -11,6 +11,7 @@ from elevenfactor.errors import (
     BudgetExceeded,
     CallKilled,
     ElevenFactorError,
+    GuardBlocked,
     LimitExceeded,
     ModelError,
     RequestError,
@@ -29,8 +30,9 @@ def _type(exc: ElevenFactorError) -> str:
     return "server_error"
 
 
-_DETAILED = (BudgetExceeded, CallKilled, LimitExceeded)
-"""Errors whose ``details`` (which budget, limit or switch) go out with the error object."""
+_DETAILED = (BudgetExceeded, CallKilled, LimitExceeded, GuardBlocked)
+"""Errors whose ``details`` (which budget, limit, switch, or guard policy and rule) go out with
+the error object."""
 
 
 def error_body(exc: ElevenFactorError) -> dict[str, Any]:

@@ -106,6 +106,18 @@ CHAT_RESPONSE_HEADERS = {
         " this question and the cached one.",
         "schema": {"type": "number", "minimum": -1, "maximum": 1},
     },
+    "x-elevenfactor-guard": {
+        "description": "The most severe action of the guard policies the call was checked with"
+        " (`allow`, `monitor`, `redact`, `escalate`, `block`); absent when no policy applies."
+        " On a stream it covers the request only: the answer's verdicts are in the call record,"
+        " and a refusal ends the stream with an error event.",
+        "schema": {"type": "string", "enum": ["allow", "monitor", "redact", "escalate", "block"]},
+    },
+    "x-elevenfactor-policy": {
+        "description": "The guard policies the call was checked with, `id@version`,"
+        " comma-separated (its key's, team's and route's; else `guards.default`).",
+        "schema": {"type": "string"},
+    },
 }
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -121,7 +133,12 @@ OPERATIONS: tuple[Operation, ...] = (
         " budgets unreachable (Redis down) 503 `budget_unavailable`. With a session: another"
         " user's is 404 `session_not_found`, header and body naming different ones 400"
         " `session_mismatch`, and a session another request appended to while this one ran 409"
-        " `session_conflict` (nothing appended; send the turn again).",
+        " `session_conflict` (nothing appended; send the turn again). Guard policies: a rule"
+        " that blocks the request or the answer is 400 `guard_blocked`, one that escalates it"
+        " 403 `guard_escalated` (a chat completion cannot wait for a reviewer; a run can), each"
+        " naming the stage, policy and rule in `error.details`; in a stream that already"
+        " started, the same error arrives as the last event. A refused request is not sent"
+        " upstream and costs nothing; a refused answer was made and is billed.",
         body=s.ChatCompletionRequest, headers=CHAT_HEADERS,
     ),
     Operation("/v1/models", "get", "List models", "models", r.ModelList,
@@ -319,6 +336,9 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
     if op.headers == CHAT_HEADERS:
         retry = {"Retry-After": {"description": "Seconds to wait before trying again.",
                                  "schema": {"type": "integer"}}}  # fmt: skip
+        responses["403"] = _error(
+            "A kill switch (`killed`), or a guard rule escalated the call (`guard_escalated`)."
+        )
         responses["404"] = _error("No such model or route, or another user's session.")
         responses["409"] = _error("The session changed while the request ran.")
         responses["429"] = {**_error("A local model's queue is full."), "headers": retry}

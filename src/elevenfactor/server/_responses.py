@@ -46,6 +46,12 @@ class ErrorObject(BaseModel):
     error_class: str | None = Field(
         default=None, description="For model errors: the class of upstream failure."
     )
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="Which budget, limit or kill switch refused the call; for `guard_blocked` "
+        "and `guard_escalated` the stage, the policy (`id@version`), the rule and the "
+        "reviewer group — never the content that matched.",
+    )
 
 
 class ErrorResponse(BaseModel):

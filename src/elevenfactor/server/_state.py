@@ -1,20 +1,36 @@
-"""``Gateway``: what the HTTP app holds — store, models, recorder, key verifier, drain state."""
+"""``Gateway``: what the HTTP app holds — store, models, recorder, key verifier, guard policies,
+drain state."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mcp.server.transport_security import TransportSecuritySettings
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.context._embed_registry import EmbedderRegistry, open_embedders
-from elevenfactor.governance import KeyVerifier, Meter, Sealer, local_admin, open_meter
+from elevenfactor.governance import KeyVerifier, Meter, Sealer, local_admin, open_meter, price_book
+from elevenfactor.governance._guard_pipeline import pipeline_for
+from elevenfactor.governance._policy_book import PolicyBook
+from elevenfactor.governance._policy_model import Policy
 from elevenfactor.memory import apply_spaces
-from elevenfactor.models import Limiter, ModelRegistry, open_limiter, open_response_cache
-from elevenfactor.observe import CallRecorder, log_event
+from elevenfactor.models import (
+    Call,
+    Limiter,
+    Message,
+    ModelRegistry,
+    ModelSettings,
+    SystemMessage,
+    UserMessage,
+    open_limiter,
+    open_response_cache,
+)
+from elevenfactor.observe import CallRecord, CallRecorder, log_event, new_id
 from elevenfactor.runtime import (
     Housekeeper,
     Programs,
@@ -71,6 +87,9 @@ class Gateway:
     programs: Programs | None = None
     mcp: McpHttp | None = None
     embedders: EmbedderRegistry | None = None
+    policies: PolicyBook | None = None
+    """The project's guard policies (``guards:``), checked at start-up."""
+    _recorded: set[tuple[str, ...]] = field(default_factory=set, repr=False)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     runtime: Runtime | None = None
     worker: Worker | None = None
@@ -89,6 +108,19 @@ class Gateway:
         self.store = await open_store(self.settings.resolved_database_url())
         try:
             await require_migrated(self.store)
+            # An invalid policy file or a reference to nothing stops the start (ConfigError
+            # naming the file or the key); versions pinned by label are read from the store.
+            config_file = self.settings.resolved_config_file()
+            self.policies = await PolicyBook.open(
+                self.project.guards,
+                config_file.resolve().parent if config_file is not None else Path.cwd(),
+                self.store,
+                source=str(config_file) if config_file is not None else "the project file",
+            )
+            for policy in self.policies.all():  # every rule builds (or the start fails), warm
+                pipeline = pipeline_for([policy], judge=self.guard_judge)
+                if pipeline.has("input"):
+                    await pipeline.check("input", "warm up")
         except BaseException:
             await self.store.close()
             raise
@@ -138,6 +170,44 @@ class Gateway:
             models=list(self.registry.deployments),
             dev=self.settings.dev,
         )
+
+    async def record_policies(self, policies: Sequence[Policy]) -> None:
+        """Record the versions of ``policies`` in the store the first time this process uses
+        them together (a failure is logged and tried again on the next call)."""
+        key = tuple(p.full_hash for p in policies)
+        if key in self._recorded or self.policies is None or self.store is None:
+            return
+        try:
+            await self.policies.record_used(self.store, policies)
+        except Exception:
+            logger.warning("recording the guard policy versions in use failed", exc_info=True)
+            return
+        self._recorded.add(key)
+
+    async def guard_judge(self, route: str, messages: list[dict[str, str]]) -> str:
+        """The ``Judge`` of ``relevance`` guard rules: ``route``'s answer to ``messages``
+        (a model call recorded like any other, tagged ``guard-judge``)."""
+        assert self.registry is not None and self.recorder is not None
+        resolved = self.registry.resolve(route)
+        call = Call(trace_id=new_id(), route=resolved.route)
+        chat: list[Message] = [
+            SystemMessage(content=m["content"])
+            if m.get("role") == "system"
+            else UserMessage(content=m["content"])
+            for m in messages
+        ]
+        response = await resolved.model.request(chat, ModelSettings(temperature=0), call)
+        self.recorder.record(
+            CallRecord.from_call(
+                call,
+                response.usage,
+                price_book(self.project),
+                stream=False,
+                status="ok",
+                tags=["guard-judge"],
+            )
+        )
+        return response.message.content or ""
 
     @property
     def ready(self) -> bool:

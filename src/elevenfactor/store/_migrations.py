@@ -32,6 +32,7 @@ from elevenfactor.store.migrations import (
     m017_embedding_calls,
     m018_policies,
     m019_agent_breakers,
+    m020_call_guards,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -94,6 +95,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m017_embedding_calls", m017_embedding_calls.STATEMENTS),
     Migration("m018_policies", m018_policies.STATEMENTS),
     Migration("m019_agent_breakers", m019_agent_breakers.STATEMENTS),
+    Migration("m020_call_guards", m020_call_guards.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
