@@ -18,7 +18,7 @@ from elevenfactor.errors import ConfigError
 __all__ = ["Settings", "load_settings"]
 
 _SECRET_KEYS = ("database_url", "redis_url", "retrieval_url")
-_HIDDEN_KEYS = ("ledger_signing_key",)
+_HIDDEN_KEYS = ("ledger_signing_key", "guard_vault_key")
 
 
 class Settings(BaseSettings):
@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     )
     ledger_head_interval: float = Field(
         default=300.0, gt=0, description="Seconds between scheduled signed head exports."
+    )
+    guard_vault_key: str | None = Field(
+        default=None,
+        description="AES-256 key (base64 of 32 bytes) that encrypts agent runs' placeholder maps"
+        " (guard rules that `redact` in `placeholder` mode); unset: runs mask instead.",
+    )
+    guard_vault_ttl: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds a run's placeholder map is kept after the run ends (then purged).",
     )
 
     @field_validator("log_level")

@@ -65,12 +65,16 @@ _FILE_EXTENSIONS = frozenset(
 )
 _SCP_PATH = re.compile(r":[^\s:]")  # git@github.com:org/repo.git
 _URL_USERINFO = re.compile(r"://(?:[^\s/@]*:)?$")
-_CARD = re.compile(r"(?<![\w.,-])(?<!\d[ -])\d(?:[ -]?\d){12,}(?![ -]?\d|[.,]\d)", re.ASCII)
+_CARD = re.compile(
+    r"\d(?<![\w.,-]\d)(?<!\d[ -]\d)(?:[ -]?\d){12,}(?![ -]?\d|[.,]\d)", re.ASCII
+)
 _CARD_SEP = re.compile(r"[ -]")
 _CARD_GROUPS = frozenset({(4, 6, 5), (4, 6, 4)})
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}", re.ASCII)
-_IPV4 = re.compile(r"(?<![\w.:-])(?:\d{1,3}\.){3}\d{1,3}(?![\w-]|\.\d)", re.ASCII)
-_IPV6 = re.compile(r"(?<![\w:.-])[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}(?![\w:-])", re.ASCII)
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}", re.ASCII)
+_IPV4 = re.compile(r"\d(?<![\w.:-]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w-]|\.\d)", re.ASCII)
+_IPV6 = re.compile(
+    r"[0-9A-Fa-f:](?<![\w:.-][0-9A-Fa-f:])[0-9A-Fa-f:.]{1,44}(?![\w:-])", re.ASCII
+)
 _VERSION_WORDS = frozenset(
     "version versions ver v release rel build rev revision section sec chapter clause rule "  # noqa: SIM905 - word list
     "oid firmware fw sdk patch update kernel python node java".split()

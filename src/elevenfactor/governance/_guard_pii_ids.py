@@ -31,13 +31,15 @@ from elevenfactor.governance._guard_types import Finding
 __all__ = ["ID_FINDERS"]
 
 _END = r"(?![\w-]|[.,/:]\d)"
-_SSN_DASHED = re.compile(r"(?<![\w\-.])\d{3}([- ])\d{2}\1\d{4}" + _END, re.ASCII)
-_SSN_BARE = re.compile(r"(?<![\w\-.])\d{9}" + _END, re.ASCII)
+_SSN_DASHED = re.compile(r"\d(?<![\w\-.]\d)\d{2}([- ])\d{2}\1\d{4}" + _END, re.ASCII)
+_SSN_BARE = re.compile(r"\d(?<![\w\-.]\d)\d{8}" + _END, re.ASCII)
 _SSN_WORDS = frozenset({"ssn", "ssns", "social", "security", "ss"})
-_NINO = re.compile(r"(?<![\w-])[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w-])", re.ASCII)
-_DNI = re.compile(r"(?<![\w-])(?:\d{8}|[XYZ]-?\d{7})[- ]?[A-Z](?![\w-])", re.ASCII)
+_NINO = re.compile(r"[A-Z](?<![\w-][A-Z])[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w-])", re.ASCII)
+_DNI = re.compile(
+    r"[0-9XYZ](?<![\w-][0-9XYZ])(?:(?<=\d)\d{7}|(?<=[XYZ])-?\d{7})[- ]?[A-Z](?![\w-])", re.ASCII
+)
 _NIR = re.compile(
-    r"(?<![\w-])[1278] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}" + _END, re.ASCII
+    r"[1278](?<![\w-][1278]) ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}" + _END, re.ASCII
 )
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
 

@@ -1,6 +1,7 @@
 """The agent loop as a durable program: model -> tool calls (in parallel) -> model, until a
-final answer or a limit. Every model request, tool listing, tool call, approval and delegation is
-a journaled step, so a crashed run resumes without repeating any of them."""
+final answer or a limit. Every model request, tool listing, tool call, approval, delegation and
+guard verdict (``_agent_guards``) is a journaled step, so a crashed run resumes without repeating
+any of them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from elevenfactor.context._embed_registry import EmbedderRegistry
 from elevenfactor.context._index_sql import SqlBackend
 from elevenfactor.errors import ModelError, RequestError
 from elevenfactor.governance import Meter, Principal, price_book
+from elevenfactor.governance._guard_vault import GuardVault
 from elevenfactor.models import (
     AssistantMessage,
     Call,
@@ -35,6 +37,7 @@ from elevenfactor.models import (
 )
 from elevenfactor.observe import CallRecord, CallRecorder
 from elevenfactor.runtime._agent_context import Turn, fit_context, instructions_for
+from elevenfactor.runtime._agent_guards import AgentGuards, RunGuards
 from elevenfactor.runtime._agent_memory import (
     MEMORY_TOOLS,
     extract_after,
@@ -65,7 +68,8 @@ class AgentDeps:
     recorder their model calls are recorded with (as the gateway's are), the meter that
     checks kill switches and reserves budgets around each call, the limiter that applies
     the owner's rate limits (a run over a limit parks until capacity frees), if any, and the
-    project's prompt files (agents with ``prompt:``) and guard policies (``policies``)."""
+    project's prompt files (agents with ``prompt:``) and guard policies (``policies``; their
+    placeholders kept in ``guard_vault``)."""
 
     registry: ModelRegistry
     toolsets: Mapping[str, Toolset] = field(default_factory=dict)
@@ -79,6 +83,7 @@ class AgentDeps:
     retrieval_backend: SqlBackend | None = None
     """Where retrieval indexes live (agents with ``retrieval:``)."""
     policies: PolicySource | None = None
+    guard_vault: GuardVault | None = None
 
 
 def _input_messages(payload: Any) -> list[Message]:
@@ -112,6 +117,7 @@ class Agent:
             parts.append(ts)
         self.toolset: Toolset | None = Combined(parts) if parts else None
         self.breakers = AgentBreakers.resolve(spec.limits, spec.policy, deps.policies)
+        self.guards = AgentGuards.resolve(spec.policy, deps.policies, deps.guard_vault)
 
     # -- effects, each run inside a journaled step ------------------------------------------
 
@@ -259,7 +265,10 @@ class Agent:
 
     async def __call__(self, ctx: RunContext, payload: Any) -> dict[str, Any]:
         spec = self.spec
-        messages = _input_messages(payload)
+        guards = RunGuards(self.guards, ctx, spec.name, self._side_call)
+        messages, stop = await guards.input(ctx, _input_messages(payload))
+        if stop is not None:  # blocked or rejected by a guard: a normal end of the run
+            return stop
         start = await ctx.now()
         given = await instructions_for(ctx, self.deps.prompts, spec, payload)
         # A system message in the input replaces the agent's instructions.
@@ -275,6 +284,7 @@ class Agent:
         history, summaries = await load_history(ctx)
         remembered = await recall_items(ctx, self.deps, spec, messages)
         passages, hits = await retrieve_passages(ctx, self.deps, spec, messages)
+        passages, hits, remembered = await guards.retrieved(ctx, passages, hits, remembered)
         gate = model_rule(spec.approval)
         usage_in, usage_out = 0, 0
         breaker = RunBreakers(self.breakers.run, spec.name, start)  # replays from the journal
@@ -306,6 +316,9 @@ class Agent:
             if not calls:
                 output, problem = self._final(response.message)
                 if problem is None:
+                    output, stop = await guards.output(ctx, messages, output, self._final)
+                    if stop is not None:
+                        return stop
                     await save_turns(ctx, messages, summaries)
                     await extract_after(ctx, self.deps, spec, messages, self._side_call)
                     done: dict[str, Any] = {
@@ -315,14 +328,14 @@ class Agent:
                         "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
                     }
                     if spec.retrieval is not None:
-                        text = response.message.content or ""
+                        text = messages[-1].content or ""
                         done["citations"] = cite(text, hits)
                         verdict = await ground(
                             ctx, spec, text, done["citations"], hits, self._side_call
                         )
                         if verdict is not None:
                             done["grounding"] = verdict
-                    return done
+                    return await guards.release(ctx, done)
                 messages.append(UserMessage(content=problem))
                 continue
             breaker.tool_calls_of(calls)
@@ -337,7 +350,7 @@ class Agent:
                 result: dict[str, Any] = await run_child(ctx, target, {"messages": handed})
                 return {**result, "handed_off_to": target}
             results = await ctx.parallel(
-                [self._bind(c.name, c.arguments, risk) for c in calls], name="tools"
+                [self._bind(c.name, c.arguments, risk, guards) for c in calls], name="tools"
             )
             messages.extend(
                 ToolMessage(content=text, tool_call_id=c.id)
@@ -362,9 +375,9 @@ class Agent:
         return response.message.content or ""
 
     def _bind(
-        self, name: str, arguments: str, risk: Mapping[str, str]
+        self, name: str, arguments: str, risk: Mapping[str, str], guards: RunGuards
     ) -> Callable[[RunContext], Awaitable[str]]:
-        return lambda branch: self._tool(branch, name, arguments, risk)
+        return lambda branch: self._tool(branch, name, arguments, risk, guards)
 
     def _final(self, message: AssistantMessage) -> tuple[Any, str | None]:
         text = message.content or ""
@@ -394,7 +407,7 @@ class Agent:
         )
 
     async def _tool(
-        self, ctx: RunContext, name: str, raw_args: str, risk: Mapping[str, str]
+        self, ctx: RunContext, name: str, raw_args: str, risk: Mapping[str, str], guards: RunGuards
     ) -> str:
         try:
             args = json.loads(raw_args or "{}")
@@ -404,6 +417,9 @@ class Agent:
             return "Error: the arguments must be a JSON object."
         if name not in risk:
             return f"Error: there is no tool named {name!r}; use one of: {', '.join(risk)}."
+        args, instead = await guards.tool_call(ctx, name, args)  # before the approval rules
+        if instead is not None:
+            return instead
         rule = tool_rule(self.spec.approval, name, risk[name], args)
         if rule is not None:
             decision = await self._gate(
@@ -424,9 +440,11 @@ class Agent:
             output = result.get("output") if isinstance(result, dict) else result
             return output if isinstance(output, str) else json.dumps(output)
         owner = ctx.lease.owner.actor() if ctx.lease.owner is not None else {}
+        call = guards.tool_step(self._call_tool)  # the tool_result check inside the step
         out = await ctx.step(
-            f"tool:{name}", self._call_tool, name, args, ctx.run_id, owner, ctx.store, kind="tool"
+            f"tool:{name}", call, name, args, ctx.run_id, owner, ctx.store, kind="tool"
         )
+        out = await guards.tool_result(ctx, name, out)
         return f"Error: {out['content']}" if out["is_error"] else str(out["content"])
 
 

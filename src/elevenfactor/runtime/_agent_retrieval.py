@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from elevenfactor.runtime._agent import AgentDeps
     from elevenfactor.runtime._agent_spec import AgentSpec
 
-__all__ = ["Judge", "cite", "ground", "retrieve_passages"]
+__all__ = ["Judge", "cite", "ground", "passage_item", "retrieve_passages"]
 
 Judge = Callable[[RunContext, str, list[Message]], Awaitable[str]]
 """A metered model call of the run: ``(ctx, route, request) -> text``."""
@@ -64,10 +64,12 @@ async def retrieve_passages(
         "retrieve", _search, deps, ctx.store, owner_of(ctx).org_id, spec.retrieval.index, query,
         spec.retrieval.k, dict(spec.retrieval.filters), spec.retrieval.mode, kind="retrieval",
     )  # fmt: skip
-    items = [
-        Item(str(h["chunk_id"]), f"({h['document']}) {h['text']}", float(h["score"])) for h in hits
-    ]
-    return items, list(hits)
+    return [passage_item(h) for h in hits], list(hits)
+
+
+def passage_item(hit: dict[str, Any]) -> Item:
+    """A retrieved hit as a context item: its id, ``(document) text``, its score."""
+    return Item(str(hit["chunk_id"]), f"({hit['document']}) {hit['text']}", float(hit["score"]))
 
 
 async def _search(

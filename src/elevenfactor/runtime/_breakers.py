@@ -375,7 +375,7 @@ async def run_ended(
     breakers = getattr(programs.get(lease.program), "breakers", None)
     if not isinstance(breakers, AgentBreakers) or breakers.agent is None:
         return
-    outcome = "succeeded" if status == "succeeded" else "blocked" if blocked else "failed"
+    outcome = "blocked" if blocked else "succeeded" if status == "succeeded" else "failed"
     org_id = lease.owner.org_id if lease.owner is not None else DEFAULT_ORG
     try:
         state = await record_run_outcome(

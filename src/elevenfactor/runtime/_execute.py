@@ -186,7 +186,8 @@ class RunExecutor:
                 ctx, lease, end_error(code, f"{type(exc).__name__}: {exc}"), kinds
             )
             return
-        await self._settle(ctx, "succeeded", result=encode(result))
+        stopped = result.get("stopped") if isinstance(result, dict) else None
+        await self._settle(ctx, "succeeded", result=encode(result), blocked=stopped == "blocked")
 
     async def _fail_or_retry(
         self, ctx: RunContext, lease: Lease, error: str, kinds: set[str]

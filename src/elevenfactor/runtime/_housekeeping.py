@@ -1,5 +1,6 @@
 """The housekeeper: deletes what has expired — memories past their TTL, cached answers past
-theirs — on a schedule, in every ``serve`` and ``worker`` process.
+theirs, runs' placeholder maps past theirs (the guard vault) — on a schedule, in every
+``serve`` and ``worker`` process.
 
 Expired rows are never served (every read filters on ``expires_at``); purging removes them
 physically, which is what a TTL promises the people whose data it is. Each job is one
@@ -17,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from elevenfactor.governance._guard_vault import purge_guard_vault
 from elevenfactor.memory import purge_expired as purge_memories
 from elevenfactor.models import purge_expired as purge_cache
 from elevenfactor.models import purge_semantic_expired
@@ -32,12 +34,13 @@ PurgeJob = Callable[[Store, float], Awaitable[int]]
 
 
 def default_jobs() -> dict[str, PurgeJob]:
-    """Memories past their TTL and expired answers of the store's response caches (exact and
-    semantic)."""
+    """Memories past their TTL, expired answers of the store's response caches (exact and
+    semantic) and expired placeholder maps of runs (the guard vault)."""
     return {
         "memories": purge_memories,
         "response_cache": purge_cache,
         "semantic_cache": purge_semantic_expired,
+        "guard_vault": purge_guard_vault,
     }
 
 

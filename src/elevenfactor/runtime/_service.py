@@ -13,6 +13,7 @@ from elevenfactor.context import EmbedderRegistry, PromptRegistry, load_prompts,
 from elevenfactor.context._index_ops import open_backend, retrieval_url
 from elevenfactor.errors import ConfigError, PromptError
 from elevenfactor.governance import Meter, Sealer, open_meter
+from elevenfactor.governance._guard_vault import GuardVault
 from elevenfactor.governance._policy_book import PolicyBook
 from elevenfactor.models import (
     CacheBackend,
@@ -206,6 +207,12 @@ def build_runtime(
             report(unknown, errors)
     deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter, prompts, embedders)
     deps.policies = _policies(project, base, source, specs, agents_dir, errors)
+    try:  # placeholders of guard rules, encrypted; without a key such rules mask
+        deps.guard_vault = GuardVault.from_settings(
+            settings.guard_vault_key, settings.guard_vault_ttl
+        )
+    except ConfigError as exc:
+        report(exc, errors)
     if any(spec.retrieval is not None for spec in specs.values()):
         deps.retrieval_backend = open_backend(retrieval_url(settings))  # connects on first use
     if MCP_TOOL in programs:

@@ -33,6 +33,7 @@ from elevenfactor.store.migrations import (
     m018_policies,
     m019_agent_breakers,
     m020_call_guards,
+    m021_guard_vault,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -96,6 +97,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m018_policies", m018_policies.STATEMENTS),
     Migration("m019_agent_breakers", m019_agent_breakers.STATEMENTS),
     Migration("m020_call_guards", m020_call_guards.STATEMENTS),
+    Migration("m021_guard_vault", m021_guard_vault.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
