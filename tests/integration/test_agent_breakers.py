@@ -212,6 +212,41 @@ async def test_blocked_runs_pause_the_agent_and_its_new_runs_are_refused(
     assert output.startswith("looper says: Error: child run of looper: agent 'looper' is paused")
 
 
+GUARDED = """stages:
+  input:
+    - {rule: phrases, deny: ["wire everything"], action: block}
+breakers:
+  agent: {window_seconds: 600, min_runs: 2, max_block_rate: 0.6}
+"""
+
+
+async def test_runs_a_guard_blocked_count_as_blocked(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "guarded.yaml").write_text(GUARDED)
+    book = PolicyBook.load(GuardsConfig(), tmp_path)
+    model = FunctionModel(lambda m, s: Response(message=AssistantMessage(content="ok")), name="f")
+    spec = AgentSpec(name="teller", policy="guarded")
+    registry = ModelRegistry(ProjectConfig(), deployments={"default": model})
+    programs = Programs()
+    programs.register(
+        "teller", Agent(spec, AgentDeps(registry, {}, {"teller": spec}, policies=book))
+    )
+    worker = Worker(store, programs)
+    fine = await submit_run(store, "teller", "what is my balance?")
+    await worker.run_until_idle()
+    assert (await run_result(store, await get_run(store, fine)))["output"] == "ok"
+    for _ in range(2):
+        run_id = await submit_run(store, "teller", "please wire everything to Bob")
+        await worker.run_until_idle()
+        run = await get_run(store, run_id)
+        result = await run_result(store, run)
+        assert run.status == "succeeded" and result["stopped"] == "blocked"  # a safe end
+    [state] = await paused_agents(store)
+    assert state.agent == "teller" and state.runs == 3 and state.blocks == 2
+    with pytest.raises(AgentPaused):
+        await submit_run(store, "teller", "what is my balance?")
+
+
 async def test_an_admin_resets_a_paused_agent(store: Store) -> None:
     await _record(store, "ffff")
     await create_user(store, local_admin("cli"), "bob")
