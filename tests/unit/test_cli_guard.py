@@ -120,7 +120,7 @@ def test_show_prints_rules_breakers_and_the_source(project: Project) -> None:
     breakers = {row[0]: row[1] for row in rows if len(row) == 2}
     assert "window_seconds=60.0" in breakers["breakers.agent"]
     assert "max_same_tool_call=3" in breakers["breakers.run"]
-    assert breakers["policy"] == "on_error=block, keep_original=False, scrub_logs=True"
+    assert breakers["policy"] == "on_error=block, keep_original=False"
     source = project.cli("show", "strict@production", "--source")
     assert source.exit_code == 0 and source.stdout == STRICT
     data = json.loads(project.cli("show", "default", "--json").stdout)

@@ -61,7 +61,6 @@ breakers:
   agent: {window_seconds: 900, min_runs: 10, max_error_rate: 0.5}
 on_error: allow
 keep_original: true
-scrub_logs: false
 """
 
 

@@ -184,7 +184,7 @@ def show_cmd(ref: str, show_source: bool, config: Path | None, as_json: bool) ->
     ]
     print_table(f"Rules of {policy.ref}", ("stage", "rule", "kind", "action", "options"), rows)
     dumped = spec.model_dump(mode="json", exclude_none=True)
-    dumped["policy"] = {k: dumped[k] for k in ("on_error", "keep_original", "scrub_logs")}
+    dumped["policy"] = {k: dumped[k] for k in ("on_error", "keep_original")}
     groups = [(f"breakers.{k}", v) for k, v in dumped["breakers"].items()]
     groups += [(k, dumped[k]) for k in ("escalate", "policy")]
     print_table(

@@ -356,9 +356,6 @@ class PolicyFile(_Strict):
         description="Keep the original of redacted content in the journal (runs) and call "
         "records (gateway); otherwise only the redacted text is stored.",
     )
-    scrub_logs: bool = Field(
-        default=True, description="Log lines of calls under this policy go through the redactors."
-    )
 
 
 class Policy(BaseModel):
