@@ -9,16 +9,20 @@ keywords, check-digit-valid numbers, e-mail and IP fragments, unicode).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import string
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from elevenfactor.governance import _guard_pii, _guard_pii_ids, _guard_pii_phone
 from elevenfactor.governance._guard_pii import _FINDERS, PII_KINDS, find_pii
 from elevenfactor.governance._guard_pii_checks import IBAN_LENGTHS
 from tests.unit._pii_reference import REFERENCE_FINDERS, reference_find_pii
@@ -28,10 +32,23 @@ _TESTS = Path(__file__).parent
 _CORPUS = _TESTS.parent / "data" / "guard" / "pii_secrets.jsonl"
 
 
+@contextlib.contextmanager
+def _scanning() -> Iterator[None]:
+    """No candidate positions: every pattern scans the whole text, as on dense digits."""
+    with contextlib.ExitStack() as stack:
+        for module in (_guard_pii, _guard_pii_ids, _guard_pii_phone):
+            stack.enter_context(mock.patch.object(module, "candidate_starts", return_value=None))
+        yield
+
+
 def _assert_same(text: str) -> None:
     assert tuple(_FINDERS) == tuple(REFERENCE_FINDERS) == PII_KINDS
+    expected = {kind: list(finder(text)) for kind, finder in REFERENCE_FINDERS.items()}
     for kind, finder in _FINDERS.items():
-        assert list(finder(text)) == list(REFERENCE_FINDERS[kind](text)), (kind, text)
+        assert list(finder(text)) == expected[kind], (kind, text)
+    with _scanning():
+        for kind, finder in _FINDERS.items():
+            assert list(finder(text)) == expected[kind], ("scanning", kind, text)
     assert find_pii(text) == reference_find_pii(text), text
 
 
@@ -48,6 +65,7 @@ def _fixed_examples() -> list[str]:
 def test_fixed_examples_match_the_reference() -> None:
     texts = _fixed_examples()
     assert len(texts) > 150
+    texts += ["4111 \ud800 1111", "(415) 555-2671\udfff", "a:b\ud800:1::2", "\ud8000 20 7946 0958"]
     for text in texts:
         _assert_same(text)
         _assert_same(f"x {text} 1")
@@ -69,7 +87,9 @@ def _luhn_complete(body: str) -> str:
 
 @st.composite
 def _cards(draw: st.DrawFn) -> str:
-    prefix = draw(st.sampled_from(["4", "51", "55", "2221", "34", "37", "6011", "65", "3528", "36"]))
+    prefix = draw(
+        st.sampled_from(["4", "51", "55", "2221", "34", "37", "6011", "65", "3528", "36"])
+    )
     length = draw(st.integers(13, 19))
     body = prefix + draw(st.text("0123456789", min_size=length - 1 - len(prefix), max_size=18))
     digits = _luhn_complete(body[: length - 1])
@@ -101,8 +121,9 @@ def _national_ids(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from(["dni", "nie", "nir", "ssn", "nino"]))
     if kind in ("dni", "nie"):
         n = draw(st.integers(0, 99_999_999 if kind == "dni" else 9_999_999))
-        head = f"{n:08d}" if kind == "dni" else draw(st.sampled_from("XYZ")) + f"{n:07d}"
-        value = int(str("XYZ".index(head[0])) + head[1:]) if kind == "nie" else n
+        nie = draw(st.sampled_from(["X", "Y", "Z", "X-", "Y-", "Z-"])) + f"{n:07d}"
+        head = f"{n:08d}" if kind == "dni" else nie
+        value = int(str("XYZ".index(head[0])) + head[-7:]) if kind == "nie" else n
         return head + draw(st.sampled_from(["", "-", " "])) + "TRWAGMYFPDXBNJZSQVHLCKE"[value % 23]
     if kind == "nir":
         month = draw(st.sampled_from([1, 7, 12, 20, 42, 50, 99, 0, 13]))
@@ -111,9 +132,11 @@ def _national_ids(draw: st.DrawFn) -> str:
         body = f"{draw(st.sampled_from('1278'))}{draw(st.integers(0, 99)):02d}{month:02d}"
         body += dept + rest
         key = 97 - int(body.replace("2A", "19").replace("2B", "18")) % 97
-        sep = draw(st.sampled_from(["", " "]))
         parts = (body[0], body[1:3], body[3:5], body[5:7], body[7:10], body[10:13], f"{key:02d}")
-        return sep.join(parts)
+        seps = draw(st.sampled_from(["", " ", "mixed"]))
+        if seps == "mixed":
+            return "".join(part + draw(st.sampled_from(["", " "])) for part in parts).strip()
+        return seps.join(parts)
     if kind == "ssn":
         sep = draw(st.sampled_from(["-", " ", ""]))
         area, group, serial = draw(st.integers(1, 899)), draw(st.integers(1, 99)), 1234
@@ -150,7 +173,8 @@ _FRAGMENTS = [
     "jane.doe@example.com", "@", "git@github.com:o/r", "x://u:p@h", "v1.2.3.4", "version",
     "call", "phone", "tel", "ssn", "SSN", "social security", "invoice", "IBAN", "card", "order",
     "#", "sku", "ref", "no.", "ring", "NINO", "DNI", "NIR", "ext", "2023-10-15", "14:30",
-    "$1,299.99", "€", "£", "¥", "連絡先", "です", "é", "ß", "ẞ", "٤٤", "１２３", "\u00a0", "🎉",
+    "$1,299.99", "€", "£", "¥", "連絡先", "です", "é", "ß", "ẞ", "٤٤", "\uff11\uff12\uff13",
+    "\u00a0", "🎉",
 ]  # fmt: skip
 _SEPARATORS = [" ", " ", ".", "-", "/", "(", ")", "+", ",", ":", ";", "_", "\n", "  ", ". "]
 _piece = st.one_of(
@@ -194,7 +218,8 @@ _SIZE = 100_000
 @pytest.mark.parametrize(
     "unit",
     ["1-", "1 ", "(2", "(0", "0(", "1 (", "415 ", "0 ", "0/", "+1(", "1.1.", "9 ", "X-",
-     "2A ", "1 2", "12 ", "AB 1", "a:1", "::1", "f:", "GB", "G1", "4111 ", "9-"],
+     "2A ", "1 2", "12 ", "AB 1", "a:1", "::1", "f:", "GB", "G1", "4111 ", "9-", "1:", ": ",
+     "a.:", "0000 ", "AA00 ", "A0000000", "1.1.1.", "555 2671 "],
 )  # fmt: skip
 def test_adversarial_digit_runs_scan_in_linear_time(unit: str) -> None:
     text = (unit * (_SIZE // len(unit) + 1))[:_SIZE]

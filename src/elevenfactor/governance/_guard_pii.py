@@ -40,7 +40,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 from elevenfactor.governance._guard_pii_checks import (
     IBAN_LENGTHS,
+    Anchors,
+    candidate_starts,
     card_network,
+    finditer_at,
     iban_valid,
     luhn_valid,
     words_before,
@@ -65,16 +68,31 @@ _FILE_EXTENSIONS = frozenset(
 )
 _SCP_PATH = re.compile(r":[^\s:]")  # git@github.com:org/repo.git
 _URL_USERINFO = re.compile(r"://(?:[^\s/@]*:)?$")
-_CARD = re.compile(
-    r"\d(?<![\w.,-]\d)(?<!\d[ -]\d)(?:[ -]?\d){12,}(?![ -]?\d|[.,]\d)", re.ASCII
-)
+# The number patterns run only where their shape says a match can start (``candidate_starts``).
+# When the text is too dense in digits for that to pay they scan it, so each starts with the
+# character it consumes first and checks the one before it with a lookbehind placed after it:
+# a lookbehind first would keep ``re`` from skipping ahead and make it try every position.
+_CARD = re.compile(r"\d(?<![\w.,-]\d)(?<!\d[ -]\d)(?:[ -]?\d){12,}(?![ -]?\d|[.,]\d)", re.ASCII)
 _CARD_SEP = re.compile(r"[ -]")
 _CARD_GROUPS = frozenset({(4, 6, 5), (4, 6, 4)})
-_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}", re.ASCII)
-_IPV4 = re.compile(r"\d(?<![\w.:-]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w-]|\.\d)", re.ASCII)
-_IPV6 = re.compile(
-    r"[0-9A-Fa-f:](?<![\w:.-][0-9A-Fa-f:])[0-9A-Fa-f:.]{1,44}(?![\w:-])", re.ASCII
+# A digit run yields cards only if one starts it: 13+ digits, or 4-4-4-x / 4-6-x groups. No
+# match can start inside another one, so skipping runs that yield nothing changes no other.
+_CARD_ANCHORS: Anchors = (
+    (b"0" * 13, (0,)),
+    (b"0000 0000 0000 0", (0,)),
+    (b"0000-0000-0000-0", (0,)),
+    (b"0000 000000 0000", (0,)),
+    (b"0000-000000-0000", (0,)),
 )
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}", re.ASCII)
+_IBAN_ANCHORS: Anchors = ((b"AA00", (0,)),)
+_IPV4 = re.compile(r"\d(?<![\w.:-]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w-]|\.\d)", re.ASCII)
+_IPV4_ANCHORS: Anchors = tuple((b"." + b"0" * n + b".", (1, 2, 3)) for n in (1, 2, 3))  # ".168."
+_IPV6 = re.compile(r"(?<![\w:.-])[0-9A-Fa-f:][0-9A-Fa-f:.]{1,44}(?![\w:-])", re.ASCII)
+# A reported IPv6 address holds two colons with only hex digits and dots between them.
+_IPV6_PAIR = re.compile(r":(?=[0-9A-Fa-f.]*:)")
+_IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]*")
+_HEX_OR_DOT = frozenset("0123456789ABCDEFabcdef.")
 _VERSION_WORDS = frozenset(
     "version versions ver v release rel build rev revision section sec chapter clause rule "  # noqa: SIM905 - word list
     "oid firmware fw sdk patch update kernel python node java".split()
@@ -133,7 +151,7 @@ def _card_at(groups: list[str], separators: list[str], i: int) -> tuple[int, str
 
 
 def _cards(text: str) -> Iterator[Finding]:
-    for m in _CARD.finditer(text):
+    for m in finditer_at(_CARD, text, candidate_starts(text, _CARD_ANCHORS)):
         groups = _CARD_SEP.split(m.group())
         separators = _CARD_SEP.findall(m.group())
         # The digit run must be cards end to end, leaving at most 4 digits over: a CVV after
@@ -153,10 +171,23 @@ def _cards(text: str) -> Iterator[Finding]:
             yield _finding("payment_card", starts[first], end, f"{network} card, Luhn valid")
 
 
+def _iban_matches(text: str) -> Iterator[re.Match[str]]:
+    """A match of ``_IBAN`` at every position where it has one, overlapping."""
+    starts = candidate_starts(text, _IBAN_ANCHORS)
+    if starts is None:
+        pos = 0
+        while (m := _IBAN.search(text, pos)) is not None:
+            yield m
+            pos = m.start() + 1
+    else:
+        yield from (m for p in starts if (m := _IBAN.match(text, p)) is not None)
+
+
 def _ibans(text: str) -> Iterator[Finding]:
     pos = 0
-    while (m := _IBAN.search(text, pos)) is not None:
-        pos = m.start() + 1
+    for m in _iban_matches(text):
+        if m.start() < pos:
+            continue  # inside the IBAN found last
         length = IBAN_LENGTHS.get(m.group()[:2])
         if length is None:
             continue
@@ -193,7 +224,7 @@ def _ip_category(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | N
 
 
 def _ipv4(text: str) -> Iterator[Finding]:
-    for m in _IPV4.finditer(text):
+    for m in finditer_at(_IPV4, text, candidate_starts(text, _IPV4_ANCHORS)):
         if _VERSION_WORDS.intersection(words_before(text, m.start(), 1)):
             continue
         try:
@@ -205,8 +236,24 @@ def _ipv4(text: str) -> Iterator[Finding]:
             yield _finding("ipv4", m.start(), m.end(), f"IPv4 address ({category})", 0.9)
 
 
+def _ipv6_matches(text: str) -> Iterator[re.Match[str]]:
+    """The ``_IPV6`` matches holding two colons or more. A match can only start where a run of
+    ``[0-9A-Fa-f:.]`` starts (its lookbehind) and ends inside that run, so the runs holding a
+    colon pair are the only ones to try: from the run's start, found by walking back from the
+    first pair (no colon comes before it in the run)."""
+    pos = 0
+    while (pair := _IPV6_PAIR.search(text, pos)) is not None:
+        start = pair.start()
+        while start > 0 and text[start - 1] in _HEX_OR_DOT:
+            start -= 1
+        if (m := _IPV6.match(text, start)) is not None:
+            yield m
+        run = _IPV6_RUN.match(text, pair.start())  # always matches: the pair's colon
+        pos = run.end() if run is not None else pair.end()
+
+
 def _ipv6(text: str) -> Iterator[Finding]:
-    for m in _IPV6.finditer(text):
+    for m in _ipv6_matches(text):
         value = m.group().rstrip(".")
         if value.count(":") < 2 or not any(ch.isdigit() for ch in value):
             continue

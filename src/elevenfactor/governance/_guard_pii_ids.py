@@ -18,7 +18,10 @@ import re
 from collections.abc import Callable, Iterator
 
 from elevenfactor.governance._guard_pii_checks import (
+    Anchors,
+    candidate_starts,
     dni_valid,
+    finditer_at,
     keyword_near,
     nino_valid,
     nir_valid,
@@ -42,6 +45,18 @@ _NIR = re.compile(
     r"[1278](?<![\w-][1278]) ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}" + _END, re.ASCII
 )
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
+# Where each pattern can start (see ``candidate_starts``); when the text is too dense in digits
+# for that to pay, the patterns scan it, so each starts with the character it consumes first
+# and checks the one before it with a lookbehind placed after it (a lookbehind first would
+# make ``re`` try the pattern at every position instead of skipping ahead).
+_SSN_DASHED_ANCHORS: Anchors = ((b"000-00-0000", (0,)), (b"000 00 0000", (0,)))
+_SSN_BARE_ANCHORS: Anchors = ((b"000000000", (0,)),)
+_NINO_ANCHORS: Anchors = ((b"AA00", (0,)), (b"AA 00", (0,)))
+_DNI_ANCHORS: Anchors = ((b"00000000", (0,)), (b"A0000000", (0,)), (b"A-0000000", (0,)))
+# The NIR's last 8 digits ("451 089 46", spaces optional) start 7 to 11 characters in.
+_NIR_ANCHORS: Anchors = tuple(
+    (tail, (7, 8, 9, 10, 11)) for tail in (b"00000000", b"000 00000", b"000000 00", b"000 000 00")
+)
 
 
 def _compact(value: str) -> str:
@@ -57,25 +72,25 @@ def _code_context(text: str, start: int) -> bool:
 
 
 def _ssn(text: str) -> Iterator[Finding]:
-    for m in _SSN_DASHED.finditer(text):
+    for m in finditer_at(_SSN_DASHED, text, candidate_starts(text, _SSN_DASHED_ANCHORS)):
         if not ssn_valid(_compact(m.group())) or _code_context(text, m.start()):
             continue
         if m.group(1) == " " and not keyword_near(text, m.start(), _SSN_WORDS):
             continue
         yield _finding("us_ssn", m.start(), m.end(), "US social security number", 0.9)
-    for m in _SSN_BARE.finditer(text):
+    for m in finditer_at(_SSN_BARE, text, candidate_starts(text, _SSN_BARE_ANCHORS)):
         if ssn_valid(m.group()) and keyword_near(text, m.start(), _SSN_WORDS):
             yield _finding("us_ssn", m.start(), m.end(), "US SSN (after an SSN keyword)", 0.8)
 
 
 def _nino(text: str) -> Iterator[Finding]:
-    for m in _NINO.finditer(text):
+    for m in finditer_at(_NINO, text, candidate_starts(text, _NINO_ANCHORS)):
         if nino_valid(_compact(m.group())) and not _code_context(text, m.start()):
             yield _finding("uk_nino", m.start(), m.end(), "UK National Insurance number", 0.9)
 
 
 def _dni(text: str) -> Iterator[Finding]:
-    for m in _DNI.finditer(text):
+    for m in finditer_at(_DNI, text, candidate_starts(text, _DNI_ANCHORS)):
         compact = _compact(m.group())
         if dni_valid(compact):
             what = "NIE" if compact[0] in "XYZ" else "DNI"
@@ -83,7 +98,7 @@ def _dni(text: str) -> Iterator[Finding]:
 
 
 def _nir(text: str) -> Iterator[Finding]:
-    for m in _NIR.finditer(text):
+    for m in finditer_at(_NIR, text, candidate_starts(text, _NIR_ANCHORS)):
         compact = _compact(m.group())
         month = int(compact[3:5])
         if not (1 <= month <= 12 or 20 <= month <= 42 or month >= 50):

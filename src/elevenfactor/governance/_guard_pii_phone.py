@@ -27,11 +27,22 @@ import bisect
 import re
 from collections.abc import Iterator
 
-from elevenfactor.governance._guard_pii_checks import keyword_near, words_before
+from elevenfactor.governance._guard_pii_checks import (
+    Anchors,
+    candidate_starts,
+    finditer_at,
+    keyword_near,
+    words_before,
+)
 from elevenfactor.governance._guard_types import Finding
 
 __all__ = ["CODE_WORDS", "find_phones"]
 
+# _INTL and _NANP start with the character they consume first and check the one before it with
+# a lookbehind placed after it: a lookbehind first would keep ``re`` from skipping to the
+# characters a number can start with, and make it try the pattern at every position.
+# _NANP reads its first character ``[(1-9]`` back with lookbehinds to tell its forms apart.
+# _NATIONAL only runs where _NATIONAL_ZERO / _NATIONAL_PAREN say it can start.
 _INTL = re.compile(r"\+(?<![\w+]\+)[1-9][\d ().-]{6,22}\d(?![\w-]|[.,/:]\d)", re.ASCII)
 _NANP = re.compile(
     r"[(1-9](?<![\w+.\-/#$€£¥][(1-9])(?:(?<=1)([ .-])[(2-9])?"
@@ -40,11 +51,16 @@ _NANP = re.compile(
     re.ASCII,
 )
 _NATIONAL = re.compile(
-    r"(\((?<![\w+.\-/#$€£¥,]\()0\d{1,4}\) ?|0(?<![\w+.\-/#$€£¥,]0)\d{1,4}[ ./-])"
-    r"\d{2,8}(?:[ .-]\d{2,8}){0,3}"
+    r"(?<![\w+.\-/#$€£¥,])(\(0\d{1,4}\) ?|0\d{1,4}[ ./-])\d{2,8}(?:[ .-]\d{2,8}){0,3}"
     r"(?![\w-]|[.,/:]\d)",
     re.ASCII,
 )
+# Exchange and line number ("555-2671") sit 4 to 8 characters after the start of a NANP number.
+_NANP_ANCHORS: Anchors = tuple(
+    (b"000" + sep + b"0000", (4, 5, 6, 7, 8)) for sep in (b" ", b".", b"-")
+)
+_NATIONAL_ZERO = re.compile(r"0(?<![\w+.\-/#$€£¥,]0)", re.ASCII)  # where _NATIONAL can start
+_NATIONAL_PAREN = re.compile(r"\((?<![\w+.\-/#$€£¥,]\()(?=0)", re.ASCII)
 _DOUBLE_SEP = re.compile(r"[ .-]{2}|\)\(|[.-]\)|\([.-]")
 _PARENS = re.compile(r"\(\d+\)")
 _SEPS = re.compile(r"(?<=\d)[ .-](?=\d)", re.ASCII)
@@ -91,7 +107,7 @@ def _international(text: str) -> Iterator[Finding]:
 
 
 def _north_american(text: str) -> Iterator[Finding]:
-    for m in _NANP.finditer(text):
+    for m in finditer_at(_NANP, text, candidate_starts(text, _NANP_ANCHORS)):
         area_sep, exch_sep = m.group(2), m.group(3)
         if area_sep is not None and area_sep != exch_sep:
             continue
@@ -104,7 +120,8 @@ def _north_american(text: str) -> Iterator[Finding]:
 
 
 def _national(text: str) -> Iterator[Finding]:
-    for m in _NATIONAL.finditer(text):
+    starts = [m.start() for rx in (_NATIONAL_ZERO, _NATIONAL_PAREN) for m in rx.finditer(text)]
+    for m in finditer_at(_NATIONAL, text, sorted(starts)):
         value = m.group()
         digits = sum(ch.isdigit() for ch in value)
         while digits > 12:  # "020 7946 0958 2023": the year is not part of the number
