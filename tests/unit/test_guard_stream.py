@@ -1,7 +1,9 @@
 """The streaming output guard: a secret, a PII value or a denied phrase split across chunks at
 any position is caught before any of it is sent; redaction of a stream equals redaction of
 the whole answer; blocking stops the stream with nothing held back emitted; whole-text rules
-run at the end; the work per chunk stays bounded by the window."""
+run at the end; the work per chunk stays bounded by the window. Each property holds under a
+fixed hold-back (``window`` 64), the defaults, and a tight adaptive hold-back (``min_hold`` 16:
+little more than the word in progress is held)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,12 @@ from elevenfactor.governance._policy_model import Policy, PolicyFile
 KEY = "sk-proj-Zx9Qw3Er5Ty7Ui1Op3As5Df7Gh9JkLm2Nb4Vc6"
 EMAIL = "jane.doe@example.com"
 FILLER = "The quick brown fox jumps over the lazy dog. "
-WINDOW, BATCH = 64, 8
+CONFIGS: dict[str, dict[str, Any]] = {
+    "window64": {"window": 64, "batch": 8},
+    "default": {},
+    "tight": {"min_hold": 16, "batch": 4},
+}
+each_config = pytest.mark.parametrize("cfg", list(CONFIGS.values()), ids=list(CONFIGS))
 
 
 def make_policy(pid: str, spec: dict[str, Any]) -> Policy:
@@ -72,15 +79,16 @@ def splits(text: str) -> list[list[str]]:
     return cuts + [[text[i : i + n] for i in range(0, len(text), n)] for n in (1, 3, 7)]
 
 
-def guard_for(p: GuardPipeline, **kw: Any) -> StreamGuard:
-    return StreamGuard(p, window=WINDOW, batch=BATCH, **kw)
+def guard_for(p: GuardPipeline, cfg: dict[str, Any], **kw: Any) -> StreamGuard:
+    return StreamGuard(p, **cfg, **kw)
 
 
-async def test_a_secret_split_anywhere_blocks_before_any_of_it_is_sent() -> None:
+@each_config
+async def test_a_secret_split_anywhere_blocks_before_any_of_it_is_sent(cfg: dict[str, Any]) -> None:
     p = pipeline({"rule": "secrets", "action": "block"})
     text = FILLER * 3 + f"your key is {KEY} keep it safe. " + FILLER * 3
     for chunks in splits(text):
-        emitted, verdicts, _ = await stream(guard_for(p), chunks)
+        emitted, verdicts, _ = await stream(guard_for(p, cfg), chunks)
         assert [v.action for v in verdicts] == ["block"], chunks[0][-10:]
         assert text.startswith(emitted)
         assert len(emitted) <= text.index(KEY)
@@ -89,13 +97,14 @@ async def test_a_secret_split_anywhere_blocks_before_any_of_it_is_sent() -> None
         assert KEY not in json.dumps([f.to_dict() for f in verdicts[0].findings])
 
 
-async def test_redacting_a_stream_equals_redacting_the_whole_answer() -> None:
+@each_config
+async def test_redacting_a_stream_equals_redacting_the_whole_answer(cfg: dict[str, Any]) -> None:
     p = pipeline({"rule": "secrets", "action": "redact"}, {"rule": "pii", "action": "redact"})
     text = FILLER * 2 + f"key {KEY} and mail {EMAIL}. " + FILLER * 2 + f"again {EMAIL}."
     whole = await p.check("output", text, placeholders=PlaceholderMap())
     for chunks in splits(text):
         mapping = PlaceholderMap()
-        emitted, verdicts, _ = await stream(guard_for(p, placeholders=mapping), chunks)
+        emitted, verdicts, _ = await stream(guard_for(p, cfg, placeholders=mapping), chunks)
         assert emitted == whole.content
         assert len(mapping) == 0  # rules at output always mask: nothing to restore
         assert emitted.count("[REDACTED:email]") == 2
@@ -103,19 +112,21 @@ async def test_redacting_a_stream_equals_redacting_the_whole_answer() -> None:
         assert KEY[:10] not in emitted and EMAIL not in emitted
 
 
+@each_config
 @pytest.mark.parametrize("phrase", ["internal use only", "int\u200bernal use \u043enly"])
-async def test_a_denied_phrase_split_anywhere_is_caught(phrase: str) -> None:
+async def test_a_denied_phrase_split_anywhere_is_caught(phrase: str, cfg: dict[str, Any]) -> None:
     p = pipeline({"rule": "phrases", "deny": ["internal use only"], "action": "block"})
     text = FILLER * 2 + f"This memo is {phrase}. " + FILLER * 2
     for chunks in splits(text):
-        emitted, verdicts, _ = await stream(guard_for(p), chunks)
+        emitted, verdicts, _ = await stream(guard_for(p, cfg), chunks)
         assert [v.action for v in verdicts] == ["block"]
         assert len(emitted) <= text.index(phrase)
 
 
-async def test_after_a_block_nothing_more_is_emitted() -> None:
+@each_config
+async def test_after_a_block_nothing_more_is_emitted(cfg: dict[str, Any]) -> None:
     p = pipeline({"rule": "secrets", "action": "escalate"})
-    guard = guard_for(p)
+    guard = guard_for(p, cfg)
     step = guard.feed(FILLER + KEY + FILLER * 2)
     assert step.emit == "" and step.verdict is not None and step.verdict.action == "escalate"
     assert guard.stopped is step.verdict
@@ -123,10 +134,12 @@ async def test_after_a_block_nothing_more_is_emitted() -> None:
     assert (await guard.finish()).emit == ""
 
 
-async def test_monitor_findings_are_reported_once_at_their_position() -> None:
+@each_config
+async def test_monitor_findings_are_reported_once_at_their_position(cfg: dict[str, Any]) -> None:
     p = pipeline({"rule": "pii", "action": "monitor"})
     text = FILLER * 2 + EMAIL + " " + FILLER * 4
-    emitted, verdicts, _ = await stream(guard_for(p), [text[i : i + 5] for i in range(0, 400, 5)])
+    chunks = [text[i : i + 5] for i in range(0, 400, 5)]
+    emitted, verdicts, _ = await stream(guard_for(p, cfg), chunks)
     assert emitted == text  # monitor changes nothing
     findings = [f for v in verdicts for f in v.findings]
     assert [(f.kind, f.start) for f in findings] == [("email", text.index(EMAIL))]
@@ -134,7 +147,7 @@ async def test_monitor_findings_are_reported_once_at_their_position() -> None:
 
 async def test_length_counts_the_whole_answer() -> None:
     p = pipeline({"rule": "length", "max_chars": 100})
-    guard = StreamGuard(p)  # default window: nothing is released before 256 characters
+    guard = StreamGuard(p)  # a word in progress is held back whole (up to 256 characters)
     assert guard.feed("x" * 60) == StreamStep("")
     step = guard.feed("x" * 60)
     assert step.emit == "" and step.verdict is not None
@@ -171,7 +184,10 @@ async def test_relevance_runs_at_the_end() -> None:
     assert "It will rain tomorrow." in asked[0] and "refunds?" in asked[0]
 
 
-async def test_chained_with_stream_restorer_the_user_sees_their_own_values() -> None:
+@each_config
+async def test_chained_with_stream_restorer_the_user_sees_their_own_values(
+    cfg: dict[str, Any],
+) -> None:
     p = GuardPipeline.build(
         [
             make_policy(
@@ -193,7 +209,7 @@ async def test_chained_with_stream_restorer_the_user_sees_their_own_values() -> 
         "bob@corp.example.org", "[REDACTED:email]"
     )
     for chunks in splits(answer):
-        guard, restorer = guard_for(p, placeholders=mapping), StreamRestorer(mapping)
+        guard, restorer = guard_for(p, cfg, placeholders=mapping), StreamRestorer(mapping)
         shown = ""
         for chunk in chunks:
             shown += restorer.feed(guard.feed(chunk).emit)
@@ -216,10 +232,12 @@ async def test_work_per_chunk_is_bounded_by_the_window(monkeypatch: pytest.Monke
     out = "".join(guard.feed(text[i : i + 10]).emit for i in range(0, len(text), 10))
     out += (await guard.finish()).emit
     assert EMAIL not in out and out.count("[REDACTED:email]") == 200
-    assert max(scanned) <= 256 + 32 + 10 + len(EMAIL)
+    # context (128, widened to a word start) + hold (64) + batch (32) + chunk + a value held whole
+    assert max(scanned) <= 128 + len(EMAIL) + 64 + 32 + 10 + len(EMAIL)
     assert len(scanned) < len(text) / 20  # scans are batched, not one per chunk
 
 
+@each_config
 @given(
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
     layout=st.lists(st.sampled_from([FILLER, f"{KEY} ", f"{EMAIL} ", "x. "]), max_size=10),
@@ -227,18 +245,19 @@ async def test_work_per_chunk_is_bounded_by_the_window(monkeypatch: pytest.Monke
 @settings(max_examples=60, deadline=None)
 @example(cuts=[0, 0, 400], layout=[KEY])
 async def test_stream_redaction_never_leaks_whatever_the_chunking(
-    cuts: list[int], layout: list[str]
+    cfg: dict[str, Any], cuts: list[int], layout: list[str]
 ) -> None:
     p = pipeline({"rule": "secrets", "action": "redact"}, {"rule": "pii", "action": "redact"})
     text = FILLER + "".join(layout)
     bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})
     chunks = [text[a:b] for a, b in itertools.pairwise(bounds)]
-    emitted, _, _ = await stream(guard_for(p), chunks)
+    emitted, _, _ = await stream(guard_for(p, cfg), chunks)
     whole = await p.check("output", text, placeholders=PlaceholderMap())
     assert emitted == (whole.content if whole.action == "redact" else text)
     assert KEY not in emitted and EMAIL not in emitted
 
 
-def test_window_must_be_positive() -> None:
+@pytest.mark.parametrize("bad", [{"window": 0}, {"batch": 0}, {"min_hold": 0}, {"context": -1}])
+def test_sizes_must_be_positive(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        StreamGuard(pipeline({"rule": "pii"}), window=0)
+        StreamGuard(pipeline({"rule": "pii"}), **bad)

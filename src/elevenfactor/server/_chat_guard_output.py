@@ -3,8 +3,9 @@
 
 ``screen_answer`` screens a whole answer. ``GuardedStream`` sits between a stream's upstream
 chunks and the client: the text goes through a ``StreamGuard`` (the ``output`` rules over each
-chunk plus a bounded look-behind: the last 256 characters are held back until the next chunk or
-the end, so a value split across chunks is still seen whole), then a ``StreamRestorer`` puts
+chunk plus a bounded look-behind: the word in progress and at least 64 characters are held back
+until they have been scanned with more text, so a value split across chunks is still seen
+whole), then a ``StreamRestorer`` puts
 back the placeholders the request's redactions issued. A tool call is held until it is complete
 (the next call starts, or the answer finishes), checked at ``tool_call`` and sent whole in one
 delta. Held-back text goes out with the finishing chunk.
