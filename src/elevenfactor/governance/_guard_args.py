@@ -36,11 +36,13 @@ from elevenfactor.governance._guard_urls import find_url_violations
 __all__ = [
     "PATTERN_MAX_INPUT",
     "ArgRule",
+    "arg_values",
     "check_predicates",
     "find_money_over",
     "find_path_escapes",
     "find_url_violations",
     "tool_allowed",
+    "tool_matches",
 ]
 
 PATTERN_MAX_INPUT = 1024
@@ -103,10 +105,8 @@ class ArgRule(BaseModel):
 
 def tool_allowed(tool: str, allow: Sequence[str], deny: Sequence[str] = ()) -> list[Finding]:
     """A finding when ``tool`` is denied or not allowed (see the module docstring)."""
-    folded = _fold(tool)
     for pattern in deny:
-        exact = tool == pattern or folded == _fold(pattern)
-        if exact or fnmatchcase(tool, pattern) or fnmatchcase(folded, _fold(pattern)):
+        if tool_matches(tool, (pattern,)):
             return [_finding("tool", "denied", f"tool matches deny pattern {pattern!r}")]
     if _UNSAFE_NAME.search(tool):
         detail = "tool name holds whitespace or control characters"
@@ -116,12 +116,26 @@ def tool_allowed(tool: str, allow: Sequence[str], deny: Sequence[str] = ()) -> l
     return []
 
 
+def tool_matches(tool: str, patterns: Sequence[str]) -> bool:
+    """Whether ``tool`` is one of ``patterns`` (an exact name, or a shell-style pattern),
+    compared as written and folded (NFKC, casefold, stripped: fullwidth `` FS.Delete `` is
+    ``fs.delete``)."""
+    folded = _fold(tool)
+    for pattern in patterns:
+        other = _fold(pattern)
+        if tool == pattern or folded == other:
+            return True
+        if fnmatchcase(tool, pattern) or fnmatchcase(folded, other):
+            return True
+    return False
+
+
 def check_predicates(args: dict[str, Any], rules: Mapping[str, ArgRule]) -> list[Finding]:
     """Findings for every argument in ``args`` that breaks its rule in ``rules`` (keyed by
     dotted path), in the order of ``rules``."""
     findings: list[Finding] = []
     for path, rule in rules.items():
-        present = [(where, value) for where, value in _lookup(args, path) if value is not None]
+        present = [(where, value) for where, value in arg_values(args, path) if value is not None]
         if not present and rule.required:
             findings.append(_finding("arg", "missing", f"{path}: required argument is missing"))
         for where, value in present:
@@ -164,8 +178,9 @@ def _check_pattern(where: str, value: Any, pattern: str) -> list[Finding]:
     return []
 
 
-def _lookup(args: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
-    """``(concrete path, value)`` for every value ``path`` names; empty when none exists."""
+def arg_values(args: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
+    """``(concrete path, value)`` for every value a dotted ``path`` names (``*``: any key or
+    element, numbers index lists); empty when none exists."""
     if path in args:
         return [(path, args[path])]
     found: list[tuple[str, Any]] = [("", args)]

@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import unicodedata
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from jsonschema.exceptions import SchemaError
 
 from elevenfactor.errors import ConfigError
-from elevenfactor.governance._guard_args import check_predicates, tool_allowed
+from elevenfactor.governance._guard_args import (
+    arg_values,
+    check_predicates,
+    tool_allowed,
+    tool_matches,
+)
 from elevenfactor.governance._guard_content import (
     PhraseMatcher,
     SchemaCheck,
@@ -214,7 +217,7 @@ class _Args(BuiltinGuard):
     def start_call(self, tool: str, args: Mapping[str, Any]) -> Findings:
         found: list[Finding] = []
         for pattern, rules in self.spec.tools.items():
-            if _tool_matches(tool, (pattern,)):
+            if tool_matches(tool, (pattern,)):
                 found.extend(check_predicates(dict(args), rules))
         return found
 
@@ -226,10 +229,10 @@ class _Scoped(BuiltinGuard):
     defaults: ClassVar[tuple[str, ...]] = ()
 
     def start_call(self, tool: str, args: Mapping[str, Any]) -> Findings:
-        if not _tool_matches(tool, self.spec.tools):
+        if not tool_matches(tool, self.spec.tools):
             return []
         if self.spec.args:
-            picked = [hit for path in self.spec.args for hit in _pick(args, path)]
+            picked = [hit for path in self.spec.args for hit in arg_values(args, path)]
         else:
             picked = list(_named(args, frozenset(self.defaults), "", 0))
         return self._scan(picked)
@@ -289,13 +292,13 @@ class _Urls(_Scoped):
 
 class _Money(_Scoped):
     def start_call(self, tool: str, args: Mapping[str, Any]) -> Findings:
-        if not _tool_matches(tool, self.spec.tools):
+        if not tool_matches(tool, self.spec.tools):
             return []
         if not self.spec.args:
             return find_money_over(dict(args), self.spec.max, self.spec.currency)
         found: list[Finding] = []
         for path in self.spec.args:
-            for where, value in _pick(args, path):
+            for where, value in arg_values(args, path):
                 over = find_money_over(value, self.spec.max, self.spec.currency)
                 found.extend(_about(where, f) for f in over)
         return found
@@ -337,15 +340,6 @@ def build_guard(
         raise ConfigError(f"unknown rule kind {spec.rule!r}", source=source, key=key) from None
 
 
-def _fold(name: str) -> str:
-    return unicodedata.normalize("NFKC", name).casefold().strip()
-
-
-def _tool_matches(tool: str, patterns: Sequence[str]) -> bool:
-    folded = _fold(tool)
-    return any(fnmatchcase(tool, p) or fnmatchcase(folded, _fold(p)) for p in patterns)
-
-
 def _key(name: object) -> str:
     return str(name).casefold().replace("_", "").replace("-", "")
 
@@ -363,27 +357,6 @@ def _named(node: Any, names: frozenset[str], where: str, depth: int) -> Iterator
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
             yield from _named(value, names, f"{where}.{i}" if where else str(i), depth + 1)
-
-
-def _pick(args: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
-    """``(path, value)`` for every value a dotted path (``*``: any key or element) names."""
-    if path in args:
-        return [(path, args[path])]
-    found: list[tuple[str, Any]] = [("", args)]
-    for segment in path.split("."):
-        step: list[tuple[str, Any]] = []
-        for where, node in found:
-            prefix = f"{where}." if where else ""
-            if isinstance(node, Mapping):
-                keys = list(node) if segment == "*" else [segment] if segment in node else []
-                step += [(f"{prefix}{k}", node[k]) for k in keys]
-            elif isinstance(node, (list, tuple)):
-                if segment == "*":
-                    step += [(f"{prefix}{i}", item) for i, item in enumerate(node)]
-                elif segment.isdigit() and len(segment) < 10 and int(segment) < len(node):
-                    step.append((f"{prefix}{segment}", node[int(segment)]))
-        found = step
-    return found
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
