@@ -5,7 +5,6 @@ decides, and anything that goes wrong with the judge is a guard error the policy
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from typing import Any
 
@@ -18,22 +17,10 @@ from elevenfactor.governance._guard_judge import (
     parse_judgement,
 )
 from elevenfactor.governance._guard_pipeline import GuardPipeline, verdict_record
-from elevenfactor.governance._policy_model import Policy, PolicyFile, RelevanceRule
+from elevenfactor.governance._policy_model import RelevanceRule
+from tests.support.guards import make_policy
 
 ANSWER = "Our refund window is 30 days; the card 4111 1111 1111 1111 is on file."
-
-
-def make_policy(pid: str, spec: dict[str, Any]) -> Policy:
-    source = json.dumps(spec, sort_keys=True)
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    return Policy(
-        id=pid,
-        version=digest[:12],
-        full_hash=digest,
-        file=f"policies/{pid}.yaml",
-        source=source,
-        spec=PolicyFile.model_validate(spec),
-    )
 
 
 def rule(**kw: Any) -> RelevanceRule:

@@ -6,7 +6,6 @@ are judged on nested arguments, and no verdict or record ever holds a matched va
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from typing import Any
 
@@ -16,25 +15,12 @@ from elevenfactor.governance import _guard_builtin
 from elevenfactor.governance._guard_pipeline import GuardPipeline, pipeline_for, verdict_record
 from elevenfactor.governance._guard_redact import PlaceholderMap, restore
 from elevenfactor.governance._guard_types import Stage, Verdict
-from elevenfactor.governance._policy_model import Policy, PolicyFile
+from tests.support.guards import make_policy
 
 KEY = "sk-proj-Zx9Qw3Er5Ty7Ui1Op3As5Df7Gh9JkLm2Nb4Vc6"
 EMAIL = "jane.doe@example.com"
 CARD = "4111 1111 1111 1111"
 SECRET_VALUES = (KEY, EMAIL, CARD, "jane.doe", "Zx9Qw3")
-
-
-def make_policy(pid: str, spec: dict[str, Any]) -> Policy:
-    source = json.dumps(spec, sort_keys=True)
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    return Policy(
-        id=pid,
-        version=digest[:12],
-        full_hash=digest,
-        file=f"policies/{pid}.yaml",
-        source=source,
-        spec=PolicyFile.model_validate(spec),
-    )
 
 
 def stages(**rules: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ little more than the word in progress is held)."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from typing import Any
@@ -21,7 +20,7 @@ from elevenfactor.governance._guard_pipeline import GuardPipeline
 from elevenfactor.governance._guard_redact import PlaceholderMap, StreamRestorer
 from elevenfactor.governance._guard_stream import StreamGuard, StreamStep
 from elevenfactor.governance._guard_types import Verdict
-from elevenfactor.governance._policy_model import Policy, PolicyFile
+from tests.support.guards import make_policy
 
 KEY = "sk-proj-Zx9Qw3Er5Ty7Ui1Op3As5Df7Gh9JkLm2Nb4Vc6"
 EMAIL = "jane.doe@example.com"
@@ -32,19 +31,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tight": {"min_hold": 16, "batch": 4},
 }
 each_config = pytest.mark.parametrize("cfg", list(CONFIGS.values()), ids=list(CONFIGS))
-
-
-def make_policy(pid: str, spec: dict[str, Any]) -> Policy:
-    source = json.dumps(spec, sort_keys=True)
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    return Policy(
-        id=pid,
-        version=digest[:12],
-        full_hash=digest,
-        file=f"policies/{pid}.yaml",
-        source=source,
-        spec=PolicyFile.model_validate(spec),
-    )
 
 
 def pipeline(*output: dict[str, Any], judge: Any = None) -> GuardPipeline:
