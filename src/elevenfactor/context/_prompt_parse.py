@@ -20,7 +20,6 @@ name without ``.md``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from elevenfactor.config._prompts import PROMPT_NAME
 from elevenfactor.context._prompt_model import Prompt
 from elevenfactor.context._prompt_template import compile_body, located_error
 from elevenfactor.models import ModelSettings
+from elevenfactor.store._versions import content_hash
 
 __all__ = ["MODEL_KEYS", "content_hash", "parse_prompt"]
 
@@ -44,13 +44,6 @@ _TOP = ("id", "description", "model", "inputs")
 _NOT_FROM_FILE = {"tools", "tags", "user", "cache", "prompt_version"}
 MODEL_KEYS = ("route", *(k for k in ModelSettings.model_fields if k not in _NOT_FROM_FILE))
 """The keys of a prompt's ``model:``: the route and the ``ModelSettings`` a prompt may set."""
-
-
-def content_hash(data: bytes) -> tuple[str, bytes]:
-    """The SHA-256 (hex) of a prompt file and its bytes, both with line endings normalised
-    to ``\\n`` (so a checkout with CRLF has the same version)."""
-    normalised = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return hashlib.sha256(normalised).hexdigest(), normalised
 
 
 @dataclass

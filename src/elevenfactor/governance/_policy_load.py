@@ -21,9 +21,9 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from elevenfactor.config._guards import POLICY_NAME
-from elevenfactor.context._prompt_parse import content_hash
 from elevenfactor.errors import ConfigError
 from elevenfactor.governance._policy_model import Policy, PolicyFile, RuleSpec
+from elevenfactor.store._versions import content_hash
 
 __all__ = ["SUFFIXES", "load_policy_dir", "parse_policy", "policy_error", "policy_id_of"]
 

@@ -4,16 +4,11 @@ changed: its text, its file and when it was first used."""
 
 from __future__ import annotations
 
-import re
-import time
-import weakref
-from dataclasses import dataclass
-
-from elevenfactor.context._prompt_parse import content_hash
 from elevenfactor.errors import ConfigError
 from elevenfactor.governance._policy_load import parse_policy, policy_error
 from elevenfactor.governance._policy_model import Policy
 from elevenfactor.store import Store
+from elevenfactor.store._versions import StoredVersion, VersionTable
 
 __all__ = [
     "StoredPolicyVersion",
@@ -23,57 +18,28 @@ __all__ = [
     "stored_policy_versions",
 ]
 
-_INSERT = (
-    "INSERT INTO policy_versions (policy_id, hash, version, path, content, first_used_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (policy_id, hash) DO NOTHING"
-)
+StoredPolicyVersion = StoredVersion
+"""A version of a policy recorded in the store."""
 
-_HEX = re.compile(r"^[0-9a-f]{0,64}$")
-
-# Versions this process has written, per store: the gateway records the policies of every
-# call, and writes a given version once. Weak keys: a dropped store takes its entries with it.
-_RECORDED: weakref.WeakKeyDictionary[Store, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPolicyVersion:
-    """A version of a policy recorded in the store."""
-
-    policy_id: str
-    full_hash: str
-    version: str
-    file: str
-    first_used_at: float
+_VERSIONS = VersionTable("policy_versions", "policy_id")
 
 
 async def record_policy_version(store: Store, policy: Policy) -> None:
     """Record that ``policy`` (this version of it) was used, once: the first use is kept, later
     ones change nothing. Each process writes a given version to a given store at most once."""
-    seen = _RECORDED.setdefault(store, set())
-    key = (policy.id, policy.full_hash)
-    if key in seen:
-        return
-    await store.execute(
-        _INSERT,
-        (policy.id, policy.full_hash, policy.version, policy.file, policy.source, time.time()),
+    await _VERSIONS.record(
+        store, policy.id, policy.full_hash, policy.version, policy.file, policy.source
     )
-    seen.add(key)
 
 
-async def stored_policy_versions(store: Store, policy_id: str) -> list[StoredPolicyVersion]:
+async def stored_policy_versions(store: Store, policy_id: str) -> list[StoredVersion]:
     """The versions of ``policy_id`` in the store, oldest first use first."""
-    rows = await store.fetchall(
-        "SELECT hash, version, path, first_used_at FROM policy_versions WHERE policy_id = ?"
-        " ORDER BY first_used_at, hash",
-        (policy_id,),
-    )
-    return [StoredPolicyVersion(policy_id, h, v, p, float(t)) for h, v, p, t in rows]
+    return await _VERSIONS.versions(store, policy_id)
 
 
 async def stored_policy_ids(store: Store) -> list[str]:
     """The ids of every policy with a recorded version."""
-    rows = await store.fetchall("SELECT DISTINCT policy_id FROM policy_versions ORDER BY 1")
-    return [str(r[0]) for r in rows]
+    return await _VERSIONS.ids(store)
 
 
 async def load_stored_policy(store: Store, policy_id: str, prefix: str) -> list[Policy]:
@@ -83,18 +49,10 @@ async def load_stored_policy(store: Store, policy_id: str, prefix: str) -> list[
     The stored text is hashed again: a row whose content does not match its hash (edited in
     the database) is a ``ConfigError``, never served. A ``prefix`` that is not hex digits
     matches nothing."""
-    if not _HEX.match(prefix.lower()):
-        return []
-    rows = await store.fetchall(
-        "SELECT hash, path, content FROM policy_versions"
-        " WHERE policy_id = ? AND hash LIKE ? ORDER BY hash",
-        (policy_id, prefix.lower() + "%"),
-    )
     out = []
-    for full_hash, file, content in rows:
-        data = str(content).encode("utf-8")
-        where = f"{file} (stored version {str(full_hash)[:12]})"
-        if content_hash(data)[0] != full_hash:
+    for stored in await _VERSIONS.texts(store, policy_id, prefix):
+        where = f"{stored.file} (stored version {stored.full_hash[:12]})"
+        if not stored.intact:
             raise policy_error(
                 where,
                 None,
@@ -102,8 +60,9 @@ async def load_stored_policy(store: Store, policy_id: str, prefix: str) -> list[
                 hint="its policy_versions row was changed after it was recorded; restore it "
                 "from a backup or from the file in version control",
             )
+        data = stored.content.encode("utf-8")
         try:
-            out.append(parse_policy(data, file=str(file), policy_id=policy_id))
+            out.append(parse_policy(data, file=stored.file, policy_id=policy_id))
         except ConfigError as exc:
             raise policy_error(
                 where, None, f"this recorded version no longer loads: {exc.message}", hint=exc.hint
