@@ -76,9 +76,12 @@ def test_default_route_streams(embedded: str) -> None:
     client = openai.OpenAI(base_url=embedded + "/v1", api_key="dev", max_retries=0)
     stream = client.chat.completions.create(
         model="default",
-        max_tokens=16,
+        max_tokens=96,
         stream=True,
-        messages=[{"role": "user", "content": "Count to five."}],
+        messages=[{"role": "user", "content": "Write a short paragraph about the sea."}],
     )
+    # The shipped default policy guards the answer: text flows once ~68 characters are in.
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
-    assert len(pieces) > 2 and "".join(pieces).strip()
+    text = "".join(pieces)
+    assert text.strip()
+    assert len(pieces) > 2, pieces
