@@ -7,6 +7,7 @@ twice. A batch that fails writes nothing and stays queued.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -119,6 +120,27 @@ async def test_call_records_read_back_as_recorded(store: Store, size: int) -> No
     await check_calls(store, report)
     assert report.calls == size
     assert report.findings == []
+
+
+async def test_flush_waits_for_a_write_under_way(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = CallRecorder(store)
+    real = store.write_batch
+    started = asyncio.Event()
+
+    async def slow(statements: Any) -> Any:
+        started.set()
+        await asyncio.sleep(0.2)
+        return await real(statements)
+
+    monkeypatch.setattr(store, "write_batch", slow)
+    recorder.record(_record(0))
+    background = asyncio.create_task(recorder.flush())  # the writer's own flush, under way
+    await started.wait()
+    await recorder.flush()  # nothing left queued, but it must wait for that write
+    assert [row[0] for row in await _calls(store)] == [_record(0).id]
+    assert await background == 1
 
 
 @pytest.mark.parametrize("size", SIZES)

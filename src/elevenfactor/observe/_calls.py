@@ -199,6 +199,7 @@ class CallRecorder:
         self._warned_at = 0.0
         self._pending: list[CallRecord] = []
         self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()  # one write at a time: flush() waits for one under way
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.written = 0
@@ -252,7 +253,12 @@ class CallRecorder:
                 await asyncio.sleep(min(1.0, self.interval * 10))
 
     async def flush(self) -> int:
-        """Write every queued record; return how many."""
+        """Write every queued record, after any write already under way (so every record
+        queued before the call is in the store when it returns); return how many."""
+        async with self._writing:
+            return await self._write_pending()
+
+    async def _write_pending(self) -> int:
         if not self._pending:
             return 0
         records, self._pending = self._pending, []
