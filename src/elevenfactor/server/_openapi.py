@@ -343,6 +343,11 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
         responses["409"] = _error("The session changed while the request ran.")
         responses["429"] = {**_error("A local model's queue is full."), "headers": retry}
         responses["503"] = {**_error("A local model could not start in time."), "headers": retry}
+    if (op.path, op.method) == ("/v1/runs", "post"):
+        responses["409"] = _error(
+            "The agent's circuit breaker paused it (`agent_paused`): too many failed or blocked"
+            " runs in its window; an admin resets it (`elevenfactor agents reset`)."
+        )
     responses["default"] = _error("An error.")
     out["responses"] = responses
     out["security"] = [{SECURITY_SCHEME: []}] if op.secured else []
