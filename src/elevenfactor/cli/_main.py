@@ -190,12 +190,14 @@ def _register() -> None:
     from elevenfactor.cli._audit import audit
     from elevenfactor.cli._budgets import budgets, kill_cmd, kills, unkill_cmd
     from elevenfactor.cli._cost import cost
+    from elevenfactor.cli._feedback import feedback
     from elevenfactor.cli._guard import guard
     from elevenfactor.cli._index import index
     from elevenfactor.cli._memory import memory
     from elevenfactor.cli._prompts import prompts
     from elevenfactor.cli._runtime import approvals, mcp, run_cmd, runs, worker
 
+    runs.add_command(feedback)
     for command in (worker, run_cmd, runs, approvals, audit, mcp, users, teams, keys, cost):
         main.add_command(command)
     for command in (budgets, kill_cmd, unkill_cmd, kills, agents):

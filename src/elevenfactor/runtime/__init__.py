@@ -21,6 +21,7 @@ from elevenfactor.runtime._audit import (
 from elevenfactor.runtime._breakers import AgentBreakers, RunBreakers, RunLimits
 from elevenfactor.runtime._claims import claim_run
 from elevenfactor.runtime._context import Park, RunContext, StepRetry, step_key
+from elevenfactor.runtime._feedback import Feedback, FeedbackPage, add_feedback, list_feedback
 from elevenfactor.runtime._housekeeping import Housekeeper
 from elevenfactor.runtime._journal import (
     Event,
@@ -57,6 +58,8 @@ __all__ = [
     "AuditReport",
     "Decision",
     "Event",
+    "Feedback",
+    "FeedbackPage",
     "Finding",
     "Housekeeper",
     "Lease",
@@ -73,6 +76,7 @@ __all__ = [
     "VerifyReport",
     "Worker",
     "WorkerOptions",
+    "add_feedback",
     "approval",
     "audit",
     "build_runtime",
@@ -87,6 +91,7 @@ __all__ = [
     "get_run",
     "kill_and_cancel",
     "list_approvals",
+    "list_feedback",
     "list_runs",
     "load_agents",
     "load_events",

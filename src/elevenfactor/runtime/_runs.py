@@ -358,6 +358,7 @@ async def delete_run(store: Store, run_id: str, principal: Principal, reason: st
         count = await tx.fetchone("SELECT COUNT(*) FROM journal WHERE run_id = ?", (run_id,))
         await tx.execute("DELETE FROM journal WHERE run_id = ?", (run_id,))
         await tx.execute("DELETE FROM approvals WHERE run_id = ?", (run_id,))
+        await tx.execute("DELETE FROM run_feedback WHERE run_id = ?", (run_id,))
         await tx.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         for (approval_id,) in approvals:
             await append_entry(

@@ -25,6 +25,7 @@ from elevenfactor.server._cost_api import ROUTES as COST_ROUTES
 from elevenfactor.server._docs import docs_page
 from elevenfactor.server._embeddings_api import ROUTES as EMBEDDING_ROUTES
 from elevenfactor.server._errors import error_response
+from elevenfactor.server._feedback_api import ROUTES as FEEDBACK_ROUTES
 from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
 from elevenfactor.server._memory_api import ROUTES as MEMORY_ROUTES
 from elevenfactor.server._models_api import show_model
@@ -251,6 +252,7 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             *(Route(path, fn, methods=methods) for path, fn, methods in BUDGET_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in EMBEDDING_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in MEMORY_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in FEEDBACK_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
             # Documentation: open, like the health checks.
             Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -24,6 +24,7 @@ from elevenfactor.server import _responses as r
 from elevenfactor.server import _schemas as s
 from elevenfactor.server._cost_api import CostReportDoc
 from elevenfactor.server._embeddings_api import OPERATIONS as EMBEDDING_OPERATIONS
+from elevenfactor.server._feedback_api import OPERATIONS as FEEDBACK_OPERATIONS
 from elevenfactor.server._memory_api import OPERATIONS as MEMORY_OPERATIONS
 from elevenfactor.server._op_types import HeaderParam, Operation, PathParam
 
@@ -228,7 +229,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("/docs", "get", "The API reference page", "docs", None,
               "This document rendered as HTML.", media_type="text/html", secured=False),
 )  # fmt: skip
-OPERATIONS += EMBEDDING_OPERATIONS + MEMORY_OPERATIONS
+OPERATIONS += EMBEDDING_OPERATIONS + MEMORY_OPERATIONS + FEEDBACK_OPERATIONS
 
 
 class _Components:

@@ -17,6 +17,8 @@ __all__ = [
     "ApprovalList",
     "ChatCompletion",
     "ErrorResponse",
+    "FeedbackList",
+    "FeedbackObject",
     "Health",
     "JSONBytes",
     "ModelList",
@@ -174,6 +176,38 @@ class ApprovalList(BaseModel):
 
     object: Literal["list"]
     data: list[Approval]
+
+
+class FeedbackBy(BaseModel):
+    """Who gave the feedback."""
+
+    user_id: str
+    key_id: str | None
+
+
+class FeedbackObject(BaseModel):
+    """A judgement of a run."""
+
+    id: str
+    object: Literal["run.feedback"]
+    run_id: str
+    score: float | None
+    label: str | None
+    comment: str | None
+    metadata: dict[str, Any] | None
+    source: Literal["human", "online", "offline"] = Field(
+        description="`human` (this API, the CLI); `online` and `offline` for scorers."
+    )
+    by: FeedbackBy
+    created_at: float
+
+
+class FeedbackList(BaseModel):
+    """A run's feedback, newest first."""
+
+    object: Literal["list"]
+    data: list[FeedbackObject]
+    has_more: bool = Field(description="Older feedback follows: ask with `before` = last id.")
 
 
 class User(BaseModel):

@@ -34,6 +34,7 @@ from elevenfactor.store.migrations import (
     m019_agent_breakers,
     m020_call_guards,
     m021_guard_vault,
+    m022_run_feedback,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -98,6 +99,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m019_agent_breakers", m019_agent_breakers.STATEMENTS),
     Migration("m020_call_guards", m020_call_guards.STATEMENTS),
     Migration("m021_guard_vault", m021_guard_vault.STATEMENTS),
+    Migration("m022_run_feedback", m022_run_feedback.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
