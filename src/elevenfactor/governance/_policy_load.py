@@ -16,16 +16,27 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node
 
 from elevenfactor.config._guards import POLICY_NAME
+from elevenfactor.config._yaml_doc import (
+    KeyPath,
+    compose,
+    dotted,
+    item,
+    line_of,
+    locate,
+    located_error,
+)
 from elevenfactor.errors import ConfigError
 from elevenfactor.governance._policy_model import Policy, PolicyFile, RuleSpec
 from elevenfactor.store._versions import content_hash
 
 __all__ = ["SUFFIXES", "load_policy_dir", "parse_policy", "policy_error", "policy_id_of"]
+
+policy_error = located_error
+"""A ``ConfigError`` whose source is ``file:line`` (details: file, line, key)."""
 
 SUFFIXES = (".yaml", ".yml")
 """The file names a policy directory is read for."""
@@ -33,26 +44,6 @@ SUFFIXES = (".yaml", ".yml")
 _NAME = re.compile(POLICY_NAME)
 _PLACED = re.compile(r"^(input|retrieved|tool_call|tool_result|output)\[(\d+)\]: (.*)$", re.S)
 _INDEXED = re.compile(r"^(\w+)\[(\d+)\] (.*)$", re.S)
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-_KeyPath = tuple[str | int, ...]
-
-
-def policy_error(
-    file: str,
-    line: int | None,
-    message: str,
-    *,
-    key: str | None = None,
-    expected: str | None = None,
-    hint: str | None = None,
-) -> ConfigError:
-    """A ``ConfigError`` whose source is ``file:line`` and whose details hold the file, the
-    line and the key (for ``--json`` output and the API)."""
-    source = f"{file}:{line}" if line is not None else file
-    exc = ConfigError(message, source=source, key=key, expected=expected, hint=hint)
-    exc.details = {"file": file, "line": line, "key": key}
-    return exc
 
 
 def policy_id_of(file: str) -> str:
@@ -72,19 +63,19 @@ def parse_policy(data: bytes, *, file: str, policy_id: str | None = None) -> Pol
         source = normalised.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = normalised.count(b"\n", 0, exc.start) + 1
-        raise policy_error(file, line, "the file is not valid UTF-8") from None
+        raise located_error(file, line, "the file is not valid UTF-8") from None
     pid = policy_id if policy_id is not None else policy_id_of(file)
     if not _NAME.match(pid):
-        raise policy_error(
+        raise located_error(
             file,
             None,
             f"{pid!r} is not a valid policy id",
             expected="letters, digits, '_', '.' and '-' (not first), at most 100",
             hint="rename the file: its name without .yaml is the policy id",
         )
-    node, data_ = _compose(source.removeprefix("\ufeff"), file)
+    node, data_ = compose(source.removeprefix("\ufeff"), file, what="a policy")
     if data_ is None:
-        raise policy_error(
+        raise located_error(
             file,
             1,
             "the file is empty",
@@ -92,17 +83,17 @@ def parse_policy(data: bytes, *, file: str, policy_id: str | None = None) -> Pol
             hint="e.g. stages: {input: [{rule: secrets, action: redact}]}",
         )
     if not isinstance(data_, dict) or not isinstance(node, MappingNode):
-        raise policy_error(
-            file, _line(node), "a policy file must hold a mapping", expected="key: value lines"
+        raise located_error(
+            file, line_of(node), "a policy file must hold a mapping", expected="key: value lines"
         )
     try:
         spec = PolicyFile.model_validate(data_)
     except ValidationError as exc:
         raise _explain(exc, data_, node, file) from None
     if spec.id is not None and spec.id != pid:
-        raise policy_error(
+        raise located_error(
             file,
-            _locate(node, ("id",)),
+            locate(node, ("id",)),
             f"id {spec.id!r} does not match the file name",
             key="id",
             expected=repr(pid),
@@ -135,11 +126,11 @@ def load_policy_dir(
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                raise policy_error(file, None, f"cannot read the file: {exc.strerror}") from None
+                raise located_error(file, None, f"cannot read the file: {exc.strerror}") from None
             policy = parse_policy(data, file=file)
             other = policies.get(policy.id)
             if other is not None:
-                raise policy_error(
+                raise located_error(
                     file,
                     None,
                     f"duplicate policy id {policy.id!r}: {other.file} has it too",
@@ -161,98 +152,7 @@ def _relative(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
-def _compose(text: str, file: str) -> tuple[Node | None, Any]:
-    try:
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
-        at = text.count("\n", 0, exc.position) + 1
-        what = f"character {exc.character:#x} is not allowed in YAML"
-        raise policy_error(file, at, f"not valid YAML at line {at}: {what}") from None
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _no_duplicates(node, file)
-        return node, (loader.construct_document(node) if node is not None else None)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = int(mark.line) + 1 if mark is not None else None
-        where = f" at line {line}, column {int(mark.column) + 1}" if mark is not None else ""
-        raise policy_error(
-            file, line, f"not valid YAML{where}: {problem}", expected="YAML"
-        ) from None
-    except RecursionError:
-        raise policy_error(
-            file, None, "the YAML is nested too deeply", expected="a policy (a few levels deep)"
-        ) from None
-    finally:
-        loader.dispose()
-
-
-def _line(node: Node | None) -> int:
-    return int(node.start_mark.line) + 1 if node is not None else 1
-
-
-def _no_duplicates(
-    node: Node, file: str, path: _KeyPath = (), seen_nodes: set[int] | None = None
-) -> None:
-    """A key twice in one mapping is an error (PyYAML would keep the last silently). A node
-    reached again through an alias is not walked twice (an alias may refer to itself)."""
-    seen_nodes = set() if seen_nodes is None else seen_nodes
-    if id(node) in seen_nodes:
-        return
-    seen_nodes.add(id(node))
-    if isinstance(node, MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode):
-                key = key_node.value
-                if key in seen:
-                    raise policy_error(
-                        file, _line(key_node), "duplicate key", key=_dotted((*path, key))
-                    )
-                seen.add(key)
-                _no_duplicates(value_node, file, (*path, key), seen_nodes)
-    elif isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            _no_duplicates(item, file, (*path, i), seen_nodes)
-
-
-def _child(node: Node, key: str | int) -> tuple[Node, Node] | None:
-    """The (key, value) nodes of ``key`` in a mapping node, or item ``key`` of a sequence."""
-    if isinstance(node, MappingNode):
-        for k, v in node.value:
-            if isinstance(k, ScalarNode) and k.value == str(key):
-                return k, v
-    elif isinstance(node, SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
-        item: Node = node.value[key]
-        return item, item
-    return None
-
-
-def _locate(node: Node, path: _KeyPath, *, at_key: bool = False) -> int:
-    """The line of the deepest node along ``path`` (of the key itself when ``at_key``)."""
-    for i, key in enumerate(path):
-        found = _child(node, key)
-        if found is None:
-            break
-        node = found[0] if at_key and i == len(path) - 1 else found[1]
-    return _line(node)
-
-
-def _dotted(path: _KeyPath) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not _PLAIN_KEY.match(part):
-            out += f"[{part!r}]"
-        else:
-            out += f".{part}" if out else part
-    return out or "(top level)"
-
-
-def _real_path(loc: tuple[int | str, ...], data: Any) -> tuple[_KeyPath, bool]:
+def _real_path(loc: tuple[int | str, ...], data: Any) -> tuple[KeyPath, bool]:
     """``loc`` of a pydantic error as a path into the document, and whether the error is
     about a mapping key itself: a rule's union tag (``('stages', 'input', 0, 'pii', 'kinds')``)
     and the ``[key]`` marker are dropped."""
@@ -265,7 +165,7 @@ def _real_path(loc: tuple[int | str, ...], data: Any) -> tuple[_KeyPath, bool]:
             tagged = False
             continue
         tagged = isinstance(data, list)
-        data = _item(data, part)
+        data = item(data, part)
         path.append(part)
     return tuple(path), False
 
@@ -312,8 +212,8 @@ def _explain(exc: ValidationError, data: Any, node: Node, file: str) -> ConfigEr
     if count > 1:
         more = f"{count - 1} more problem{'s' if count > 2 else ''} in the file"
         hint = f"{hint} {more}" if hint else more
-    line = _locate(node, path, at_key=at_key)
-    return policy_error(file, line, msg, key=_dotted(path), expected=expected, hint=hint)
+    line = locate(node, path, at_key=at_key)
+    return located_error(file, line, msg, key=dotted(path), expected=expected, hint=hint)
 
 
 @cache
@@ -346,12 +246,12 @@ def _unwrap(tp: Any, data: Any) -> Any:
             return tp
 
 
-def _fields_at(path: _KeyPath, data: Any) -> list[str]:
+def _fields_at(path: KeyPath, data: Any) -> list[str]:
     """The keys allowed in the mapping at ``path`` of a policy document (none if unknown)."""
     tp: Any = PolicyFile
     for part in path:
         tp = _unwrap(tp, data)
-        data = _item(data, part)
+        data = item(data, part)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             fields = tp.model_fields
             tp = next((f.annotation for n, f in fields.items() if part in (n, f.alias)), None)
@@ -365,12 +265,3 @@ def _fields_at(path: _KeyPath, data: Any) -> list[str]:
     if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
         return []
     return [f.alias or n for n, f in tp.model_fields.items()]
-
-
-def _item(data: Any, part: str | int) -> Any:
-    """``data[part]`` of a parsed document, or None when there is no such item."""
-    if isinstance(data, list):
-        return data[part] if isinstance(part, int) and 0 <= part < len(data) else None
-    if isinstance(data, dict):
-        return data.get(part)
-    return None
