@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from pydantic import BaseModel
@@ -837,6 +837,8 @@ def test_odd_schemas_do_not_crash_the_test_model(target: Target) -> None:
 
 # -- spend: budgets, kill switches and the cost report ----------------------------------------
 
+_BUDGET = {"limit": 1.0, "scope": "org", "window": "day", "soft": False, "on_exceed": "refuse"}
+
 
 @FUZZ
 @given(
@@ -846,6 +848,9 @@ def test_odd_schemas_do_not_crash_the_test_model(target: Target) -> None:
     ),
     as_admin=st.booleans(),
 )
+@example(body=({**_BUDGET, "webhook": "http://["}, False), as_admin=True)  # was a 500
+@example(body=({**_BUDGET, "webhook": "https://h:99999/"}, False), as_admin=True)
+@example(body=({**_BUDGET, "webhook": "https://[::1]:8443/alerts?x=1"}, True), as_admin=True)
 def test_budget_creation(target: Target, body: tuple[Any, bool], as_admin: bool) -> None:
     payload, valid = body
     resp = target.client(as_admin).post(

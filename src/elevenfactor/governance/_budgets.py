@@ -253,12 +253,27 @@ def check_on_exceed(policy: Any) -> str:
     )
 
 
+WEBHOOK_PATTERN = (
+    r"^https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
+    r"(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+    r"(?:[/?#][^\s\x00-\x1f]*)?$"
+)
+"""An http(s) URL: an ASCII host name or a bracketed IPv6 address, an optional port (at most
+65535), then any path, query and fragment without whitespace or control characters."""
+_WEBHOOK = re.compile(WEBHOOK_PATTERN)
+
+
 def check_webhook(url: Any) -> str | None:
     """An http(s) URL with a host (or None)."""
     if url is None:
         return None
-    bad = not isinstance(url, str) or len(url) > 2000 or re.search(r"[\s\x00-\x1f]", url)
-    parts = urlsplit(url) if not bad else None
+    bad = not isinstance(url, str) or len(url) > 2000 or _WEBHOOK.fullmatch(url) is None
+    try:
+        parts = urlsplit(url) if not bad else None
+        _ = parts.port if parts is not None else None  # out of range: ValueError
+    except ValueError:  # "http://[", a port over 65535
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid_budget("webhook", f"must be an http(s) URL with a host; got {url!r:.80}")
     return str(url)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StrictBool
 from pydantic import StringConstraints as SC
 
+from elevenfactor.governance._budgets import WEBHOOK_PATTERN
 from elevenfactor.server._schemas import Text, _Schema
 
 __all__ = [
@@ -36,7 +37,7 @@ OnExceed = Annotated[
     str,
     SC(pattern=rf"^(refuse|downgrade:{_PRINTABLE}|approve:[A-Za-z0-9][A-Za-z0-9._-]{{0,63}})$"),
 ]
-Webhook = Annotated[str, SC(pattern=r"^https?://[^\s\x00-\x1f]+$", max_length=2000)]
+Webhook = Annotated[str, SC(pattern=WEBHOOK_PATTERN, max_length=2000)]
 Reason = Annotated[Text, SC(min_length=1, max_length=1000)]
 
 _SCOPE = (
