@@ -64,7 +64,7 @@ def judge_messages(task: str, question: str, answer: str) -> list[dict[str, str]
 
 def _malformed(why: str) -> MalformedResponse:
     return MalformedResponse(
-        f"the relevance judge's answer {why}",
+        f"the judge's answer {why}",
         hint='the judge route must answer one JSON object {"score": 0..1, "reason": "..."}',
     )
 

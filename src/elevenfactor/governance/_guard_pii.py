@@ -46,6 +46,7 @@ from elevenfactor.governance._guard_pii_checks import (
     finditer_at,
     iban_valid,
     luhn_valid,
+    shape,
     words_before,
 )
 from elevenfactor.governance._guard_pii_ids import ID_FINDERS
@@ -292,7 +293,10 @@ def find_pii(text: str, kinds: Iterable[str] | None = None) -> list[Finding]:
         raise ValueError(f"unknown PII kinds {unknown}; known: {', '.join(PII_KINDS)}")
     if _ANY_DIGIT.search(text) is None:  # every kind but e-mail and IPv6 needs a digit
         wanted = tuple(k for k in wanted if k == "email" or (k == "ipv6" and ":" in text))
-    found = [f for kind in PII_KINDS if kind in wanted for f in _FINDERS[kind](text)]
+    try:
+        found = [f for kind in PII_KINDS if kind in wanted for f in _FINDERS[kind](text)]
+    finally:
+        shape.cache_clear()  # the shape is shared by this call's finders, and kept no longer
     found.sort(key=lambda f: (f.start, -f.end, f.kind))
     kept: list[Finding] = []
     reach_start, reach_end = -1, -1  # the kept finding reaching furthest right

@@ -212,7 +212,8 @@ occurs in the shape of every match of the pattern they stand for."""
 def shape(text: str) -> bytes:
     """One byte per character of ``text``: ASCII digits become ``0``, ASCII capitals ``A``,
     other ASCII stays, anything else is ``?`` (the patterns are ASCII-only). Cached for the
-    last text only: every detector asks for the shape of the text ``find_pii`` is scanning."""
+    last text only: every detector asks for the shape of the text ``find_pii`` is scanning,
+    and ``find_pii`` clears it when it returns, so no scanned text stays in the cache."""
     return text.encode("ascii", "replace").translate(_SHAPE_TABLE)
 
 

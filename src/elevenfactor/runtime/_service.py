@@ -83,14 +83,17 @@ def _policies(
     specs: dict[str, AgentSpec],
     agents_dir: Path,
     errors: list[ConfigError] | None,
+    book: PolicyBook | None = None,
 ) -> PolicyBook | None:
-    """The project's guard policies, with every agent's ``policy:`` resolved (its breakers
-    hold the agent's runs); None when they are invalid (the errors are reported)."""
-    try:
-        book = PolicyBook.load(project.guards, base, source=source or "the project file")
-    except ConfigError as exc:
-        report(exc, errors)
-        return None
+    """The project's guard policies (``book`` when the caller loaded them already), with every
+    agent's ``policy:`` resolved (its breakers hold the agent's runs); None when they are
+    invalid (the errors are reported)."""
+    if book is None:
+        try:
+            book = PolicyBook.load(project.guards, base, source=source or "the project file")
+        except ConfigError as exc:
+            report(exc, errors)
+            return None
     for name, spec in specs.items():
         try:
             book.for_agent(spec.policy)
@@ -161,13 +164,16 @@ def build_runtime(
     cache: CacheBackend | None = None,
     limiter: Limiter | None = None,
     store: Store | None = None,
+    policies: PolicyBook | None = None,
 ) -> Runtime:
     """Programs (from ``programs:``) and agents (from ``agents/*.yaml``) with their toolsets,
     and ``mcp.tool`` (gated tool calls of the MCP server). Agents record their model calls with
     ``recorder`` and check kill switches and reserve budgets through ``meter`` (their owner
     starts and closes both). A registry built here keeps its response cache in ``cache`` (and
     its routes' semantic caches in ``store``, embedded by the agents' embedders) and
-    enforces deployment rate limits with ``limiter``.
+    enforces deployment rate limits with ``limiter``. ``policies`` are the guard policies when
+    the caller has loaded them (the gateway, with versions pinned in the store); otherwise
+    they are read from the project's policy files here.
 
     Nothing connects yet: MCP servers start on first use. The first configuration error is
     raised; with an ``errors`` list every one is collected instead (``config check``).
@@ -206,7 +212,7 @@ def build_runtime(
             )
             report(unknown, errors)
     deps = AgentDeps(registry, toolsets, specs, recorder, meter, limiter, prompts, embedders)
-    deps.policies = _policies(project, base, source, specs, agents_dir, errors)
+    deps.policies = _policies(project, base, source, specs, agents_dir, errors, policies)
     try:  # placeholders of guard rules, encrypted; without a key such rules mask
         deps.guard_vault = GuardVault.from_settings(
             settings.guard_vault_key, settings.guard_vault_ttl

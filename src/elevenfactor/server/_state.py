@@ -150,6 +150,7 @@ class Gateway:
             recorder=self.recorder,
             meter=self.meter,
             limiter=self.limiter,
+            policies=self.policies,  # read once, with the versions pinned in the store
         )
         self.programs = self.runtime.programs
         if self.settings.serves_worker():
