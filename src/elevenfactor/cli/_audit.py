@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from elevenfactor.cli._common import (
     settings_from,
     with_store,
 )
-from elevenfactor.errors import ConfigError
+from elevenfactor.errors import ConfigError, RequestError
 from elevenfactor.governance import (
     SignedHead,
     export_head,
@@ -78,6 +79,12 @@ def _print(report: AuditReport) -> None:
     " ELEVENFACTOR_LEDGER_VERIFY_KEY.",
 )
 @click.option("--no-seal", is_flag=True, help="Do not seal pending ledger entries first.")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Check a run bundle (`runs export`) instead, with no database and no config.",
+)
 @config_option
 @json_option
 @handle_errors
@@ -86,11 +93,16 @@ def audit_verify(
     against: Path | None,
     public_key: str | None,
     no_seal: bool,
+    bundle: Path | None,
     config: Path | None,
     as_json: bool,
 ) -> None:
     """Check the ledger, every run (or RUN_IDS), approval and call record, re-hashing every
-    payload. Exits 1 if anything was changed, removed or added."""
+    payload; or, with --bundle, a run bundle alone. Exits 1 if anything was changed, removed
+    or added."""
+    if bundle is not None:
+        _verify_bundle(bundle, run_ids, public_key, as_json)
+        return
     settings = settings_from(config)
     head: SignedHead | None = None
     if against is not None:
@@ -138,6 +150,32 @@ def audit_verify(
         print_json(report.to_dict())
     else:
         _print(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _verify_bundle(
+    path: Path, run_ids: tuple[str, ...], public_key: str | None, as_json: bool
+) -> None:
+    from elevenfactor.runtime._bundle_verify import verify_bundle_file
+
+    if run_ids:
+        raise RequestError("--bundle takes no RUN_IDS", code="invalid_value", param="bundle")
+    key = public_key or os.environ.get("ELEVENFACTOR_LEDGER_VERIFY_KEY") or None
+    report = verify_bundle_file(path, public_key=key)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        print_table(
+            f"bundle of run {report.run_id}",
+            ["check", "result", "detail"],
+            [(c.name, "ok" if c.ok else "FAILED", c.detail) for c in report.checks],
+        )
+        failed = [c.name for c in report.checks if not c.ok]
+        if failed:
+            err_console.print(f"[red]FAILED[/]: {', '.join(failed)}", highlight=False)
+        else:
+            console.print("[green]ok[/]: the bundle verifies")
     if not report.ok:
         sys.exit(1)
 

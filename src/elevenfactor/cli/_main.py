@@ -29,12 +29,22 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """elevenfactor: a production runtime for AI agents.
 
     Configuration comes from the environment (ELEVENFACTOR_*, DATABASE_URL, REDIS_URL, PORT,
     provider keys) and the project file elevenfactor.yaml (providers, models, routes).
+    Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER is set.
     """
+    from elevenfactor.observe._tracing import configured
+
+    if configured():  # runs, workers and the server export spans; flushed on exit
+        from elevenfactor.cli._common import handle_errors
+        from elevenfactor.observe._tracing import setup_tracing, shutdown_tracing
+
+        if handle_errors(setup_tracing)():
+            ctx.call_on_close(shutdown_tracing)
 
 
 @main.command()
@@ -195,15 +205,22 @@ def _register() -> None:
     from elevenfactor.cli._index import index
     from elevenfactor.cli._memory import memory
     from elevenfactor.cli._prompts import prompts
+    from elevenfactor.cli._retention import retention, runs_export
     from elevenfactor.cli._runtime import approvals, mcp, run_cmd, runs, worker
 
     runs.add_command(feedback)
+    runs.add_command(runs_export)
     for command in (worker, run_cmd, runs, approvals, audit, mcp, users, teams, keys, cost):
         main.add_command(command)
     for command in (budgets, kill_cmd, unkill_cmd, kills, agents):
         main.add_command(command)
-    for command in (prompts, index, memory, guard):
+    for command in (prompts, index, memory, guard, retention):
         main.add_command(command)
+    from elevenfactor.cli._eval import eval_group
+    from elevenfactor.cli._eval_online import online as eval_online
+
+    eval_group.add_command(eval_online)
+    main.add_command(eval_group)
 
 
 _register()

@@ -2,6 +2,7 @@
 
 from elevenfactor.config._cache import CacheConfig, SemanticCacheConfig
 from elevenfactor.config._embeddings import EmbeddingModelConfig, EmbeddingsConfig
+from elevenfactor.config._evals import EvalsConfig, OnlineRule
 from elevenfactor.config._guards import GuardsConfig
 from elevenfactor.config._limits import LimitsConfig, RateLimitConfig
 from elevenfactor.config._memory import MemoryConfig
@@ -24,6 +25,7 @@ from elevenfactor.config._project import (
     parse_project,
 )
 from elevenfactor.config._prompts import PromptsConfig
+from elevenfactor.config._retention import RetentionConfig, RetentionRule
 from elevenfactor.config._retrieval import IndexConfig, RetrievalConfig
 from elevenfactor.config._settings import Settings, load_settings, mask_url
 
@@ -34,18 +36,22 @@ __all__ = [
     "EmbeddingModelConfig",
     "EmbeddingsConfig",
     "ErrorClass",
+    "EvalsConfig",
     "FailoverConfig",
     "GuardsConfig",
     "IndexConfig",
     "LimitsConfig",
     "McpServerSettings",
     "MemoryConfig",
+    "OnlineRule",
     "PriceConfig",
     "ProjectConfig",
     "PromptsConfig",
     "ProviderConfig",
     "QueueConfig",
     "RateLimitConfig",
+    "RetentionConfig",
+    "RetentionRule",
     "RetrievalConfig",
     "RetryConfig",
     "RouteConfig",

@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from elevenfactor.config._embeddings import EmbeddingsConfig
+from elevenfactor.config._evals import EvalsConfig
 from elevenfactor.config._guards import GuardsConfig
 from elevenfactor.config._limits import LimitsConfig
 from elevenfactor.config._memory import MemoryConfig
@@ -35,6 +36,7 @@ from elevenfactor.config._models import (
     _Strict,
 )
 from elevenfactor.config._prompts import PromptsConfig
+from elevenfactor.config._retention import RetentionConfig
 from elevenfactor.config._retrieval import RetrievalConfig
 from elevenfactor.errors import ConfigError
 
@@ -155,6 +157,8 @@ class ProjectConfig(_Strict):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:
@@ -193,6 +197,8 @@ class ProjectConfig(_Strict):
             raise _RefError(*unknown)
         if (unguarded := self.guards.unknown_reference(self.models, self.routes)) is not None:
             raise _RefError(*unguarded)
+        if (unjudged := self.evals.unknown_reference(self.models, self.routes)) is not None:
+            raise _RefError(*unjudged)
         if self.memory.embedder is not None and self.memory.embedder not in self.embeddings.models:
             known = sorted(self.embeddings.models)
             raise _RefError("memory.embedder", self.memory.embedder, known)

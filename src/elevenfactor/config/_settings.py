@@ -18,7 +18,7 @@ from elevenfactor.errors import ConfigError
 __all__ = ["Settings", "load_settings"]
 
 _SECRET_KEYS = ("database_url", "redis_url", "retrieval_url")
-_HIDDEN_KEYS = ("ledger_signing_key", "guard_vault_key")
+_HIDDEN_KEYS = ("ledger_signing_key", "guard_vault_key", "metrics_token")
 
 
 class Settings(BaseSettings):
@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="Seconds to answer 503 (readiness off) before closing."
     )
     record_payloads: bool = Field(default=True, description="Store request/response bodies.")
+    trace_content: bool = Field(
+        default=False,
+        description="With tracing on (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER set),"
+        " add each model call's prompt and completion to its span as events, in the form the"
+        " call record stores (guard-redacted); needs record_payloads too. Off: no content in"
+        " spans.",
+    )
     web_concurrency: int = Field(
         default=1,
         ge=1,
@@ -153,6 +160,22 @@ class Settings(BaseSettings):
         default=86400.0,
         gt=0,
         description="Seconds a run's placeholder map is kept after the run ends (then purged).",
+    )
+    metrics: bool = Field(
+        default=True,
+        description="Collect Prometheus metrics and serve them on `GET /metrics` (false: every"
+        " metric hook is a no-op and /metrics answers 404).",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token for Prometheus scrapers on `GET /metrics`: sees every"
+        " organisation's gauges (an admin API key sees its own organisation's).",
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds the store-derived gauges of `/metrics` (runs, approvals, budgets,"
+        " leases) are reused between scrapes, so frequent scrapes never load the store.",
     )
 
     @field_validator("log_level")

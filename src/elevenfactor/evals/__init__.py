@@ -1,8 +1,11 @@
 """Evaluation (factor 11): suite files in ``evals/*.yaml``, scorers, and the result types a
 runner fills. See ``_suite`` for the file format and the promptfoo mapping."""
 
+from elevenfactor.evals._from_run import observe_run
+from elevenfactor.evals._html import html_report
 from elevenfactor.evals._load import load_suite, load_suite_dir, parse_suite
 from elevenfactor.evals._observed import Observed, ObservedCall, ScoreContext, Scorer, observe
+from elevenfactor.evals._program_input import EVAL_AGENT_PROGRAM, EVAL_PROGRAM, eval_input
 from elevenfactor.evals._results import (
     CaseResult,
     CaseStats,
@@ -28,9 +31,12 @@ from elevenfactor.evals._scorers_calls import (
     TrajectoryScorer,
 )
 from elevenfactor.evals._scorers_ext import SCORER_GROUP, CustomScorer, GuardScorer, JudgeScorer
+from elevenfactor.evals._store import EvalRecord, get_result, list_results, suite_history
 from elevenfactor.evals._suite import PROMPTFOO_TYPES, Case, Defaults, ScorerSpec, Suite, Target
 
 __all__ = [
+    "EVAL_AGENT_PROGRAM",
+    "EVAL_PROGRAM",
     "PROMPTFOO_TYPES",
     "SCORER_GROUP",
     "Case",
@@ -40,6 +46,7 @@ __all__ = [
     "ContainsScorer",
     "CustomScorer",
     "Defaults",
+    "EvalRecord",
     "ExactScorer",
     "ExpectedCall",
     "GuardScorer",
@@ -62,9 +69,15 @@ __all__ = [
     "Target",
     "TrajectoryScorer",
     "compare",
+    "eval_input",
+    "get_result",
+    "html_report",
+    "list_results",
     "load_suite",
     "load_suite_dir",
     "observe",
+    "observe_run",
     "parse_json_answer",
     "parse_suite",
+    "suite_history",
 ]

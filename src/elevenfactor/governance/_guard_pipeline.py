@@ -40,6 +40,7 @@ from elevenfactor.governance._guard_judge import Judge
 from elevenfactor.governance._guard_redact import PlaceholderMap, label_for, merge_findings
 from elevenfactor.governance._guard_types import ACTIONS, STAGES, Action, Finding, Stage, Verdict
 from elevenfactor.governance._policy_model import Policy
+from elevenfactor.observe._metrics import guard_verdict
 
 __all__ = [
     "GuardEntry",
@@ -124,7 +125,9 @@ class GuardPipeline:
         if stage == "tool_call":
             entries = tuple(e for e in entries if not e.guard.tool_call)
         outcomes = await run_entries(entries, lambda g: g.start(views, context))
-        return decide(entries, outcomes, content, placeholders, started)
+        verdict = decide(entries, outcomes, content, placeholders, started)
+        guard_verdict(stage, verdict.action, verdict.policy)
+        return verdict
 
     async def check_tool_call(
         self,
@@ -147,6 +150,7 @@ class GuardPipeline:
 
         outcomes = await run_entries(entries, start)
         verdict = decide(entries, outcomes, content, placeholders, started)
+        guard_verdict("tool_call", verdict.action, verdict.policy)
         if verdict.action != "redact":
             return verdict
         redacting = [

@@ -20,8 +20,17 @@ identical request rewrote is that user's now. Entries stored by calls of no know
 library call without ``org_id`` and ``user_id``) cannot be attributed, and expire with their
 ttl.
 
+The user's **run evidence** goes in the same transaction, by the mechanism retention uses
+(``governance._retention_erase``): the content of the runs the user owns that have ended (input,
+step outputs, result, approval requests and decisions), their encrypted placeholder maps, and
+the request and response payloads of the user's call records and of those runs' calls are
+erased physically while every hash stays, so each chain, approval and call record still
+verifies in ``audit verify``. A run still active keeps its content (``active_runs`` counts it:
+cancel it and forget again). Error texts stay (they are inside the event hashes).
+
 The admin action is a ledger entry: who (the admin), whom (the user id) and how many rows of
-each kind went in the transaction, never the forgotten content. The returned counts add the
+each kind went in the transaction, never the forgotten content; when run evidence was erased,
+the entry also holds the Merkle root over the erased references. The returned counts add the
 entries of a separate cache backend.
 """
 
@@ -32,6 +41,8 @@ from typing import Any
 
 from elevenfactor.errors import StoreError
 from elevenfactor.governance import Principal, append_entry, check_id
+from elevenfactor.governance._retention_erase import erase, lock_erasures
+from elevenfactor.governance._retention_user import user_evidence
 from elevenfactor.models._cache_backends import CacheBackend, StoreCache, forget_owner
 from elevenfactor.store import Store
 
@@ -53,6 +64,18 @@ class Forgotten:
     response_cache_entries: int = 0
     """Exact response cache entries (answers to the user's calls): rows of the store's table
     and entries of the deployment's backend (Redis, process memory)."""
+    runs: int = 0
+    """Ended runs the user owns whose content was erased (hashes kept)."""
+    run_payloads: int = 0
+    """Their inputs, step outputs and results erased."""
+    approval_payloads: int = 0
+    """Requests and decisions of their approvals erased."""
+    call_records: int = 0
+    """Call records (the user's calls, and those runs' calls) whose payloads were erased."""
+    call_payloads: int = 0
+    """Their request and response payloads erased."""
+    active_runs: int = 0
+    """Runs of the user still queued, running or waiting: their content is kept."""
 
     def to_dict(self) -> dict[str, Any]:
         """The counts as JSON."""
@@ -63,8 +86,8 @@ async def forget_user(
     store: Store, admin: Principal, user_id: str, *, cache: CacheBackend | None = None
 ) -> Forgotten:
     """Delete every memory, session, message, grant and response cache entry (semantic and
-    exact) of ``user_id`` in the admin's organisation (see the module docstring); recorded in
-    the ledger with the counts.
+    exact) of ``user_id`` in the admin's organisation and erase the content of their run
+    evidence, hashes kept (see the module docstring); recorded in the ledger with the counts.
 
     ``cache`` is the deployment's exact response cache backend (``open_response_cache``); the
     store's ``response_cache`` table is always cleared of the user's rows, in the transaction.
@@ -104,8 +127,36 @@ async def forget_user(
             " AND supersedes NOT IN (SELECT id FROM memories WHERE org_id = ?)",
             (org, org),
         )
-        done = Forgotten(user_id, own, derived, sessions, messages, grants, cached, answers)
-        await append_entry(tx, "admin.memory.forget_user", user_id, admin.actor(), done.to_dict())
+        await lock_erasures(tx, store.dialect)
+        evidence = await user_evidence(tx, org, user_id)
+        done = Forgotten(
+            user_id,
+            own,
+            derived,
+            sessions,
+            messages,
+            grants,
+            cached,
+            answers,
+            runs=evidence.runs,
+            run_payloads=evidence.run_payloads,
+            approval_payloads=evidence.approval_payloads,
+            call_records=evidence.call_records,
+            call_payloads=evidence.call_payloads,
+            active_runs=evidence.active_runs,
+        )
+        kind, actor = "admin.memory.forget_user", admin.actor()
+        seq, _ = await erase(
+            tx,
+            store.dialect,
+            evidence.items,
+            kind=kind,
+            subject=user_id,
+            actor=actor,
+            body=done.to_dict(),
+        )
+        if seq is None:
+            await append_entry(tx, kind, user_id, actor, done.to_dict())
     if cache is None or (isinstance(cache, StoreCache) and cache.store is store):
         return done
     try:

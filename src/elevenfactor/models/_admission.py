@@ -57,6 +57,13 @@ class _Waiter:
         self.slot: Slot | None = None
 
 
+def _queue_depth(deployment: str, depth: int) -> None:
+    """Report the queue depth to the metrics (imported here: ``observe`` imports ``models``)."""
+    from elevenfactor.observe._metrics import admission_queue
+
+    admission_queue(deployment, depth)
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -77,6 +84,7 @@ class Admission:
         self._idle: list[Slot] = list(reversed(self.slots))  # a stack: warm instances first
         self._waiters: deque[_Waiter] = deque()
         self._lock = threading.Lock()
+        self._who = ""  # the deployment, for the queue-depth metric (named by ``acquire``)
 
     @property
     def waiting(self) -> int:
@@ -127,6 +135,8 @@ class Admission:
                 )
             waiter = _Waiter(short, loop)
             self._waiters.append(waiter)
+            self._who = who
+            _queue_depth(who, len(self._waiters))
         try:
             async with asyncio.timeout(max(within, 0.0)):
                 await waiter.future
@@ -136,6 +146,7 @@ class Admission:
                 if slot is None:
                     self._waiters.remove(waiter)
                     ahead = sum(1 for w in self._waiters if w.short or not short)
+                    _queue_depth(who, len(self._waiters))
             if slot is not None:  # granted as the deadline struck: use it unless cancelled
                 if isinstance(exc, TimeoutError):
                     return slot
@@ -171,6 +182,7 @@ class Admission:
                     self._idle.append(slot)
                     return
                 self._waiters.remove(waiter)
+                _queue_depth(self._who, len(self._waiters))
                 slot.started = now
                 waiter.slot = slot
                 try:

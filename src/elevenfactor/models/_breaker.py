@@ -12,6 +12,14 @@ from elevenfactor.models._protocol import Attempt, Call, Model
 
 __all__ = ["CircuitBreaker"]
 
+
+def breaker_state(deployment: str, state: str) -> None:
+    """Report a state change to the metrics (imported here: ``observe`` imports ``models``)."""
+    from elevenfactor.observe._metrics import breaker_state as report
+
+    report(deployment, state)
+
+
 #: Failures that say the deployment is unhealthy (not that the request was bad).
 TRIPPING = frozenset(
     {"rate_limit", "server_error", "timeout", "connection", "malformed_response", "auth"}
@@ -57,6 +65,7 @@ class CircuitBreaker:
             return False
         if state == "half_open" and not self._trial_running:
             self._trial_running = True
+            breaker_state(self.name, "half_open")
             return True
         assert self.opened_at is not None
         remaining = self.config.cooldown - (self._clock() - self.opened_at)
@@ -70,6 +79,8 @@ class CircuitBreaker:
 
     def _success(self, trial: bool) -> None:
         self.consecutive_failures = 0
+        if self.opened_at is not None:
+            breaker_state(self.name, "closed")
         self.opened_at = None
         if trial:
             self._trial_running = False
@@ -85,6 +96,7 @@ class CircuitBreaker:
         self.consecutive_failures += 1
         if trial or self.consecutive_failures >= self.config.failures:
             self.opened_at = self._clock()
+            breaker_state(self.name, "open")
 
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call

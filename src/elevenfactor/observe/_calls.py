@@ -21,6 +21,7 @@ from elevenfactor.observe._bill import Pricer
 from elevenfactor.observe._call_sql import RECORD_COLUMNS, RECORD_COLUMNS_V1, statements
 from elevenfactor.observe._ids import new_id
 from elevenfactor.observe._logs import emit
+from elevenfactor.observe._metrics import record_call
 from elevenfactor.store import Store, blob_hash
 
 __all__ = [
@@ -210,7 +211,8 @@ class CallRecorder:
             self._task = asyncio.create_task(self._run(), name="call-recorder")
 
     def record(self, rec: CallRecord) -> None:
-        """Log ``rec`` now and queue it for the store."""
+        """Log ``rec`` now, count it in the metrics and queue it for the store."""
+        record_call(rec)
         if logger.isEnabledFor(logging.INFO):
             emit(logger, logging.INFO, "model_call", {"event": "model_call", **rec.log_fields()})
         queued = len(self._pending)

@@ -8,6 +8,9 @@ loop iteration (lines written in the same iteration go out in one write), elsewh
 With any other handler present (a test's log capture, a user's own handler) events go through
 ``logging`` as usual.
 
+While tracing is on (``elevenfactor.observe._tracing``) every line logged inside a span carries
+its ``trace_id`` and ``span_id``; a line that names its own ``trace_id`` (a call record) keeps it.
+
 With ``scrub`` on (``ELEVENFACTOR_LOG_SCRUB``, the default) every string value of a line — the
 message, the fields, an exception's text — goes through the guard redactors first
 (``elevenfactor.governance._scrub``): secrets and personal data are masked on both paths.
@@ -24,6 +27,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
+
+from elevenfactor.observe import _tracing
 
 __all__ = ["JsonFormatter", "JsonHandler", "configure_logging", "emit", "log_event"]
 
@@ -55,6 +60,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        if _tracing.TRACER is not None:
+            _with_ids(out)
         if _scrub is not None:
             out = _scrub(out)
         return orjson.dumps(out, default=str).decode()
@@ -84,6 +91,14 @@ class JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()
+
+
+def _with_ids(out: dict[str, Any]) -> None:
+    """Add the current span's ``trace_id`` (unless the line names one) and ``span_id``."""
+    ids = _tracing.current_ids()
+    if ids is not None:
+        out.setdefault("trace_id", ids[0])
+        out["span_id"] = ids[1]
 
 
 def _fast_handler(logger: logging.Logger, level: int) -> JsonHandler | None:
@@ -137,6 +152,8 @@ def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -
     for key, value in fields.items():
         if not key.startswith("_"):
             out[key] = value
+    if _tracing.TRACER is not None:
+        _with_ids(out)
     if _scrub is not None:
         out = _scrub(out)
     try:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from elevenfactor.errors import ApprovalConflict, ApprovalNotFound, PermissionDenied, RequestError
 from elevenfactor.governance import SYSTEM, Principal, append_entry, check_text
+from elevenfactor.observe._trace_events import approval_event
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._settle import WAKE_RUN
@@ -152,6 +153,7 @@ async def approval(
                     "group": group,
                 },
             )
+        approval_event("created", approval_id, group, name=name)  # never the arguments
         await _notify(ctx, approval_id, name, request, group)
         raise _park(approval_id, timeout_at, name)
     approval_id, status, decision_json, timeout_at, policy = row
@@ -199,6 +201,7 @@ async def approval(
     else:
         decision = Decision.model_validate_json(decision_json)
     await ctx.record(step_id, "approval", name, "done", encode(decision))
+    approval_event("resolved", approval_id, None, name=name, decision=decision.action)
     return decision
 
 
@@ -316,6 +319,7 @@ async def decide_approval(
         latest = await get_approval(store, approval_id, by)
         raise ApprovalConflict(f"approval {approval_id} is already {latest.status}")
     wake_local(store.url)  # a worker of this process resumes the run now (others: NOTIFY)
+    approval_event("decided", approval_id, current.reviewer_group, decision=action)
     return await get_approval(store, approval_id, by)
 
 

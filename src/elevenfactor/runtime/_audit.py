@@ -17,6 +17,9 @@ What is checked, and what a mismatch means:
   (who decided, why, the edited arguments), and the approval's identity against its creation
   entry.
 - **Call records**: each row's hash over its columns, and its request/response payloads.
+- **Erasures** (retention purges, forgotten users): a payload that is missing is excused only
+  by a marker naming that reference and hash, and each ledger entry that erased payloads must
+  hold the Merkle root over exactly the markers it wrote (``_retention_audit``).
 
 Memory stays bounded: runs, approvals and call records are read a page at a time, and one run's
 journal at a time.
@@ -36,6 +39,7 @@ from elevenfactor.runtime._audit_records import check_approvals, check_calls
 from elevenfactor.runtime._audit_report import AuditReport, Finding
 from elevenfactor.runtime._audit_runs import PAGE, RUN_SQL, Page, RunCheck, ledger_for
 from elevenfactor.runtime._journal import VerifyReport
+from elevenfactor.runtime._retention_audit import check_erasures
 from elevenfactor.store import Executor, Store
 
 __all__ = ["AuditReport", "Finding", "audit", "check_chain", "verify_one_run", "verify_run"]
@@ -229,5 +233,6 @@ async def audit(
             Finding("journal", run_id, None, "journal events of a run that does not exist")
         )
     await check_calls(store, report)
+    await check_erasures(store, report)
     report.seconds = time.perf_counter() - started
     return report

@@ -36,6 +36,10 @@ class AuditReport:
     runs: int = 0
     events: int = 0
     payloads: int = 0
+    erased: int = 0
+    """Payloads erased by retention or a forget (hashes kept): not re-hashed, not findings."""
+    erased_by: set[int] = field(default_factory=set)
+    """The ledger entries that erased them."""
     approvals: int = 0
     calls: int = 0
     ledger_entries: int = 0
@@ -57,6 +61,8 @@ class AuditReport:
             "runs": self.runs,
             "events": self.events,
             "payloads": self.payloads,
+            "erased": self.erased,
+            "erased_by": sorted(self.erased_by),
             "approvals": self.approvals,
             "calls": self.calls,
             "ledger_entries": self.ledger_entries,

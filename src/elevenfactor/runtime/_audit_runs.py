@@ -11,6 +11,7 @@ from elevenfactor.governance import LedgerEntry
 from elevenfactor.runtime._audit_chain import check_chain
 from elevenfactor.runtime._audit_report import AuditReport, Finding
 from elevenfactor.runtime._journal import Event, genesis_hash
+from elevenfactor.runtime._retention_audit import Erased, excused, load_erased
 from elevenfactor.store import Executor, blob_hash
 
 __all__ = ["RUN_SQL", "Page", "RunCheck", "ledger_for", "payloads"]
@@ -54,6 +55,8 @@ class Page:
         self.inline: dict[tuple[str, int], bytes] = {}
         """Step outputs kept in their journal row, by (run, position): each copy is checked."""
         self.contents: dict[str, bytes | None] = {}
+        self.erased: Erased = {}
+        """Payloads of these runs erased by retention or a forget (hashes kept)."""
 
     @classmethod
     async def load(cls, db: Executor, runs: list[RunCheck]) -> Page:
@@ -84,6 +87,7 @@ class Page:
             if e.output_hash and (e.run_id, e.n) not in page.inline
         }
         page.contents = await payloads(db, wanted)
+        page.erased = await load_erased(db, ids)
         return page
 
 
@@ -153,26 +157,30 @@ class RunCheck:
                 self.found(None, f"the run's {key} differs from its ledger entry")
 
     def _check_payloads(self, events: list[Event], page: Page) -> None:
-        def rehash(digest: str, where: str, what: str, content: bytes | None = None) -> None:
+        def rehash(
+            digest: str, where: str, what: str, location: str, content: bytes | None = None
+        ) -> None:
             self.report.payloads += 1
             if content is None:
                 content = page.contents.get(digest)
             if content is None:
-                self.found(where, f"the {what} payload {digest} is missing", "payload")
+                if not excused(self.report, page.erased, self.id, location, digest):
+                    self.found(where, f"the {what} payload {digest} is missing", "payload")
             elif blob_hash(content) != digest:
                 self.found(where, f"the {what} payload {digest} was changed", "payload")
 
-        rehash(self.input_hash, "input", "input")
+        rehash(self.input_hash, "input", "input", "input")
         for ev in events:
             if ev.output_hash:
                 rehash(
                     ev.output_hash,
                     f"event {ev.n} (step {ev.step_id})",
                     "step output",
+                    f"event:{ev.n}",
                     page.inline.get((ev.run_id, ev.n)),
                 )
         if self.result_hash:
-            rehash(self.result_hash, "result", "result")
+            rehash(self.result_hash, "result", "result", "result")
 
     def _check_anchor(
         self, events: list[Event], anchor: LedgerEntry | None, chain_ok: bool

@@ -26,6 +26,8 @@ from elevenfactor.errors import (
     RunCancelled,
     StepFailed,
 )
+from elevenfactor.observe import _tracing
+from elevenfactor.observe._trace_runs import step_span
 from elevenfactor.runtime._codec import decode, encode
 from elevenfactor.runtime._flow import run_parallel
 from elevenfactor.runtime._flow import sleep_until as _sleep_until
@@ -290,6 +292,9 @@ class RunContext:
             return self.replayed(ev, result_type)
         self.check_live()
         token = STEP_KEY.set(f"{self.run_id}:{step_id}")
+        sp = None if _tracing.TRACER is None else step_span(kind, name, step_id)  # live only
+        current = None if sp is None else _tracing.activate(sp)
+        failed: BaseException | None = None
         attempt = 1
         try:
             while True:
@@ -311,8 +316,14 @@ class RunContext:
                     await asyncio.sleep(retry.delay(attempt))
                     attempt += 1
                     self.check_live()
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             STEP_KEY.reset(token)
+            if sp is not None:
+                _tracing.deactivate(current)
+                _tracing.end_span(sp, failed)
         output = encode(value)
         if self._record_inline(step_id, kind, name, "done", output, None) is None:
             await self._record_waiting(step_id, kind, name, "done", output, None)

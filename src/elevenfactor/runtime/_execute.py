@@ -28,7 +28,8 @@ from elevenfactor.errors import (
     RunCancelled,
     StepFailed,
 )
-from elevenfactor.observe import log_event
+from elevenfactor.observe import _tracing, log_event
+from elevenfactor.observe._trace_runs import execution_span
 from elevenfactor.runtime._breakers import BLOCKING_CODES, run_ended
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["RunExecutor"]
 
 logger = logging.getLogger("elevenfactor.worker")
+_OUTCOMES = {"waiting": "parked", "queued": "parked"}  # a run that settles unfinished parked
 
 
 class RunExecutor:
@@ -94,7 +96,10 @@ class RunExecutor:
         if self._watch is None:
             self._watch = asyncio.create_task(self._watch_cancels(), name="cancel-watch")
         try:
-            await self._execute(ctx, lease)
+            if _tracing.TRACER is None:
+                await self._execute(ctx, lease)
+            else:
+                await self._traced(ctx, lease)
         finally:
             if self._live.get(lease.run_id) is ctx:
                 del self._live[lease.run_id]
@@ -106,6 +111,35 @@ class RunExecutor:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
+
+    async def _traced(self, ctx: RunContext, lease: Lease) -> None:
+        """``_execute`` inside the execution's span, in the trace the run was submitted in."""
+        row = await self.store.fetchone(
+            "SELECT trace_id, traceparent FROM runs WHERE id = ?", (lease.run_id,)
+        )
+        trace_id, parent = (row[0], row[1]) if row is not None else (None, None)
+        try:
+            agent = hasattr(self.programs.get(lease.program), "spec")  # an Agent: not a workflow
+        except ElevenFactorError:  # an unknown program: _execute fails the run
+            agent = False
+        sp = execution_span(
+            lease.run_id, lease.program, lease.attempt, trace_id, parent, agent=agent
+        )
+        if sp is None:
+            await self._execute(ctx, lease)
+            return
+        token = _tracing.activate(sp)
+        error: BaseException | None = None
+        try:
+            await self._execute(ctx, lease)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _tracing.deactivate(token)
+            outcome = ctx.hooks.pop("_trace_outcome", "lease_lost")  # set by _settle
+            sp.set_attribute("elevenfactor.run.outcome", outcome)
+            _tracing.end_span(sp, error)
 
     async def _watch_cancels(self) -> None:
         """While runs execute here: one query per interval finds those cancelled elsewhere."""
@@ -221,7 +255,16 @@ class RunExecutor:
         blocked: bool = False,
     ) -> None:
         """Write the run's new status, fenced (see ``settle_run``); a run of an agent that
-        ended (``blocked``: stopped by a guard or a breaker) counts in the agent's breaker."""
+        ended (``blocked``: stopped by a guard or a breaker) counts in the agent's breaker.
+        A run about to end is first given to the ``run_ending`` hook (online evaluation
+        submits its scoring runs there, idempotently, before the end is written)."""
+        ending = self.hooks.get("run_ending") if status in FINAL else None
+        if ending is not None:
+            await ending(self.store, ctx.lease, status)
+        if _tracing.TRACER is not None:  # read by _traced: the execution span's outcome
+            ctx.hooks["_trace_outcome"] = (
+                _OUTCOMES.get(status, status) if not new_attempt else "retrying"
+            )
         status, changed, woke = await settle_run(
             self.store,
             ctx.run_id,

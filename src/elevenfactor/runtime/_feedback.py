@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from elevenfactor.errors import RequestError, RunNotFound
-from elevenfactor.governance import Principal, append_entry, canonical, check_id
+from elevenfactor.governance import DEFAULT_ORG, Principal, append_entry, canonical, check_id
 from elevenfactor.runtime._runs import get_run
 from elevenfactor.store import Store
 
@@ -37,8 +37,10 @@ __all__ = [
     "SOURCES",
     "Feedback",
     "FeedbackPage",
+    "ScorerRow",
     "add_feedback",
     "list_feedback",
+    "record_scores",
 ]
 
 MAX_SCORE = 1e9
@@ -87,6 +89,21 @@ class Feedback:
             "by": {"user_id": self.user_id, "key_id": self.key_id},
             "created_at": self.created_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerRow:
+    """One scorer's judgement of a run, as ``record_scores`` writes it: ``id`` is chosen by
+    the caller (the same judgement written twice is one row), ``rule`` and ``scorer`` name
+    the online rule and the scorer."""
+
+    id: str
+    score: float | None
+    label: str | None
+    comment: str | None
+    metadata: dict[str, Any] | None
+    rule: str | None = None
+    scorer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +255,54 @@ async def add_feedback(
     return _row(row)
 
 
+async def record_scores(
+    store: Store,
+    run_id: str,
+    user_id: str,
+    rows: list[ScorerRow],
+    *,
+    source: str = "online",
+) -> int:
+    """Write scorers' judgements of run ``run_id`` as feedback by ``user_id`` (a scorer's
+    identity, such as ``scorer:RULE``) in the run's organisation, each with its ledger entry,
+    in one transaction. A row whose id exists already is skipped (a retried write adds
+    nothing). Returns how many rows were written (0 if the run is gone)."""
+    if source not in SOURCES:
+        raise RequestError(
+            f"'source' must be one of {', '.join(SOURCES)}", code="invalid_value", param="source"
+        )
+    now = time.time()
+    written = 0
+    async with store.transaction() as tx:
+        for item in rows:
+            value = _check_score(item.score)
+            label = _check_label(item.label)
+            comment = _check_text(item.comment)
+            meta = _check_metadata(item.metadata)
+            row = await tx.fetchone(
+                f"INSERT INTO run_feedback ({_COLUMNS}, rule, scorer)"
+                " SELECT ?, id, COALESCE(org_id, ?), ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?"
+                " FROM runs WHERE id = ? ON CONFLICT (id) DO NOTHING RETURNING org_id",
+                (item.id, DEFAULT_ORG, user_id, value, label, comment, meta, source, now,
+                 item.rule, item.scorer, run_id),
+            )  # fmt: skip
+            if row is None:
+                continue
+            written += 1
+            digest = hashlib.sha256(
+                canonical([value, label, comment, item.metadata, source]).encode()
+            ).hexdigest()
+            actor = {"org_id": row[0], "user_id": user_id, "user": user_id, "key_id": None}
+            await append_entry(
+                tx,
+                "run.feedback",
+                item.id,
+                {**actor, "via": "system"},
+                {"run_id": run_id, "source": source, "content_hash": digest},
+            )
+    return written
+
+
 async def list_feedback(
     store: Store,
     principal: Principal,
@@ -245,14 +310,23 @@ async def list_feedback(
     *,
     limit: int = 100,
     before: str | None = None,
+    source: str | None = None,
 ) -> FeedbackPage:
     """The feedback on run ``run_id``, newest first: at most ``limit``, older than the feedback
-    ``before`` (an id from an earlier page) if given. A run ``principal`` may not read raises
+    ``before`` (an id from an earlier page) if given, only of ``source`` (``human``,
+    ``online``, ``offline``) if given. A run ``principal`` may not read raises
     ``RunNotFound``; everyone who may read the run sees all its feedback."""
     if not 1 <= limit <= 1000:
         raise RequestError("'limit' must be 1-1000", code="invalid_value", param="limit")
+    if source is not None and source not in SOURCES:
+        raise RequestError(
+            f"'source' must be one of {', '.join(SOURCES)}", code="invalid_value", param="source"
+        )
     info = await get_run(store, check_id(run_id, "run_id"), principal)
     where, params = "run_id = ?", [info.id]
+    if source is not None:
+        where += " AND source = ?"
+        params.append(source)
     if before is not None:
         cursor = await store.fetchone(
             "SELECT created_at, id FROM run_feedback WHERE id = ? AND run_id = ?",

@@ -7,6 +7,10 @@ physically, which is what a TTL promises the people whose data it is. Each job i
 idempotent ``DELETE``, so several processes purging at once only repeat each other's work.
 A failing job is logged and retried at the next tick; it never stops the others.
 
+Given the project's ``retention:`` with a period set, it also runs a retention purge
+(``governance._retention``: content past its period erased, hashes kept, one ledger entry per
+chunk) as the job ``retention``.
+
 ``ELEVENFACTOR_PURGE_INTERVAL`` sets the period (seconds, default 300; 0 turns it off).
 """
 
@@ -18,7 +22,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from elevenfactor.config import RetentionConfig
 from elevenfactor.governance._guard_vault import purge_guard_vault
+from elevenfactor.governance._retention import retention_job
 from elevenfactor.memory import purge_expired as purge_memories
 from elevenfactor.models import purge_expired as purge_cache
 from elevenfactor.models import purge_semantic_expired
@@ -45,14 +51,22 @@ def default_jobs() -> dict[str, PurgeJob]:
 
 
 class Housekeeper:
-    """Runs ``jobs`` every ``interval`` seconds (never when ``interval`` is 0)."""
+    """Runs ``jobs`` every ``interval`` seconds (never when ``interval`` is 0), and a retention
+    purge when ``retention`` sets a period."""
 
     def __init__(
-        self, store: Store, interval: float, jobs: Mapping[str, PurgeJob] | None = None
+        self,
+        store: Store,
+        interval: float,
+        jobs: Mapping[str, PurgeJob] | None = None,
+        *,
+        retention: RetentionConfig | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
         self.jobs = dict(default_jobs() if jobs is None else jobs)
+        if retention is not None and retention.configured:
+            self.jobs["retention"] = retention_job(retention)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

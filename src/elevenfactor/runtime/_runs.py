@@ -30,6 +30,7 @@ from elevenfactor.governance import (
     local_admin,
 )
 from elevenfactor.governance._agent_breaker import check_not_paused
+from elevenfactor.observe._trace_runs import run_trace
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
 from elevenfactor.runtime._settle import FINAL, record_end
@@ -144,6 +145,7 @@ async def submit_run(
     start_at: float | None = None,
     owner: Principal | None = None,
     tags: Sequence[str] = (),
+    traceparent: str | None = None,
 ) -> str:
     """Queue a run of ``program``; return its id.
 
@@ -156,7 +158,9 @@ async def submit_run(
     is recorded in the ledger in the same transaction. ``tags`` (names, at most 32) go with
     every model call the run makes, for cost reports; they are part of the ledger entry.
     A new run of an agent its breaker paused (in the owner's organisation) is refused with
-    ``AgentPaused``; submitting an existing run's id again is not.
+    ``AgentPaused``; submitting an existing run's id again is not. The run's trace context
+    is stored with it (the current span's, else ``traceparent`` — an incoming request's —,
+    else a new trace; see ``observe._trace_runs``): every execution continues that trace.
     """
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
@@ -171,15 +175,16 @@ async def submit_run(
     who = owner or local_admin("system")
     org_id, team_id, user_id, key_id = who.owner()
     genesis = genesis_hash(rid, program, digest, now)
+    trace_id, parent_span = run_trace(traceparent)
     async with store.transaction() as tx:
         await tx.execute(BLOB_INSERT, (digest, len(data), data, now))
         inserted = await tx.execute(
             "INSERT INTO runs (id, program, queue, priority, status, input_hash, parent_id,"
             " session_id, created_at, updated_at, wake_at, deadline_at, attempt, max_attempts,"
             " retry_backoff, retry_on, fence, cancel_requested, genesis_hash,"
-            " org_id, team_id, user_id, key_id, tags)"
+            " org_id, team_id, user_id, key_id, tags, trace_id, traceparent)"
             " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0,"
-            " ?, ?, ?, ?, ?, ?)"
+            " ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 rid,
@@ -202,6 +207,8 @@ async def submit_run(
                 user_id,
                 key_id,
                 orjson.dumps(list(tags)).decode() if tags else None,
+                trace_id,
+                parent_span,
             ),
         )
         if inserted == 1:

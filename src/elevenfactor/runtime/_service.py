@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from elevenfactor.config import McpServerSettings, ProjectConfig, Settings
 from elevenfactor.context import EmbedderRegistry, PromptRegistry, load_prompts, open_embedders
@@ -231,6 +232,9 @@ def build_runtime(
         tools = McpTools(McpServerSettings(), toolsets, specs, source=source)
     if MCP_TOOL not in programs:
         programs.register(MCP_TOOL, McpToolProgram(tools))
+    from elevenfactor.evals._program import register_eval_programs  # evals build on runtime
+
+    register_eval_programs(programs, deps, base)  # elevenfactor.eval, elevenfactor.eval.agent
     for name, spec in specs.items():
         if name in programs:
             clash = f"agent {name!r} has the name of a program"
@@ -239,6 +243,16 @@ def build_runtime(
         if errors:  # collecting, and something is wrong: the runtime is reported, never run
             continue
         programs.register(name, Agent(spec, deps))
+    if project.evals.online:  # online evaluation: the scoring runs' program
+        from elevenfactor.evals._online import ONLINE_EVAL
+        from elevenfactor.evals._online_program import online_program
+
+        if ONLINE_EVAL in programs:
+            clash = f"{ONLINE_EVAL!r} is the built-in program of online evaluation"
+            report(ConfigError(clash, source=source, key="programs"), errors)
+        else:
+            scoring = online_program(project, base, deps, source=source, errors=errors)
+            programs.register(ONLINE_EVAL, scoring)
     return Runtime(programs, registry, toolsets, owns, dict(specs), deps)
 
 
@@ -295,7 +309,7 @@ async def running(
     meter.start()
     sealer = Sealer(store, settings)
     sealer.start()
-    housekeeper = Housekeeper(store, settings.purge_interval)
+    housekeeper = Housekeeper(store, settings.purge_interval, retention=project.retention)
     housekeeper.start()
     try:
         yield runtime
@@ -327,7 +341,11 @@ def build_worker(
             name: q.concurrency for name, q in project.queues.items() if q.concurrency is not None
         },
     )
-    hooks = {}
+    hooks: dict[str, Any] = {}
     if settings.approval_webhook:
         hooks["approval_pending"] = webhook_hook(settings.approval_webhook)
+    if project.evals.online:  # sampled runs get a scoring run as they end
+        from elevenfactor.evals._online import OnlineSampler
+
+        hooks["run_ending"] = OnlineSampler(project.evals.online)
     return Worker(store, programs, options, hooks=hooks)

@@ -7,15 +7,17 @@ finishes; the worker that settles the child wakes it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from elevenfactor.errors import AgentPaused, StepFailed
+from elevenfactor.observe import _tracing
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._runs import get_run, run_result, submit_run
 from elevenfactor.runtime._steps import error_json
 
-__all__ = ["run_child"]
+__all__ = ["run_child", "run_child_with_id"]
 
 
 async def run_child(
@@ -26,27 +28,50 @@ async def run_child(
     queue: str | None = None,
     priority: int = 0,
     max_attempts: int = 1,
+    tags: Sequence[str] = (),
 ) -> Any:
     """Run ``program`` as a child of this run and return its result (``StepFailed`` if it
     failed or was cancelled, or its agent is paused — error code ``agent_paused``; identically
-    on replay)."""
+    on replay). ``tags`` go to the child (its model calls carry them)."""
+    _, result = await run_child_with_id(
+        ctx, program, input, queue=queue, priority=priority, max_attempts=max_attempts, tags=tags
+    )
+    return result
+
+
+async def run_child_with_id(
+    ctx: RunContext,
+    program: str,
+    input: Any,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    max_attempts: int = 1,
+    tags: Sequence[str] = (),
+) -> tuple[str, Any]:
+    """``run_child`` that also returns the child's run id (derived from this run's id and the
+    step's position, so it is the same on every execution)."""
     step_id, ev = ctx.reserve("subrun", program)
-    if ev is not None:
-        return ctx.replayed(ev)
-    ctx.check_live()
     child_id = f"{ctx.run_id}.{step_id}"
+    if ev is not None:
+        return child_id, ctx.replayed(ev)
+    ctx.check_live()
+    attrs = {"elevenfactor.step.id": step_id, "elevenfactor.run.child_id": child_id}
     try:
-        await submit_run(
-            ctx.store,
-            program,
-            input,
-            run_id=child_id,
-            parent_id=ctx.run_id,
-            queue=queue or ctx.lease.queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            owner=ctx.lease.owner,
-        )
+        # The child's executions continue this trace, under this step's span.
+        with _tracing.span(f"step subrun {program}", "internal", attrs):
+            await submit_run(
+                ctx.store,
+                program,
+                input,
+                run_id=child_id,
+                parent_id=ctx.run_id,
+                queue=queue or ctx.lease.queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                owner=ctx.lease.owner,
+                tags=tags,
+            )
     except AgentPaused as exc:
         # Journaled, so a re-execution sees the same refusal even once the agent is reset.
         await ctx.record(step_id, "subrun", program, "failed", None, error_json(exc))
@@ -75,7 +100,7 @@ async def run_child(
     if child.status == "succeeded":
         result = await run_result(ctx.store, child)
         await ctx.record(step_id, "subrun", program, "done", encode(result))
-        return result
+        return child_id, result
     err = child.error_dict() or {}
     error = encode(
         {

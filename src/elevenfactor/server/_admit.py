@@ -39,6 +39,8 @@ from elevenfactor.models import (
     priority_of,
 )
 from elevenfactor.models._registry import Resolved
+from elevenfactor.observe import _tracing
+from elevenfactor.observe._trace_events import budget_event
 from elevenfactor.server._auth import header
 from elevenfactor.server._disconnect import client_timeout_from
 from elevenfactor.server._state import Gateway
@@ -234,14 +236,33 @@ async def admit_call(
     except BudgetExceeded as exc:
         target, budget = downgrade_target(exc, resolved.route, names), exc.details.get("budget")
         if target is None:
+            if _tracing.TRACER is not None:
+                budget_event("refused", refused_by=str(budget or ""))
             raise
     if target is None:
+        if _tracing.TRACER is not None:
+            _traced_hold(adm.hold)
         return resolved, adm
     resolved = gw.registry.resolve(target, tags, messages=parsed.messages, settings=parsed.settings)
     call.route = headers["x-elevenfactor-route"] = resolved.route
     headers["x-elevenfactor-downgraded"] = f"budget {budget}"
     # A new hold id: the first may exist (a soft budget's hold, released above).
-    return resolved, await on(resolved.route, f"{call.trace_id}:{resolved.route}")
+    adm = await on(resolved.route, f"{call.trace_id}:{resolved.route}")
+    if _tracing.TRACER is not None:
+        _traced_hold(adm.hold, resolved.route)
+    return resolved, adm
+
+
+def _traced_hold(hold: Hold | None, downgraded_to: str | None = None) -> None:
+    """The budget decision as a span event (tracing on only)."""
+    budgets = [b for b, _ in hold.windows] if hold is not None else []
+    budget_event(
+        "admitted",
+        budgets=budgets,
+        amount=hold.amount if hold is not None and budgets else None,
+        soft=hold.soft if hold is not None else (),
+        downgraded_to=downgraded_to,
+    )
 
 
 def soft_downgrade(

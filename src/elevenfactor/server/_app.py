@@ -17,6 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
 from elevenfactor.governance._agent_breaker import paused_agents
+from elevenfactor.observe import _tracing
+from elevenfactor.observe._metrics import http_request
+from elevenfactor.observe._trace_http import traced_request
 from elevenfactor.server._admin_api import ROUTES as ADMIN_ROUTES
 from elevenfactor.server._auth import authenticate, check_cross_site
 from elevenfactor.server._budgets_api import ROUTES as BUDGET_ROUTES
@@ -25,9 +28,13 @@ from elevenfactor.server._cost_api import ROUTES as COST_ROUTES
 from elevenfactor.server._docs import docs_page
 from elevenfactor.server._embeddings_api import ROUTES as EMBEDDING_ROUTES
 from elevenfactor.server._errors import error_response
+from elevenfactor.server._evals_api import ROUTES as EVALS_ROUTES
 from elevenfactor.server._feedback_api import ROUTES as FEEDBACK_ROUTES
 from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
 from elevenfactor.server._memory_api import ROUTES as MEMORY_ROUTES
+from elevenfactor.server._metrics_api import ROUTES as METRICS_ROUTES
+from elevenfactor.server._metrics_api import configure_for as configure_metrics
+from elevenfactor.server._metrics_api import first_token_send, route_label
 from elevenfactor.server._models_api import show_model
 from elevenfactor.server._openapi import openapi_json
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
@@ -149,6 +156,9 @@ class GatewayApp:
             else:
                 await self.app(scope, receive, send)
             return
+        if _tracing.TRACER is not None and "otel_span" not in scope:  # off: this test only
+            await traced_request(self, scope, receive, send)
+            return
         trace_id = trace_id_from(scope)
         scope["trace_id"] = trace_id
         scope["gateway"] = gw = self.gateway
@@ -173,29 +183,33 @@ class GatewayApp:
             await error_response(exc, {"x-trace-id": trace_id})(scope, receive, send)
             return
         gw.inflight += 1
+        started, status = time.perf_counter(), 500  # metrics: until a response starts
         try:
             if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
-                await self._chat(scope, receive, send)
+                status = await self._chat(scope, receive, send)
                 return
             if scope["path"] in ("/mcp", "/mcp/"):
-                await self._mcp(scope, receive, send)
+                status = await self._mcp(scope, receive, send)
                 return
 
             async def send_with_trace(message: Message) -> None:
+                nonlocal status
                 if message["type"] == "http.response.start":
+                    status = message["status"]
                     message["headers"] = [*message.get("headers", ()), trace_header]
                 await send(message)
 
             await self.app(scope, receive, send_with_trace)
         finally:
             gw.inflight -= 1
+            http_request(route_label(scope), scope["method"], status, time.perf_counter() - started)
 
-    async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> int:
         try:
             principal = await authenticate(Request(scope, receive), self.gateway)
         except ElevenFactorError as exc:
             await error_response(exc, {"x-trace-id": scope["trace_id"]})(scope, receive, send)
-            return
+            return exc.http_status
         # The MCP handlers run in the session manager's tasks; they read the caller from the
         # request scope the SDK hands them (see elevenfactor.server._mcp).
         scope[PRINCIPAL_SCOPE_KEY] = principal
@@ -205,16 +219,21 @@ class GatewayApp:
             (k, v.lower()) if k in (b"host", b"origin") else (k, v) for k, v in scope["headers"]
         ]
         trace_header = (b"x-trace-id", scope["trace_id"].encode())
+        status = 500
 
         async def send_with_trace(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", ()), trace_header]
             await send(message)
 
         assert self.gateway.mcp is not None
         await self.gateway.mcp.handle_request(scope, receive, send_with_trace)
+        return status
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> int:
+        started = time.perf_counter()
         try:
             response = await chat_completions(Request(scope, receive))
         except Exception:
@@ -223,12 +242,14 @@ class GatewayApp:
                 ElevenFactorError("internal server error; see the server log"),
                 {"x-trace-id": scope["trace_id"]},
             )
-        await response(scope, receive, send)
+        await response(scope, receive, first_token_send(response, send, started))
+        return getattr(response, "status_code", 200)
 
 
 def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
     """The HTTP application. The store and models open in its lifespan, inside the server loop."""
     gateway = Gateway(settings, project)
+    configure_metrics(settings, project)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -253,6 +274,8 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             *(Route(path, fn, methods=methods) for path, fn, methods in EMBEDDING_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in MEMORY_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in FEEDBACK_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in EVALS_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in METRICS_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
             # Documentation: open, like the health checks.
             Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -29,7 +29,8 @@ from elevenfactor.models import Call, Model, StreamChunk, Usage, limit_wait
 from elevenfactor.models._admission import client_timeout
 from elevenfactor.models._cache import StreamAssembler
 from elevenfactor.models.openai_format import ChunkEncoder, usage_to_openai
-from elevenfactor.observe import CallRecord, call_cost, new_id
+from elevenfactor.observe import CallRecord, _tracing, call_cost, new_id
+from elevenfactor.observe._trace_genai import content_events
 from elevenfactor.server._admit import Admission, admit_call, wait_of
 from elevenfactor.server._auth import authenticate, header, owner_fields, read_body
 from elevenfactor.server._cache_headers import cache_headers
@@ -60,7 +61,11 @@ _SESSION = "x-elevenfactor-session"  # the session a call belongs to (echoed in 
 
 
 def trace_id_from(scope: Scope) -> str:
-    """The W3C trace id from a valid ``traceparent`` header, else a new random one."""
+    """The W3C trace id from a valid ``traceparent`` header, else a new random one (with
+    tracing on: the trace id of the request's server span, which continues that header)."""
+    sp = scope.get("otel_span")
+    if sp is not None:
+        return f"{sp.get_span_context().trace_id:032x}"
     for name, value in scope["headers"]:
         if name == b"traceparent":
             parts = value.decode("latin-1").split("-")
@@ -183,6 +188,8 @@ async def chat_completions(request: Request) -> Response | JSONBytes | SSERespon
             guard=None if guard is None else guard.record(),
         )
     )
+    if _tracing.CONTENT:  # the prompt and completion as stored, on the request's span
+        content_events(raw, stored)
     headers.update(cache_headers(call))
     if guard is not None:
         headers.update(guard.headers())
@@ -374,6 +381,8 @@ async def _stream(
                     guard=None if guard is None else guard.record(),
                 )
             )
+            if _tracing.CONTENT:
+                content_events(raw, shield.stored_text() if shield else "".join(text).encode())
 
     async def abandon() -> None:  # the response never started: nothing was streamed
         await stream.aclose()  # type: ignore[attr-defined]

@@ -46,7 +46,8 @@ from elevenfactor.models import (
     ToolMessage,
     UserMessage,
 )
-from elevenfactor.observe import CallRecord
+from elevenfactor.observe import CallRecord, _tracing
+from elevenfactor.observe._trace_events import guard_event
 from elevenfactor.server._auth import owner_fields
 from elevenfactor.server._chat_session import SESSION_HEADER, ChatSession
 from elevenfactor.server._state import Gateway
@@ -105,6 +106,9 @@ class CallGuard:
     def note(self, stage: Stage, verdict: Verdict, at: str | None = None) -> None:
         """Keep ``verdict`` for the record (``at``: which text of the stage it is about)."""
         self._verdicts.setdefault(stage, []).append((at, verdict))
+        if _tracing.TRACER is not None:
+            fired = verdict.extra.get("fired", ())
+            guard_event(stage, verdict.action, verdict.policy, verdict.rule, fired)
         if verdict.severity > ACTIONS.index(self.worst):
             self.worst = verdict.action
 

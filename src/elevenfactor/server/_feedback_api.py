@@ -47,7 +47,9 @@ async def index_feedback(call: _Call) -> Response:
     """``GET /v1/runs/{id}/feedback``: the run's feedback, newest first."""
     run_id = call.path_id("run_id")
     q = call.query(fs.FeedbackQuery)
-    page = await list_feedback(call.store, call.principal, run_id, limit=q.limit, before=q.before)
+    page = await list_feedback(
+        call.store, call.principal, run_id, limit=q.limit, before=q.before, source=q.source
+    )
     return _json(
         {"object": "list", "data": [f.to_dict() for f in page.data], "has_more": page.has_more}
     )
@@ -75,6 +77,8 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "/v1/runs/{run_id}/feedback", "get", "List a run's feedback", "runs", r.FeedbackList,
-        "Newest first; page with `before`." + _WHO, query=fs.FeedbackQuery, params=(_RUN_ID,),
+        "Newest first; page with `before`; `source` keeps one source (online scorers'"
+        " rows carry `metadata.rule` and `metadata.scorer`)." + _WHO,
+        query=fs.FeedbackQuery, params=(_RUN_ID,),
     ),
 )  # fmt: skip

@@ -4,7 +4,7 @@ as in ``_schemas``. The giver is the authenticated caller, never a field."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from pydantic import StringConstraints as SC
@@ -49,4 +49,9 @@ class FeedbackQuery(_Schema):
     before: Id | None = Field(
         default=None,
         description="Only feedback older than this one (the last id of the previous page).",
+    )
+    source: Literal["human", "online", "offline"] | None = Field(
+        default=None,
+        description="Only feedback of this source: `human` (the API, the CLI), `online`"
+        " (online evaluation rules' scorers) or `offline` (eval runs).",
     )

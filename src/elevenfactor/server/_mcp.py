@@ -30,6 +30,7 @@ from elevenfactor._version import __version__
 from elevenfactor.config import McpServerSettings
 from elevenfactor.errors import AuthenticationFailed, ElevenFactorError, RunNotFound
 from elevenfactor.governance import Principal
+from elevenfactor.observe._trace_mcp import traced_tool_call
 from elevenfactor.runtime import (
     RunInfo,
     Runtime,
@@ -324,7 +325,8 @@ def build_mcp_server(bridge: McpBridge, principal: Principal | None = None) -> S
         except ElevenFactorError as exc:
             return _text(str(exc), error=True)
         args = dict(params.arguments or {})
-        return await bridge.call_tool(params.name, args, caller, CallReporter(ctx, levels_for(ctx)))
+        result = bridge.call_tool(params.name, args, caller, CallReporter(ctx, levels_for(ctx)))
+        return await traced_tool_call(params.name, ctx.request, params, result)  # off: awaited
 
     async def on_list_resources(
         ctx: ServerRequestContext[Session], params: types.PaginatedRequestParams | None

@@ -222,3 +222,23 @@ class ForgetUserResult(BaseModel):
         description="Exact response cache entries: the answers to the user's calls (rows of"
         " the store's `response_cache` table, and entries in Redis when `REDIS_URL` is set)."
     )
+    runs: int = Field(
+        default=0, description="The user's ended runs whose evidence was erased (hashes kept)."
+    )
+    run_payloads: int = Field(
+        default=0, description="Run inputs, step outputs and results erased (hashes kept)."
+    )
+    approval_payloads: int = Field(
+        default=0, description="Approval requests and decision texts of those runs erased."
+    )
+    call_records: int = Field(
+        default=0, description="Call records of the user and of the user's runs touched."
+    )
+    call_payloads: int = Field(
+        default=0, description="Request and response bodies of those call records erased."
+    )
+    active_runs: int = Field(
+        default=0,
+        description="The user's runs still queued, running or waiting: their content is kept"
+        " (they need it to resume); forget again once they end.",
+    )

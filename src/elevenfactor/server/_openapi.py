@@ -24,8 +24,10 @@ from elevenfactor.server import _responses as r
 from elevenfactor.server import _schemas as s
 from elevenfactor.server._cost_api import CostReportDoc
 from elevenfactor.server._embeddings_api import OPERATIONS as EMBEDDING_OPERATIONS
+from elevenfactor.server._evals_api import OPERATIONS as EVALS_OPERATIONS
 from elevenfactor.server._feedback_api import OPERATIONS as FEEDBACK_OPERATIONS
 from elevenfactor.server._memory_api import OPERATIONS as MEMORY_OPERATIONS
+from elevenfactor.server._metrics_api import OPERATIONS as METRICS_OPERATIONS
 from elevenfactor.server._op_types import HeaderParam, Operation, PathParam
 
 __all__ = [
@@ -230,6 +232,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "This document rendered as HTML.", media_type="text/html", secured=False),
 )  # fmt: skip
 OPERATIONS += EMBEDDING_OPERATIONS + MEMORY_OPERATIONS + FEEDBACK_OPERATIONS
+OPERATIONS += EVALS_OPERATIONS
+OPERATIONS += METRICS_OPERATIONS
 
 
 class _Components:
@@ -349,6 +353,9 @@ def _operation(op: Operation, comps: _Components) -> dict[str, Any]:
             "The agent's circuit breaker paused it (`agent_paused`): too many failed or blocked"
             " runs in its window; an admin resets it (`elevenfactor agents reset`)."
         )
+    if (op.path, op.method) == ("/metrics", "get"):
+        responses["403"] = _error("A member key: scraping needs an admin key or the metrics token.")
+        responses["404"] = _error("Metrics are turned off (`ELEVENFACTOR_METRICS=false`).")
     responses["default"] = _error("An error.")
     out["responses"] = responses
     out["security"] = [{SECURITY_SCHEME: []}] if op.secured else []

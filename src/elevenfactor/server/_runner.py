@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, MigrationRequired
 from elevenfactor.observe import log_event
+from elevenfactor.observe._tracing import setup_tracing, shutdown_tracing
 from elevenfactor.server._app import create_app
 from elevenfactor.server._state import Gateway
 from elevenfactor.store import Store, migrate, open_store, pending
@@ -168,11 +169,16 @@ def serve(settings: Settings, project: ProjectConfig) -> None:
     log_event(logger, "serving", host=settings.host, port=settings.port)
     # A socket bound by the supervising parent and shared by several server processes.
     sockets = None if settings.listen_fd is None else [socket.socket(fileno=settings.listen_fd)]
+    # Tracing (only when OTEL_* asks for it); its shutdown flushes within a bounded time.
+    traced = setup_tracing(content=settings.trace_content and settings.record_payloads)
     try:
         server.run(sockets=sockets)
     except SystemExit:  # uvicorn exits when the app fails to start
         if guard.error is None:
             raise
+    finally:
+        if traced:
+            shutdown_tracing()
     if guard.error is not None:
         raise guard.error
 

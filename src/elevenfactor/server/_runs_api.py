@@ -153,6 +153,7 @@ async def create_run(call: _Call) -> Response:
         session_id=body.session_id,
         owner=call.principal,
         tags=body.tags,
+        traceparent=call.request.headers.get("traceparent"),  # the trace the run continues
     )
     if call.gw.worker is not None:
         call.gw.worker.notify()

@@ -141,7 +141,9 @@ class Gateway:
         self.keys = KeyVerifier(self.store)
         self.sealer = Sealer(self.store, self.settings)
         self.sealer.start()
-        self.housekeeper = Housekeeper(self.store, self.settings.purge_interval)
+        self.housekeeper = Housekeeper(
+            self.store, self.settings.purge_interval, retention=self.project.retention
+        )
         self.housekeeper.start()
         self.runtime = build_runtime(
             self.settings,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import FrameType
 
@@ -25,8 +27,12 @@ __all__ = ["child_argv", "supervise"]
 logger = logging.getLogger("elevenfactor.server")
 
 
-def _spawn(index: int, settings: Settings, argv: list[str], fd: int) -> subprocess.Popen[bytes]:
+def _spawn(
+    index: int, settings: Settings, argv: list[str], fd: int, metrics_dir: str | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
+    if metrics_dir is not None:  # before the child imports prometheus_client
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     env.update(
         ELEVENFACTOR_WEB_CONCURRENCY="1",
         WEB_CONCURRENCY="1",
@@ -46,7 +52,10 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     """Run ``argv`` (an ``elevenfactor serve`` command line) ``web_concurrency`` times."""
     sock = listening_socket(settings.host, settings.port)
     fd = sock.fileno()
-    children = {i: _spawn(i, settings, argv, fd) for i in range(settings.web_concurrency)}
+    metrics_dir, own_dir = _metrics_dir(settings)
+    children = {
+        i: _spawn(i, settings, argv, fd, metrics_dir) for i in range(settings.web_concurrency)
+    }
     log_event(
         logger,
         "supervising",
@@ -80,13 +89,37 @@ def supervise(settings: Settings, argv: list[str]) -> int:
                     forward(signal.SIGTERM, None)
                     continue
                 log_event(logger, "process_restarted", index=i, exit_code=code)
-                children[i] = _spawn(i, settings, argv, fd)
+                _process_dead(metrics_dir, child.pid)
+                children[i] = _spawn(i, settings, argv, fd, metrics_dir)
                 alive = True
         if not alive:
             sock.close()
+            if own_dir and metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
             codes = [c.returncode for c in children.values()]
             return 0 if stopping and all(c == 0 for c in codes) else 1
         time.sleep(0.2)
+
+
+def _metrics_dir(settings: Settings) -> tuple[str | None, bool]:
+    """Where the children write their metrics (``prometheus_client`` multi-process mode) and
+    whether this process made it (then it removes it at the end): the user's
+    ``PROMETHEUS_MULTIPROC_DIR``, else a fresh private directory; None with metrics off."""
+    if not settings.metrics:
+        return None, False
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        return given, False
+    return tempfile.mkdtemp(prefix="elevenfactor-metrics-"), True
+
+
+def _process_dead(metrics_dir: str | None, pid: int) -> None:
+    """Drop a dead child's live gauges (its counters stay: totals never go back)."""
+    if metrics_dir is not None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def child_argv() -> list[str]:

@@ -35,6 +35,10 @@ from elevenfactor.store.migrations import (
     m020_call_guards,
     m021_guard_vault,
     m022_run_feedback,
+    m023_eval_results,
+    m024_run_trace,
+    m025_online_evals,
+    m026_retention,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -100,6 +104,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m020_call_guards", m020_call_guards.STATEMENTS),
     Migration("m021_guard_vault", m021_guard_vault.STATEMENTS),
     Migration("m022_run_feedback", m022_run_feedback.STATEMENTS),
+    Migration("m023_eval_results", m023_eval_results.STATEMENTS),
+    Migration("m024_run_trace", m024_run_trace.STATEMENTS),
+    Migration("m025_online_evals", m025_online_evals.STATEMENTS),
+    Migration("m026_retention", m026_retention.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

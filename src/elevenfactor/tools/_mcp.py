@@ -33,6 +33,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from elevenfactor._version import __version__
 from elevenfactor.errors import ToolError, ToolServerUnavailable
+from elevenfactor.observe import _tracing
+from elevenfactor.observe._trace_mcp import mcp_attrs, traceparent_header
 from elevenfactor.tools._base import Risk, Tool, ToolContext, ToolResult
 from elevenfactor.tools._mcp_convert import to_tool, to_tool_result
 from elevenfactor.tools._mcp_session import MCPConnection, WatchedTransport
@@ -244,7 +246,16 @@ class MCPToolset:
                 )
             return to_tool_result(result)
 
-        return await call_with_timeout(name, self.timeout, call)
+        if _tracing.TRACER is None:
+            return await call_with_timeout(name, self.timeout, call)
+        with _tracing.span(f"tools/call {name}", "client", mcp_attrs(self.name, name)) as sp:
+            traceparent = _tracing.traceparent(sp)
+            if traceparent is not None:  # the MCP convention: trace context in _meta
+                meta["traceparent"] = traceparent
+            out = await call_with_timeout(name, self.timeout, call)
+            if out.is_error and sp is not None:
+                sp.set_attribute("error.type", out.error_code or "tool_error")
+            return out
 
     async def _listing(self, ctx: ToolContext) -> dict[str, Tool]:
         return {t.name: t for t in await self.list_tools(ctx)}
@@ -327,7 +338,9 @@ class MCPHttpToolset(MCPToolset):
 async def _http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
     timeout = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults: SSE streams stay open
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+        httpx2.AsyncClient(
+            headers=headers, timeout=timeout, event_hooks={"request": [traceparent_header]}
+        ) as http,
         streamable_http_client(url, http_client=http) as streams,
     ):
         yield streams

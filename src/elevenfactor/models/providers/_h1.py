@@ -283,12 +283,13 @@ class H1Pool:
         else:
             conn.close()
 
-    async def post(self, path: str, body: bytes) -> H1Response:
-        """POST ``body`` to ``path`` (below the base URL) and read the whole answer.
+    async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> H1Response:
+        """POST ``body`` to ``path`` (below the base URL) and read the whole answer;
+        ``extra_headers`` as for ``stream``.
 
         Raises ``OSError`` (``ConnectionError`` included) when the connection fails or breaks.
         """
-        conn, response = await self._send(path, body, b"", streaming=False)
+        conn, response = await self._send(path, body, extra_headers, streaming=False)
         self._release(conn)
         return response
 

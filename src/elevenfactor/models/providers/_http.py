@@ -162,11 +162,14 @@ class HttpClient:
         payload: dict[str, Any],
         deployment: str,
         on_headers: HeadersHook | None = None,
+        traceparent: str | None = None,
     ) -> Any:
-        """POST JSON and return the parsed JSON body, or raise the classified error."""
+        """POST JSON and return the parsed JSON body, or raise the classified error.
+        ``traceparent``: the W3C header to send (the attempt's span), if tracing."""
         if self._lean:
+            extra = b"" if traceparent is None else b"traceparent: %b\r\n" % traceparent.encode()
             try:
-                answer = await self._h1().post(path, orjson.dumps(payload))
+                answer = await self._h1().post(path, orjson.dumps(payload), extra)
             except OSError as exc:
                 raise UpstreamConnectionError(
                     f"{deployment}: connection failed: {exc!r}", deployment=deployment
@@ -178,7 +181,11 @@ class HttpClient:
                 raise classify_status(answer.status, body, answer.headers, deployment)
         else:
             try:
-                async with self._get().post(self._url(path), data=orjson.dumps(payload)) as resp:
+                async with self._get().post(
+                    self._url(path),
+                    data=orjson.dumps(payload),
+                    headers=None if traceparent is None else {"traceparent": traceparent},
+                ) as resp:
                     body = await resp.read()
                     if on_headers is not None:
                         on_headers(resp.status, resp.headers)
@@ -201,14 +208,20 @@ class HttpClient:
         payload: dict[str, Any],
         deployment: str,
         on_headers: HeadersHook | None = None,
+        traceparent: str | None = None,
     ) -> AsyncIterator[bytes]:
-        """POST JSON and yield the SSE ``data:`` payloads of the response."""
+        """POST JSON and yield the SSE ``data:`` payloads of the response (``traceparent``
+        as for ``post_json``)."""
         if not self._lean:
-            async for data in self._stream_aiohttp(path, payload, deployment, on_headers):
+            lines = self._stream_aiohttp(path, payload, deployment, on_headers, traceparent)
+            async for data in lines:
                 yield data
             return
+        head = _SSE_HEAD
+        if traceparent is not None:
+            head += b"traceparent: %b\r\n" % traceparent.encode()
         try:
-            resp = await self._h1().stream(path, orjson.dumps(payload), _SSE_HEAD)
+            resp = await self._h1().stream(path, orjson.dumps(payload), head)
         except OSError as exc:
             raise UpstreamConnectionError(
                 f"{deployment}: stream broke: {exc!r}", deployment=deployment
@@ -239,12 +252,16 @@ class HttpClient:
         payload: dict[str, Any],
         deployment: str,
         on_headers: HeadersHook | None = None,
+        traceparent: str | None = None,
     ) -> AsyncIterator[bytes]:
+        headers = (
+            _SSE_HEADERS if traceparent is None else {**_SSE_HEADERS, "traceparent": traceparent}
+        )
         try:
             async with self._get().post(
                 self._url(path),
                 data=orjson.dumps(payload),
-                headers=_SSE_HEADERS,
+                headers=headers,
             ) as resp:
                 if on_headers is not None:
                     on_headers(resp.status, resp.headers)

@@ -51,6 +51,8 @@ from elevenfactor.models.providers._http import (
     classify_status,
     loads_or_malformed,
 )
+from elevenfactor.observe import _tracing as tracing
+from elevenfactor.observe._trace_genai import model_done, model_span, traced_stream
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicModel", "AnthropicProvider"]
 
@@ -345,18 +347,43 @@ class AnthropicModel:
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> Response:
-        """One Messages API call."""
+        """One Messages API call (with tracing on: a GenAI client span for this attempt)."""
         body, forced = self.payload(messages, settings, False)
-        obj = await self.http.post_json(self.path, body, self._name, self.on_headers)
-        return self._response(obj, forced)
+        if tracing.TRACER is None:
+            obj = await self.http.post_json(self.path, body, self._name, self.on_headers)
+            return self._response(obj, forced)
+        sp = model_span("anthropic", self.provider, self._name, self.model_id, settings)
+        try:
+            obj = await self.http.post_json(
+                self.path, body, self._name, self.on_headers, tracing.traceparent(sp)
+            )
+            response = self._response(obj, forced)
+        except BaseException as exc:
+            model_done(sp, error=exc)
+            raise
+        model_done(
+            sp, model=response.model, usage=response.usage, finish_reason=response.finish_reason
+        )
+        return response
 
-    async def request_stream(
+    def request_stream(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> AsyncIterator[StreamChunk]:
         """A streamed Messages API call; the last chunk carries finish_reason and usage."""
+        if tracing.TRACER is None:
+            return self._stream(messages, settings, None)
+        sp = model_span(
+            "anthropic", self.provider, self._name, self.model_id, settings, stream=True
+        )
+        return traced_stream(sp, self._stream(messages, settings, tracing.traceparent(sp)))
+
+    async def _stream(
+        self, messages: Sequence[Message], settings: ModelSettings, traceparent: str | None
+    ) -> AsyncIterator[StreamChunk]:
         body, forced = self.payload(messages, settings, True)
         state = _StreamState(self, forced)
-        async for data in self.http.stream_lines(self.path, body, self._name, self.on_headers):
+        lines = self.http.stream_lines(self.path, body, self._name, self.on_headers, traceparent)
+        async for data in lines:
             event = loads_or_malformed(
                 data, self._name, lambda o: isinstance(o, dict) and isinstance(o.get("type"), str)
             )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from elevenfactor.config import DeploymentConfig, ProviderConfig
 from elevenfactor.errors import ContentFiltered, MalformedResponse
-from elevenfactor.models._messages import Message, ModelSettings, Response, StreamChunk
+from elevenfactor.models._messages import Message, ModelSettings, Response, StreamChunk, Usage
 from elevenfactor.models._protocol import Call
 from elevenfactor.models.openai_format import (
     chunk_from_openai,
@@ -18,6 +18,11 @@ from elevenfactor.models.openai_format import (
     settings_to_openai,
 )
 from elevenfactor.models.providers._http import HeadersHook, HttpClient, loads_or_malformed
+from elevenfactor.observe import _tracing as tracing
+from elevenfactor.observe._trace_genai import model_done, model_span
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["OpenAIModel", "OpenAIProvider"]
 
@@ -82,12 +87,29 @@ class OpenAIModel:
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> Response:
-        """One chat completion."""
+        """One chat completion (with tracing on: a GenAI client span for this attempt)."""
+        if tracing.TRACER is None:
+            return await self._request(messages, settings, None)
+        sp = model_span("openai", self.provider, self._name, self.model_id, settings)
+        try:
+            response = await self._request(messages, settings, tracing.traceparent(sp))
+        except BaseException as exc:
+            model_done(sp, error=exc)
+            raise
+        model_done(
+            sp, model=response.model, usage=response.usage, finish_reason=response.finish_reason
+        )
+        return response
+
+    async def _request(
+        self, messages: Sequence[Message], settings: ModelSettings, traceparent: str | None
+    ) -> Response:
         obj = await self.http.post_json(
             "/chat/completions",
             self._payload(messages, settings, False),
             self._name,
             self.on_headers,
+            traceparent,
         )
         try:
             response = response_from_openai(obj)
@@ -104,13 +126,22 @@ class OpenAIModel:
     async def request_stream(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> AsyncIterator[StreamChunk]:
-        """A streamed chat completion."""
+        """A streamed chat completion (with tracing on: a GenAI client span, ended with the
+        stream)."""
+        sp = None
+        if tracing.TRACER is not None:
+            sp = model_span(
+                "openai", self.provider, self._name, self.model_id, settings, stream=True
+            )
         lines = self.http.stream_lines(
             "/chat/completions",
             self._payload(messages, settings, True),
             self._name,
             self.on_headers,
+            tracing.traceparent(sp) if sp is not None else None,
         )
+        trace = None if sp is None else _StreamTrace()
+        error: BaseException | None = None
         try:
             async for data in lines:
                 if data == b"[DONE]":
@@ -135,10 +166,38 @@ class OpenAIModel:
                     raise ContentFiltered(
                         f"{self._name}: the provider filtered the content", deployment=self._name
                     )
+                if trace is not None:
+                    trace.add(chunk)
                 yield chunk
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             # Now, not when the generator is collected: the connection goes back to the pool.
             await lines.aclose()  # type: ignore[attr-defined]
+            if trace is not None:
+                trace.end(sp, error)
+
+
+class _StreamTrace:
+    """What a stream's span reports when it ends: the model, usage and finish reason seen."""
+
+    __slots__ = ("finish", "model", "usage")
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.usage: Usage | None = None
+        self.finish: str | None = None
+
+    def add(self, chunk: StreamChunk) -> None:
+        self.model = chunk.model or self.model
+        self.usage = chunk.usage or self.usage
+        self.finish = chunk.finish_reason or self.finish
+
+    def end(self, sp: Span | None, error: BaseException | None) -> None:
+        if isinstance(error, GeneratorExit):
+            error = None  # the consumer stopped reading: not a failure of the call
+        model_done(sp, model=self.model, usage=self.usage, finish_reason=self.finish, error=error)
 
 
 def _is_dict(obj: object) -> bool:

@@ -91,12 +91,32 @@ class FunctionModel:
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> Response:
-        """Run the handler."""
+        """Run the handler (with tracing on: in a GenAI client span, as a provider would)."""
+        from elevenfactor.observe import _tracing  # here: observe imports models
+
+        if _tracing.TRACER is not None:
+            return await self._traced(messages, settings)
         self.calls.append((list(messages), settings))
         result = self.handler(messages, settings)
         if isinstance(result, Response):
             return result
         return await result
+
+    async def _traced(self, messages: Sequence[Message], settings: ModelSettings) -> Response:
+        from elevenfactor.observe._trace_genai import model_done, model_span
+
+        sp = model_span("elevenfactor.test", "test", self._name, self._name, settings)
+        try:
+            self.calls.append((list(messages), settings))
+            result = self.handler(messages, settings)
+            response = result if isinstance(result, Response) else await result
+        except BaseException as exc:
+            model_done(sp, error=exc)
+            raise
+        model_done(
+            sp, model=response.model, usage=response.usage, finish_reason=response.finish_reason
+        )
+        return response
 
     async def request_stream(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
