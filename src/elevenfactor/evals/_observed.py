@@ -58,6 +58,21 @@ class Observed:
         """The text, cut to ``limit`` characters (what a ``CaseResult`` keeps)."""
         return self.text if len(self.text) <= limit else self.text[: limit - 1] + "…"
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Observed:
+        """An ``Observed`` from its journaled form (``dataclasses.asdict``)."""
+        return cls(
+            text=str(data.get("text", "")),
+            tool_calls=tuple(
+                ObservedCall(str(c["name"]), dict(c.get("arguments") or {}))
+                for c in data.get("tool_calls", [])
+            ),
+            input_tokens=int(data.get("input_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+            cost_usd=data.get("cost_usd"),
+            latency_ms=data.get("latency_ms"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ScoreContext:

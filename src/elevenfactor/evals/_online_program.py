@@ -42,7 +42,7 @@ from elevenfactor.errors import (
     StepFailed,
 )
 from elevenfactor.evals._from_run import observe_run
-from elevenfactor.evals._observed import Observed, ObservedCall, ScoreContext
+from elevenfactor.evals._observed import Observed, ScoreContext
 from elevenfactor.evals._online import ONLINE_EVAL, scorer_identity
 from elevenfactor.evals._online_rules import PreparedRule, prepare_rules
 from elevenfactor.evals._results import Score
@@ -77,20 +77,6 @@ async def _observe(store: Store, run_id: str) -> dict[str, Any]:
     observed = await observe_run(store, run_id)
     payload = await run_input(store, await get_run(store, run_id))
     return {"observed": asdict(observed), "input": payload}
-
-
-def _observed(data: Mapping[str, Any]) -> Observed:
-    return Observed(
-        text=str(data.get("text", "")),
-        tool_calls=tuple(
-            ObservedCall(str(c["name"]), dict(c.get("arguments") or {}))
-            for c in data.get("tool_calls", [])
-        ),
-        input_tokens=int(data.get("input_tokens", 0)),
-        output_tokens=int(data.get("output_tokens", 0)),
-        cost_usd=data.get("cost_usd"),
-        latency_ms=data.get("latency_ms"),
-    )
 
 
 def _case(run_id: str, payload: Any) -> Case:
@@ -154,7 +140,7 @@ class OnlineEvalProgram:
             if exc.error_code == RunNotFound.code:  # deleted since it ended
                 return {**head, "skipped": "the run is gone"}
             raise
-        observed, case = _observed(seen["observed"]), _case(run_id, seen["input"])
+        observed, case = Observed.from_dict(seen["observed"]), _case(run_id, seen["input"])
         answers = await self._judge_answers(ctx, rule, case, observed)
         scores = await ctx.step(
             "score", self._scores, ctx, rule, case, observed, answers, kind="eval"

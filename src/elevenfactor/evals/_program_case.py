@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from elevenfactor.errors import ElevenFactorError, StepFailed
-from elevenfactor.evals._observed import Observed, ObservedCall, ScoreContext, observe
+from elevenfactor.evals._observed import Observed, ScoreContext, observe
 from elevenfactor.evals._program_input import EVAL_AGENT_PROGRAM
 from elevenfactor.evals._results import CaseResult, Score
 from elevenfactor.evals._scorers_ext import JudgeScorer, judge_rubric_messages
@@ -37,7 +37,7 @@ from elevenfactor.runtime._subruns import run_child_with_id
 if TYPE_CHECKING:
     from elevenfactor.evals._program import EvalRun
 
-__all__ = ["ABORTING", "EvalAborted", "child_run", "observed_from_dict", "run_case"]
+__all__ = ["ABORTING", "EvalAborted", "child_run", "run_case"]
 
 _MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 ABORTING = frozenset({"budget_exceeded", "killed", "kill_switch", "agent_killed"})
@@ -50,21 +50,6 @@ class EvalAborted(Exception):
     def __init__(self, failure: StepFailed) -> None:
         super().__init__(failure.message)
         self.failure = failure
-
-
-def observed_from_dict(data: Mapping[str, Any]) -> Observed:
-    """An ``Observed`` from its journaled form (``dataclasses.asdict``)."""
-    return Observed(
-        text=str(data.get("text", "")),
-        tool_calls=tuple(
-            ObservedCall(str(c["name"]), dict(c.get("arguments") or {}))
-            for c in data.get("tool_calls", [])
-        ),
-        input_tokens=int(data.get("input_tokens", 0)),
-        output_tokens=int(data.get("output_tokens", 0)),
-        cost_usd=data.get("cost_usd"),
-        latency_ms=data.get("latency_ms"),
-    )
 
 
 def _messages(case: Case) -> list[Message]:
@@ -146,7 +131,7 @@ async def _child_observe(run: EvalRun, ctx: RunContext, case: Case) -> tuple[Obs
         payload, program = _workflow_payload(case), target.name
     child_id, _ = await child_run(ctx, program, payload, list(run.tags))
     data = await ctx.step("observe", run.observe_child, child_id, kind="eval")
-    return observed_from_dict(data), child_id
+    return Observed.from_dict(data), child_id
 
 
 async def _judge_answers(
