@@ -343,3 +343,34 @@ async def test_output_tokens_are_the_tokens_generated(model: LocalModel) -> None
     assert last.usage.input_tokens == response.usage.input_tokens
     if last.finish_reason == "length":
         assert last.usage.output_tokens == 10
+
+
+async def test_traced_calls_are_genai_client_spans(model: LocalModel) -> None:
+    """With tracing on, a whole answer and a stream of the local model are each one GenAI
+    client span with the response model, token usage and finish reason."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from elevenfactor.observe import _tracing as tracing
+
+    exporter = InMemorySpanExporter()
+    assert tracing.setup_tracing(exporters=[exporter], content=False)
+    try:
+        await model.request(_ask("Say hi."), ModelSettings(max_tokens=8, seed=3), Call())
+        async for _ in model.request_stream(_ask("Say hi."), ModelSettings(max_tokens=8), Call()):
+            pass
+        for batcher in tracing._batchers:
+            assert batcher.force_flush(5000)
+        spans = [s for s in exporter.get_finished_spans() if s.name.startswith("chat ")]
+    finally:
+        tracing.shutdown_tracing(1.0)
+    assert [s.name for s in spans] == ["chat SmolLM2-135M-Instruct-Q4_1"] * 2
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        assert attrs["gen_ai.system"] == "llama.cpp"
+        assert attrs["gen_ai.request.model"] == "SmolLM2-135M-Instruct-Q4_1"
+        assert attrs["gen_ai.response.model"] == "SmolLM2-135M-Instruct-Q4_1"
+        assert attrs["gen_ai.usage.input_tokens"] > 5
+        assert 0 < attrs["gen_ai.usage.output_tokens"] <= 9
+        assert attrs["gen_ai.response.finish_reasons"] in (("stop",), ("length",))
+    assert dict(spans[0].attributes or {})["gen_ai.request.seed"] == 3
+    assert dict(spans[1].attributes or {})["elevenfactor.stream"] is True

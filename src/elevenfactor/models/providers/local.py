@@ -334,7 +334,28 @@ class LocalModel:
     async def request(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> Response:
-        """Generate a whole answer on a model instance; cancelling stops generation."""
+        """Generate a whole answer on a model instance; cancelling stops generation (with
+        tracing on, in a GenAI client span)."""
+        from elevenfactor.observe import _tracing  # here: observe imports models
+
+        if _tracing.TRACER is None:
+            return await self._request(messages, settings)
+        from elevenfactor.observe._trace_genai import model_done, model_span
+
+        sp = model_span(
+            "llama.cpp", "local", self._name, self.model_id, settings.merged_over(self.params)
+        )
+        try:
+            response = await self._request(messages, settings)
+        except BaseException as exc:
+            model_done(sp, error=exc)
+            raise
+        model_done(
+            sp, model=response.model, usage=response.usage, finish_reason=response.finish_reason
+        )
+        return response
+
+    async def _request(self, messages: Sequence[Message], settings: ModelSettings) -> Response:
         slot, job, rf, tools = await self._admit(self._prepare(messages, settings))
         try:
             out = await asyncio.wrap_future(self._launch(slot, job, rf, None))
@@ -375,16 +396,31 @@ class LocalModel:
             content=answer if isinstance(answer, str) else json.dumps(answer)
         ), finish
 
-    async def request_stream(
+    def request_stream(
         self, messages: Sequence[Message], settings: ModelSettings, call: Call
     ) -> AsyncIterator[StreamChunk]:
-        """Stream tokens as they are generated; stops generating when the consumer leaves.
+        """Stream tokens as they are generated; stops generating when the consumer leaves
+        (with tracing on, in a GenAI client span).
 
         With tools or a response format the answer is generated whole, then sent as chunks.
         """
+        from elevenfactor.observe import _tracing  # here: observe imports models
+
+        chunks = self._request_stream(messages, settings, call)
+        if _tracing.TRACER is None:
+            return chunks
+        from elevenfactor.observe._trace_genai import model_span, traced_stream
+
+        merged = settings.merged_over(self.params)
+        sp = model_span("llama.cpp", "local", self._name, self.model_id, merged, stream=True)
+        return traced_stream(sp, chunks)
+
+    async def _request_stream(
+        self, messages: Sequence[Message], settings: ModelSettings, call: Call
+    ) -> AsyncIterator[StreamChunk]:
         prepared = self._prepare(messages, settings)
         if prepared[2] or "response_format" in prepared[1]:
-            for chunk in response_to_chunks(await self.request(messages, settings, call)):
+            for chunk in response_to_chunks(await self._request(messages, settings)):
                 yield chunk
             return
         slot, job, rf, _ = await self._admit(prepared)
