@@ -276,6 +276,31 @@ async def test_an_agent_run_is_one_trace_of_live_steps_tools_and_model_calls(
     reasons = {r for c in chats for r in (c.attributes or {})["gen_ai.response.finish_reasons"]}  # type: ignore[union-attr]
     assert reasons == {"tool_calls", "stop"}
     assert all(not s.events for s in chats)  # no content: not allowed by default
+    assert all(not s.events for s in steps)
+
+
+async def test_a_runs_model_steps_carry_prompt_and_completion_only_when_allowed(
+    store: Store, spans: Spans
+) -> None:
+    programs, _ = clerk()
+    tracing.CONTENT = True
+    try:
+        rid = await submit_run(store, "clerk", "how much has alice?")
+        await Worker(store, programs).run_until_idle()
+    finally:
+        tracing.CONTENT = False
+    assert (await get_run(store, rid)).status == "succeeded"
+    steps = [s for s in spans.all() if s.name.startswith("step model")]
+    assert len(steps) == 2
+    for step in steps:
+        assert [e.name for e in step.events] == [
+            "gen_ai.content.prompt",
+            "gen_ai.content.completion",
+        ]
+    prompt = str((steps[0].events[0].attributes or {})["gen_ai.prompt"])
+    assert "how much has alice?" in prompt
+    answer = str((steps[1].events[1].attributes or {})["gen_ai.completion"])
+    assert "alice has 120" in answer
 
 
 async def test_a_resumed_run_continues_its_trace_and_replayed_steps_get_no_span(

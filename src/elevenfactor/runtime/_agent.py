@@ -36,6 +36,8 @@ from elevenfactor.models import (
     UserMessage,
 )
 from elevenfactor.observe import CallRecord, CallRecorder
+from elevenfactor.observe import _tracing as tracing
+from elevenfactor.observe._trace_genai import content_events
 from elevenfactor.runtime._agent_context import Turn, fit_context, instructions_for
 from elevenfactor.runtime._agent_guards import AgentGuards, RunGuards
 from elevenfactor.runtime._agent_memory import (
@@ -185,10 +187,18 @@ class Agent:
         now, a ``model_calls`` row (run id, owner, tokens, cost) soon after. Replayed steps never
         get here, so a resumed run records only the calls it makes."""
         recorder = self.deps.recorder
-        if recorder is None:
+        if recorder is None and not tracing.CONTENT:
             return
         key = step_key()
-        request = {"model": call.route, "messages": [m.model_dump(mode="json") for m in messages]}
+        request = orjson.dumps(
+            {"model": call.route, "messages": [m.model_dump(mode="json") for m in messages]}
+        )
+        answer = response.model_dump_json().encode() if response is not None else None
+        # On the model step's span, when ELEVENFACTOR_TRACE_CONTENT allows: the messages as the
+        # run's guards left them (the input stage ran before this step), as the record keeps.
+        content_events(request, answer)
+        if recorder is None:
+            return
         usage = response.usage if response is not None else None
         recorder.record(
             CallRecord.from_call(
@@ -205,8 +215,8 @@ class Agent:
                 org_id=owner.org_id if owner is not None else None,
                 team_id=owner.team_id if owner is not None else None,
                 user_id=owner.user_id if owner is not None else None,
-                request=orjson.dumps(request),
-                response=response.model_dump_json().encode() if response is not None else None,
+                request=request,
+                response=answer,
                 agent=self.spec.name,
                 step=key.rpartition(":")[2] if key else None,
                 tags=list(settings.tags),  # the agent's settings.tags and the run's tags
