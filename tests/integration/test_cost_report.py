@@ -266,7 +266,7 @@ def test_parse_when_and_filters() -> None:
     assert parse_when("2026-11-02", "since") == dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp()
     assert parse_when("2026-11-02T10:30:00+01:00", "x") == DAY1 - 3600
     assert parse_when("1700000000", "since") == 1_700_000_000.0
-    for bad in ("yesterday", "7 days", "", "2026-13-01"):
+    for bad in ("yesterday", "7 days", "", "2026-13-01", "99999999999999999999d", "9" * 20):
         with pytest.raises(RequestError) as exc:
             parse_when(bad, "since")
         assert exc.value.param == "since"

@@ -15,6 +15,7 @@ __all__ = ["parse_filters", "parse_when"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_LATEST = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 def parse_when(text: str, param: str, now: float | None = None) -> float:
@@ -24,16 +25,22 @@ def parse_when(text: str, param: str, now: float | None = None) -> float:
     text = text.strip()
     now = time.time() if now is None else now
     match = _DURATION.match(text)
-    if match:
-        return now - float(match.group(1)) * _UNIT[match.group(2)]
     try:
-        return float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else _iso(text)
+        if match:
+            when = now - float(match.group(1)) * _UNIT[match.group(2)]
+        else:
+            when = float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else _iso(text)
     except ValueError:
         raise RequestError(
             f"{param!r} must be a duration such as 7d, 12h or 30m, an ISO date or date-time,"
             f" or epoch seconds; got {text!r:.60}",
             param=param,
         ) from None
+    if not 0.0 <= when <= _LATEST:
+        raise RequestError(
+            f"{param!r} must fall between 1970 and 9999; got {text!r:.60}", param=param
+        )
+    return when
 
 
 def _iso(text: str) -> float:
