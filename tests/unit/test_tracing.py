@@ -438,3 +438,15 @@ async def test_mcp_requests_carry_the_trace_in_meta_and_header_and_our_server_co
     [server] = spans.named("tools/call x")
     assert tid(server) == tid(client) and parent_of(server) == sid(client)
     assert (server.attributes or {})["mcp.method.name"] == "tools/call"
+
+
+def test_a_malformed_or_oversized_traceparent_starts_a_new_trace_without_a_log_line(
+    spans: Spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for header in ("x" * 9000, "00-zz-yy-01", "00-" + "0" * 32 + "-" + "0" * 16 + "-01"):
+        context = tracing.extract(header, "k=v," * 2000)
+        with tracing.span("request", "server", parent=context) as sp:
+            assert sp is not None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len({tid(s) for s in spans.named("request")}) == 3

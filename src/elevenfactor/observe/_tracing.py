@@ -205,6 +205,9 @@ def setup_tracing(
     _provider = provider
     _batchers[:] = batchers
     TRACER = provider.get_tracer("elevenfactor", __version__)
+    # A malformed or oversized traceparent is ignored (the request starts a new trace); the
+    # propagator would log a warning for each one, which any client could use to flood logs.
+    logging.getLogger("opentelemetry.trace.propagation.tracecontext").setLevel(logging.ERROR)
     logger.info(
         "tracing on",
         extra={"event": "tracing_on", "exporters": _exporter_names(env), "content": CONTENT},
