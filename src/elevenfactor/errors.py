@@ -10,6 +10,8 @@ ElevenFactorError                 code                 http
 │   ├── AuthenticationFailed      invalid_api_key      401
 │   ├── PermissionDenied          permission_denied    403
 │   ├── NotFound                  not_found            404  (users, keys, teams)
+│   ├── ReleaseNotFound           release_not_found    404
+│   ├── ReleaseMismatch           release_mismatch     409  (files on disk differ from the release)
 │   ├── ClientDisconnected        client_disconnected  499  (the client went away)
 │   └── GuardBlocked              guard_blocked        400  (a guard policy's rule blocked it)
 │       └── GuardEscalated        guard_escalated      403  (a reviewer must decide: runs only)
@@ -25,7 +27,8 @@ ElevenFactorError                 code                 http
 │   ├── ApprovalConflict          approval_decided     409
 │   ├── AgentLimitExceeded        agent_limit          422
 │   │   └── BreakerTripped        breaker_tripped      422  (a run's circuit breaker fired)
-│   └── AgentPaused               agent_paused         409  (the agent's breaker paused it)
+│   ├── AgentPaused               agent_paused         409  (the agent's breaker paused it)
+│   └── ReplayUnpinnedTool        replay_unpinned_tool 409  (what-if: an unrecorded tool call)
 ├── ContextError                  context_error        400  (prompts, context, retrieval, memory)
 │   ├── PromptError               prompt_invalid       400  (a prompt file: names file and line)
 │   ├── PromptNotFound            prompt_not_found     404
@@ -106,6 +109,9 @@ __all__ = [
     "PromptInputError",
     "PromptNotFound",
     "RateLimited",
+    "ReleaseMismatch",
+    "ReleaseNotFound",
+    "ReplayUnpinnedTool",
     "RequestError",
     "RunCancelled",
     "RunError",
@@ -241,6 +247,21 @@ class NotFound(RequestError):
 
     code = "not_found"
     http_status = 404
+
+
+class ReleaseNotFound(RequestError):
+    """No release with that id, id prefix or name."""
+
+    code = "release_not_found"
+    http_status = 404
+
+
+class ReleaseMismatch(RequestError):
+    """The files on disk (project file, prompts, policies, agents, code) are not those of the
+    release that applies; the message names what differs."""
+
+    code = "release_mismatch"
+    http_status = 409
 
 
 class ClientDisconnected(RequestError):
@@ -595,6 +616,14 @@ class AgentPaused(RunError):
     new runs are refused until an admin resets it (``elevenfactor agents reset NAME``)."""
 
     code = "agent_paused"
+    http_status = 409
+
+
+class ReplayUnpinnedTool(RunError):
+    """A what-if replay called a tool with arguments its recording never used (tools are pinned
+    to the recording unless the replay runs them live: ``--live-tools``)."""
+
+    code = "replay_unpinned_tool"
     http_status = 409
 
 

@@ -68,6 +68,7 @@ def _record(i: int, *, id: str | None = None) -> CallRecord:
         agent="écrivain" if odd else None,
         session_id=None,
         kind="embedding" if i % 6 == 0 else None,
+        release_id="rel-ü" if i % 8 == 0 else None,
         request=BIG if i == 0 else SHARED if odd else f"req {i} ✓".encode(),
         response=None if i % 3 == 1 else f"resp {i}".encode() + b"\x00\x01",
     )
@@ -84,6 +85,7 @@ def _expected(r: CallRecord) -> tuple[Any, ...]:
         orjson.dumps(r.tags).decode() if r.tags else None,
         *(r.tokens_cached, r.price_version, r.saved, r.prompt, r.kind),
         orjson.dumps(r.guard).decode() if r.guard is not None else None,
+        r.release_id,
     )
     return (*row, record_hash(row))
 

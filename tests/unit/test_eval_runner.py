@@ -98,6 +98,8 @@ def project(tmp_path: Path, store_url: str) -> Project:
 
 
 def test_a_suite_runs_is_stored_and_listed(project: Project) -> None:
+    # --release names a real release (id, prefix or name): the result records its id
+    made = json.loads(project.cli("release", "create", "--name", "r-1", "--json").stdout)
     code, report = project.eval("basic", "--repeats", "2", "--release", "r-1")
     assert code == 1  # `never` fails its threshold
     assert report["status"] == "failed" and report["gate"] == "failed"
@@ -105,7 +107,7 @@ def test_a_suite_runs_is_stored_and_listed(project: Project) -> None:
     assert by_case["hello"]["passes"] == 2 and by_case["never"]["passes"] == 0
     assert by_case["never"]["failures"] == ["contains: missing 'banana'"]
     record = report["record"]
-    assert record["release"] == "r-1" and record["cases"] == 3 and record["cases_passed"] == 2
+    assert record["release"] == made["id"] and record["cases"] == 3 and record["cases_passed"] == 2
     assert record["cost_usd"] > 0 and record["tokens"] > 0  # priced, metered model calls
     listed = json.loads(project.cli("eval", "list", "--json").stdout)
     assert [r["id"] for r in listed] == [report["run_id"]]

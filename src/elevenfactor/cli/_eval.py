@@ -136,6 +136,16 @@ def _print_comparison(comparison: Comparison, drifts: list[Drift]) -> None:
         err_console.print("no regression against the baseline", highlight=False)
 
 
+async def _release_id(settings: Settings, store: Store) -> str | None:
+    """The id of the release the eval runs under (``ReleaseNotFound`` for an unknown
+    ``--release``), or None."""
+    from elevenfactor.runtime._release import applicable_release
+
+    await require_migrated(store)
+    found = await applicable_release(store, settings)
+    return found.id if found is not None else None
+
+
 async def _run_eval(
     settings: Settings,
     project: ProjectConfig,
@@ -179,7 +189,13 @@ async def _run_eval(
 @click.argument("suite")
 @click.option("--model", default=None, help="A route or deployment replacing the target's.")
 @click.option("--prompt", default=None, help="Pin a prompt version: NAME@VERSION or NAME@LABEL.")
-@click.option("--release", default=None, help="A release label recorded with the result.")
+@click.option(
+    "--release",
+    default=None,
+    help="The release to evaluate (id, id prefix or name): the files must be its; recorded with"
+    " the result and the runs. Default: the release that applies (ELEVENFACTOR_RELEASE, else the"
+    " active one of ELEVENFACTOR_ENVIRONMENT), if any.",
+)
 @click.option("--tag", "tags", multiple=True, help="Only cases carrying this tag (repeatable).")
 @click.option("--repeats", type=int, default=None, help="Runs per case (overrides the suite).")
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Cases at once.")
@@ -232,12 +248,13 @@ def eval_run(
 ) -> None:
     """Run SUITE (a suite id in evals/ or a file) as a durable eval run in this process, print
     a table of its cases and exit 0 (passed), 1 (gate failed) or 2 (error)."""
-    settings = settings_from(config)
+    settings = settings_from(config, release=release)  # --release pins this process
     project = project_from(settings)
     loaded = _suite(settings, project, suite)
     before = _baseline(baseline) if baseline is not None else None
+    release_id = run(with_store(settings, lambda s: _release_id(settings, s)))
     payload = eval_input(
-        loaded, model=model, prompt=prompt, release=release, tags=tags, repeats=repeats,
+        loaded, model=model, prompt=prompt, release=release_id, tags=tags, repeats=repeats,
         concurrency=concurrency,
     )  # fmt: skip
     show = not as_json and err_console.is_terminal

@@ -221,6 +221,12 @@ def _register() -> None:
 
     eval_group.add_command(eval_online)
     main.add_command(eval_group)
+    from elevenfactor.cli._release import release
+
+    main.add_command(release)
+    from elevenfactor.cli._replay import replay
+
+    main.add_command(replay)
 
 
 _register()

@@ -44,6 +44,7 @@ from elevenfactor.runtime import (
     running,
     submit_run,
 )
+from elevenfactor.runtime._release_binding import ReleaseBinding
 from elevenfactor.store import Store, require_migrated
 
 __all__ = ["approvals", "mcp", "run_cmd", "runs", "worker"]
@@ -61,6 +62,7 @@ def _run_dict(r: RunInfo) -> dict[str, Any]:
         "updated_at": r.updated_at,
         "error": r.error_dict(),
         "parent_id": r.parent_id,
+        "release_id": r.release_id,
     }
 
 
@@ -87,6 +89,7 @@ def worker(config: Path | None, queues: tuple[str, ...], concurrency: int | None
                 runtime.programs,
                 queues=list(queues) or None,
                 concurrency=concurrency,
+                release=runtime.release,
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -147,7 +150,10 @@ def run_cmd(
     async def main(store: Store) -> RunInfo:
         await require_migrated(store)
         owner = await principal_for_user(store, as_user)
+        # The release that applies: the files must be its (ReleaseMismatch), the run records it.
+        release = await ReleaseBinding.open(store, settings, project)
         recorder = CallRecorder(store, record_payloads=settings.record_payloads)
+        recorder.release_id = release.release_id
         meter = await open_meter(settings, project, store) if execute else None
         runtime = build_runtime(
             settings, project, recorder=recorder if execute else None, meter=meter
@@ -156,13 +162,15 @@ def run_cmd(
         try:
             runtime.programs.get(program)  # refuse an unknown program before queuing anything
             w = (
-                build_worker(store, settings, project, runtime.programs, queues=[queue])
+                build_worker(
+                    store, settings, project, runtime.programs, queues=[queue], release=release
+                )
                 if execute
                 else None
             )
             rid = await submit_run(
                 store, program, payload, queue=queue, priority=priority, run_id=run_id,
-                owner=owner, tags=tags, session_id=session_id,
+                owner=owner, tags=tags, session_id=session_id, release_id=release.release_id,
             )  # fmt: skip
             info = await get_run(store, rid, owner)
             with console.status(f"run {rid}: {info.status}") as status:
@@ -176,6 +184,7 @@ def run_cmd(
             if meter is not None:
                 await meter.aclose()
             await recorder.aclose()
+            release.close()
         return info
 
     info = run(with_store(settings, main))
@@ -275,6 +284,8 @@ def runs_show(
         print_json(shown)
         return
     click.echo(f"run {shown['id']} ({shown['program']}): {shown['status']}")
+    if shown["release_id"]:
+        click.echo(f"release: {shown['release_id']}")
     tty = sys.stdout.isatty()  # a terminal gets a readable table; a pipe gets whole values
     print_table(
         "journal",

@@ -178,6 +178,21 @@ class Settings(BaseSettings):
         " leases) are reused between scrapes, so frequent scrapes never load the store.",
     )
 
+    release: str | None = Field(
+        default=None,
+        description="Pin this process to a release (its id, an id prefix of at least 8 hex"
+        " digits, or its name; `elevenfactor release list`): `serve` and `worker` refuse to"
+        " start when the files on disk are not that release's, and every run and model call"
+        " records it. Unset: the release active in `environment`, if any.",
+    )
+    environment: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="The deployment environment this process belongs to (`production`,"
+        " `staging`...): without `release`, it runs the release `elevenfactor release activate"
+        " --env` made active there (none ever activated: no release, nothing is checked).",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:

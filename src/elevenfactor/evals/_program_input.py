@@ -1,7 +1,8 @@
 """The input of an eval run: self-contained, so a resumed eval runs the very suite it started
 with even if the file changed since — the parsed suite (its cases and scorers as data), its
-version, the overrides (model, prompt, release), the selected case tags, a repeats override
-and the concurrency.
+version, the overrides (model, prompt, release: the id of the release evaluated, which the
+eval run and its case runs record), the selected case tags, a repeats override and the
+concurrency.
 
 ``eval_input`` builds it (and checks the options); ``EvalInput.parse`` reads it back in the
 program. The same arguments give the same input, byte for byte: ``resume`` finds an

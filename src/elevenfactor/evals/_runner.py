@@ -123,6 +123,7 @@ async def start_eval(
         run_id=f"eval_{uuid.uuid4().hex}",
         owner=principal,
         tags=eval_tags(suite_id),
+        release_id=(payload.get("overrides") or {}).get("release"),  # the release evaluated
     )
     return rid, False
 

@@ -49,9 +49,10 @@ RECORD_COLUMNS = (
     "prompt",
     "kind",
     "guard",
+    "release_id",
 )
-"""The columns of a call record that ``record_hash`` covers, in order (``prompt``, ``kind`` and
-``guard`` only when set: see ``record_hash``)."""
+"""The columns of a call record that ``record_hash`` covers, in order (``prompt``, ``kind``,
+``guard`` and ``release_id`` only when set: see ``record_hash``)."""
 _INSERT = (
     "INSERT INTO model_calls ("
     f" {', '.join(RECORD_COLUMNS)}, record_hash)"
@@ -84,6 +85,7 @@ _CALL_TYPES = (
     *("text", "text", "text", "text", "text", "text", "int8", "text", "float8", "text"),  # prompt
     "text",  # kind
     "text",  # guard (JSON)
+    "text",  # release_id (m027)
     "text",  # record_hash
 )
 

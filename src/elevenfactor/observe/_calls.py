@@ -36,7 +36,8 @@ logger = logging.getLogger("elevenfactor.calls")
 
 _V1 = len(RECORD_COLUMNS_V1)
 _ALL = len(RECORD_COLUMNS)
-_KIND = _ALL - 1  # a row up to ``kind``: without ``guard`` (m020)
+_GUARD = _ALL - 1  # a row up to ``guard``: without ``release_id`` (m027)
+_KIND = _ALL - 2  # a row up to ``kind``: without ``guard`` (m020)
 _SLICE = 32  # records hashed between two yields to the event loop
 
 
@@ -49,7 +50,8 @@ class CallRecord:
     ``prompt`` the prompt the call used, as ``id@version`` (``Prompt.ref``); ``kind`` what was
     called: None for a chat completion (a model call), ``embedding`` for embeddings; ``guard``
     the guard policies a gateway call was checked with and their verdicts
-    (``{"policies": [...], "verdicts": [...]}``; None when no policy applied).
+    (``{"policies": [...], "verdicts": [...]}``; None when no policy applied); ``release_id``
+    the release the call was made under (None: the recorder's, see ``CallRecorder``).
     """
 
     trace_id: str
@@ -83,6 +85,7 @@ class CallRecord:
     prompt: str | None = None
     kind: str | None = None
     guard: dict[str, Any] | None = None
+    release_id: str | None = None
     id: str = field(default_factory=new_id)
     created_at: float = field(default_factory=time.time)
 
@@ -145,6 +148,7 @@ class CallRecord:
             **({"prompt": self.prompt} if self.prompt is not None else {}),
             **({"kind": self.kind} if self.kind is not None else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
+            **({"release_id": self.release_id} if self.release_id is not None else {}),
         }
 
 
@@ -152,7 +156,9 @@ def record_hash(row: tuple[Any, ...]) -> str:
     """SHA-256 over a call record's columns (``RECORD_COLUMNS``): what ``audit verify``
     recomputes, so an edited token count or cost is caught.
 
-    ``prompt``, ``kind`` and ``guard`` (the last three columns) are covered only when set: a
+    ``release_id`` (the last column) is covered only when set: a call made under no release
+    hashes exactly as it did before the column existed (m027), and setting or clearing it
+    changes the hash. Likewise ``prompt``, ``kind`` and ``guard`` (the three before): a
     call made without a prompt (or a chat call: no kind; or one no guard policy applied to)
     hashes exactly as it did before the column existed, and setting any of them on such a row,
     or clearing it on a row that had one, changes the hash (a row with a guard record and no
@@ -161,7 +167,9 @@ def record_hash(row: tuple[Any, ...]) -> str:
     written before they existed and is hashed over the old columns, so it still verifies. A
     row written since always has ``tokens_cached``, so clearing its newer columns changes its
     hash."""
-    if len(row) == _ALL and row[-1] is None:  # no guard record
+    if len(row) == _ALL and row[-1] is None:  # no release
+        row = row[:-1]
+    if len(row) == _GUARD and row[-1] is None:  # no guard record
         row = row[:-1]
     if len(row) == _KIND and row[-1] is None:  # no kind
         row = row[:-1]
@@ -178,7 +186,8 @@ class CallRecorder:
     The queue is bounded so a store that falls behind cannot grow memory without limit: past
     half of ``max_pending`` queued records new ones are stored without their payloads, and past
     ``max_pending`` they are not stored at all (their JSON log line still goes out). Both are
-    counted (``payloads_shed``, ``dropped``) and logged.
+    counted (``payloads_shed``, ``dropped``) and logged. A record without a ``release_id``
+    gets the recorder's (``release_id``: the release the process runs under).
     """
 
     def __init__(
@@ -204,6 +213,8 @@ class CallRecorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.written = 0
+        self.release_id: str | None = None
+        """The release this process runs under: recorded with every call that names none."""
 
     def start(self) -> None:
         """Start the background writer on the running loop."""
@@ -212,6 +223,8 @@ class CallRecorder:
 
     def record(self, rec: CallRecord) -> None:
         """Log ``rec`` now, count it in the metrics and queue it for the store."""
+        if rec.release_id is None:
+            rec.release_id = self.release_id
         record_call(rec)
         if logger.isEnabledFor(logging.INFO):
             emit(logger, logging.INFO, "model_call", {"event": "model_call", **rec.log_fields()})
@@ -311,6 +324,7 @@ class CallRecorder:
                 r.prompt,
                 r.kind,
                 orjson.dumps(r.guard).decode() if r.guard is not None else None,
+                r.release_id,
             )
             rows.append((*row, record_hash(row)))
         try:

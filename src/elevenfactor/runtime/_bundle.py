@@ -19,7 +19,8 @@ A bundle is **one canonical JSON document** (sorted keys, no spaces; ``format``
   show the run's entries are part of the ledger as it stands;
 - ``signed_head``: the newest block signed, when the deployment signs heads
   (``ELEVENFACTOR_LEDGER_SIGNING_KEY``), else null;
-- ``release``: null until releases exist;
+- ``release``: the release the run was submitted under — its id, name and manifest — or null
+  (``runtime._bundle_release``; verification re-hashes the manifest);
 - ``manifest``: the SHA-256 of the canonical document without it.
 
 Payloads are **redacted** when a guard policy applied to the run (its journal has guard steps)
@@ -42,6 +43,7 @@ from elevenfactor.governance._guard_secrets import find_secrets
 from elevenfactor.governance._ledger import Block, canonical, ledger_head
 from elevenfactor.governance._retention_erase import erasure_leaf
 from elevenfactor.governance._signing import sign_head
+from elevenfactor.runtime._bundle_release import bundle_release
 from elevenfactor.runtime._bundle_verify import BUNDLE_FORMAT, manifest_of, merkle_proof
 from elevenfactor.runtime._journal import load_events, load_payloads
 from elevenfactor.runtime._retention_audit import load_erased
@@ -54,7 +56,7 @@ Redact = Literal["auto", "always", "never"]
 _ENTRY = "seq, kind, subject, actor, body, created_at, hash, block"
 _RUN = (
     "id, program, status, input_hash, result_hash, error, parent_id, created_at, genesis_hash,"
-    " head_hash, org_id, team_id, user_id, key_id, tags"
+    " head_hash, org_id, team_id, user_id, key_id, tags, release_id"
 )
 _APPROVAL = (
     "id, run_id, step_id, name, status, request_hash, reviewer_group, decision, decision_hash,"
@@ -228,7 +230,7 @@ async def export_bundle(
         "ledger": ledger,
         "blocks": blocks,
         "signed_head": await _head(store, signing_key, blocks),
-        "release": None,
+        "release": await bundle_release(store, run["release_id"]),
     }
     doc["manifest"] = manifest_of(doc)
     return canonical(doc).encode()

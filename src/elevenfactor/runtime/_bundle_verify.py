@@ -222,12 +222,10 @@ class _Verifier:
         from elevenfactor.runtime._bundle_head import check_head
 
         check_head(self.doc, self.report, self.public_key)
-        release = self.doc.get("release")
-        add(
-            "release",
-            [] if release is None or isinstance(release, dict) else ["release is malformed"],
-            "none" if release is None else str(release.get("id")),
-        )
+        from elevenfactor.runtime._bundle_release import check_release
+
+        created = self._last("run.created", str(self.run["id"]))
+        add("release", *check_release(self.doc.get("release"), self.run, created))
 
     def chain(self) -> None:
         r = self.run

@@ -33,6 +33,7 @@ from elevenfactor.governance._agent_breaker import check_not_paused
 from elevenfactor.observe._trace_runs import run_trace
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._journal import genesis_hash
+from elevenfactor.runtime._release_binding import default_release
 from elevenfactor.runtime._settle import FINAL, record_end
 from elevenfactor.store import BLOB_INSERT, Store, blob_hash, get_blob, wake_local
 
@@ -52,7 +53,7 @@ _RUN_COLUMNS = (
     "id, program, queue, priority, status, input_hash, result_hash, error, parent_id,"
     " created_at, updated_at, wake_at, deadline_at, attempt, max_attempts, fence,"
     " lease_owner, lease_expires_at, cancel_requested, org_id, team_id, user_id, key_id,"
-    " head_hash"
+    " head_hash, release_id"
 )
 
 
@@ -86,6 +87,8 @@ class RunInfo:
     key_id: str | None = None
     head_hash: str | None = None
     """Hash of the last journal event when the run last settled (parked, retried, ended)."""
+    release_id: str | None = None
+    """The release the run was submitted under (``runtime._release``), or None."""
 
     @property
     def finished(self) -> bool:
@@ -146,6 +149,7 @@ async def submit_run(
     owner: Principal | None = None,
     tags: Sequence[str] = (),
     traceparent: str | None = None,
+    release_id: str | None = None,
 ) -> str:
     """Queue a run of ``program``; return its id.
 
@@ -161,6 +165,8 @@ async def submit_run(
     ``AgentPaused``; submitting an existing run's id again is not. The run's trace context
     is stored with it (the current span's, else ``traceparent`` — an incoming request's —,
     else a new trace; see ``observe._trace_runs``): every execution continues that trace.
+    ``release_id`` is the release it runs under (a worker whose files are not that release's
+    refuses to start it); None: its parent's, else this process's (``default_release``).
     """
     if max_attempts < 1:
         raise RequestError("max_attempts must be at least 1", param="max_attempts")
@@ -177,14 +183,19 @@ async def submit_run(
     genesis = genesis_hash(rid, program, digest, now)
     trace_id, parent_span = run_trace(traceparent)
     async with store.transaction() as tx:
+        if release_id is None and parent_id is not None:
+            parent = await tx.fetchone("SELECT release_id FROM runs WHERE id = ?", (parent_id,))
+            release_id = parent[0] if parent is not None else None
+        if release_id is None:
+            release_id = default_release(store.url)
         await tx.execute(BLOB_INSERT, (digest, len(data), data, now))
         inserted = await tx.execute(
             "INSERT INTO runs (id, program, queue, priority, status, input_hash, parent_id,"
             " session_id, created_at, updated_at, wake_at, deadline_at, attempt, max_attempts,"
             " retry_backoff, retry_on, fence, cancel_requested, genesis_hash,"
-            " org_id, team_id, user_id, key_id, tags, trace_id, traceparent)"
+            " org_id, team_id, user_id, key_id, tags, trace_id, traceparent, release_id)"
             " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, 0,"
-            " ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             (
                 rid,
@@ -209,6 +220,7 @@ async def submit_run(
                 orjson.dumps(list(tags)).decode() if tags else None,
                 trace_id,
                 parent_span,
+                release_id,
             ),
         )
         if inserted == 1:
@@ -225,6 +237,7 @@ async def submit_run(
                     "parent_id": parent_id,
                     "owner": [org_id, team_id, user_id, key_id],
                     **({"tags": list(tags)} if tags else {}),
+                    **({"release_id": release_id} if release_id is not None else {}),
                 },
             )
     if inserted == 1 and (start_at is None or start_at <= now):

@@ -30,6 +30,8 @@ from elevenfactor.runtime._housekeeping import Housekeeper
 from elevenfactor.runtime._loader import import_ref, load_programs, report
 from elevenfactor.runtime._mcp_tools import MCP_TOOL, McpToolProgram, McpTools
 from elevenfactor.runtime._programs import Programs
+from elevenfactor.runtime._release_binding import ReleaseBinding, ReleasePrograms
+from elevenfactor.runtime._replay_whatif import register_replay_program
 from elevenfactor.runtime._webhooks import webhook_hook
 from elevenfactor.runtime._worker import Worker, WorkerOptions, queues_from
 from elevenfactor.store import Store
@@ -48,6 +50,8 @@ class Runtime:
     owns_registry: bool = True
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     deps: AgentDeps | None = None
+    release: ReleaseBinding | None = None
+    """The release the process runs under (``running`` sets it; see ``_release_binding``)."""
 
     async def aclose(self) -> None:
         """Release tool servers, embedders, the retrieval backend and (if it built them) model
@@ -235,6 +239,7 @@ def build_runtime(
     from elevenfactor.evals._program import register_eval_programs  # evals build on runtime
 
     register_eval_programs(programs, deps, base)  # elevenfactor.eval, elevenfactor.eval.agent
+    register_replay_program(programs, deps)  # elevenfactor.replay (what-if replays)
     for name, spec in specs.items():
         if name in programs:
             clash = f"agent {name!r} has the name of a program"
@@ -292,8 +297,13 @@ async def running(
 ) -> AsyncIterator[Runtime]:
     """The runtime a worker process (or ``mcp serve``) runs: agents recording their calls,
     metered against budgets and kill switches, limited by the project's rate limits, with the
-    response cache and the ledger sealer running; everything stopped and flushed on exit."""
+    response cache and the ledger sealer running; everything stopped and flushed on exit.
+    A release that applies (``ELEVENFACTOR_RELEASE`` or the environment's active one) whose
+    files are not those on disk stops it first (``ReleaseMismatch``); otherwise its id is
+    ``runtime.release`` and every call and run of the process records it."""
+    release = await ReleaseBinding.open(store, settings, project)
     recorder = CallRecorder(store, record_payloads=settings.record_payloads)
+    recorder.release_id = release.release_id
     meter = await open_meter(settings, project, store)
     limiter = open_limiter(settings, project)
     runtime = build_runtime(
@@ -305,6 +315,7 @@ async def running(
         limiter=limiter,
         store=store,
     )
+    runtime.release = release
     recorder.start()
     meter.start()
     sealer = Sealer(store, settings)
@@ -320,6 +331,7 @@ async def running(
         await meter.aclose()
         await limiter.aclose()
         await recorder.aclose()
+        release.close()
 
 
 def build_worker(
@@ -330,8 +342,10 @@ def build_worker(
     *,
     queues: list[str] | None = None,
     concurrency: int | None = None,
+    release: ReleaseBinding | None = None,
 ) -> Worker:
-    """A worker over ``store`` configured from the environment and the project file."""
+    """A worker over ``store`` configured from the environment and the project file; with
+    ``release``, each run's release is checked against the files when it starts."""
     options = WorkerOptions(
         queues=queues_from(queues or settings.worker_queues.split(",")),
         concurrency=concurrency or settings.worker_concurrency,
@@ -348,4 +362,6 @@ def build_worker(
         from elevenfactor.evals._online import OnlineSampler
 
         hooks["run_ending"] = OnlineSampler(project.evals.online)
+    if release is not None:
+        programs = ReleasePrograms(programs, release)
     return Worker(store, programs, options, hooks=hooks)

@@ -37,6 +37,8 @@ from elevenfactor.server._metrics_api import configure_for as configure_metrics
 from elevenfactor.server._metrics_api import first_token_send, route_label
 from elevenfactor.server._models_api import show_model
 from elevenfactor.server._openapi import openapi_json
+from elevenfactor.server._releases_api import ROUTES as RELEASE_ROUTES
+from elevenfactor.server._replay_api import ROUTES as REPLAY_ROUTES
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
 from elevenfactor.server._state import Gateway
 
@@ -274,8 +276,10 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             *(Route(path, fn, methods=methods) for path, fn, methods in EMBEDDING_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in MEMORY_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in FEEDBACK_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in REPLAY_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in EVALS_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in METRICS_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in RELEASE_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
             # Documentation: open, like the health checks.
             Route("/openapi.json", openapi_json, methods=["GET"]),

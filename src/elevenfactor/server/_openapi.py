@@ -29,6 +29,8 @@ from elevenfactor.server._feedback_api import OPERATIONS as FEEDBACK_OPERATIONS
 from elevenfactor.server._memory_api import OPERATIONS as MEMORY_OPERATIONS
 from elevenfactor.server._metrics_api import OPERATIONS as METRICS_OPERATIONS
 from elevenfactor.server._op_types import HeaderParam, Operation, PathParam
+from elevenfactor.server._releases_api import OPERATIONS as RELEASE_OPERATIONS
+from elevenfactor.server._replay_api import OPERATIONS as REPLAY_OPERATIONS
 
 __all__ = [
     "OPERATIONS",
@@ -234,6 +236,8 @@ OPERATIONS: tuple[Operation, ...] = (
 OPERATIONS += EMBEDDING_OPERATIONS + MEMORY_OPERATIONS + FEEDBACK_OPERATIONS
 OPERATIONS += EVALS_OPERATIONS
 OPERATIONS += METRICS_OPERATIONS
+OPERATIONS += REPLAY_OPERATIONS
+OPERATIONS += RELEASE_OPERATIONS
 
 
 class _Components:

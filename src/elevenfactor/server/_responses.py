@@ -130,6 +130,11 @@ class Run(BaseModel):
     cancel_requested: bool = Field(
         default=False, description="Cancelled while running: the worker stops it at its next step."
     )
+    release_id: str | None = Field(
+        default=None,
+        description="The release the run was submitted under (`GET /v1/releases/{id}`); null"
+        " when no release applied.",
+    )
 
 
 class RunDetail(Run):

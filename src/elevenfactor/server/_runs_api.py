@@ -68,6 +68,7 @@ def _run(info: RunInfo) -> dict[str, Any]:
         "created_at": info.created_at,
         "updated_at": info.updated_at,
         "error": info.error_dict(),
+        "release_id": info.release_id,
     }
 
 
@@ -141,6 +142,8 @@ async def create_run(call: _Call) -> Response:
         )
     if call.gw.programs is not None:
         call.gw.programs.get(program)
+    if call.gw.release is not None:  # the files on disk must still be the served release's
+        await call.gw.release.check_disk()
     rid = await submit_run(
         call.store,
         program,

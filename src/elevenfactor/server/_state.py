@@ -39,6 +39,7 @@ from elevenfactor.runtime import (
     build_runtime,
     build_worker,
 )
+from elevenfactor.runtime._release_binding import ReleaseBinding
 from elevenfactor.server._mcp import McpBridge, build_mcp_server
 from elevenfactor.server._mcp_http import McpHttp
 from elevenfactor.store import Store, open_store, require_migrated
@@ -89,6 +90,8 @@ class Gateway:
     embedders: EmbedderRegistry | None = None
     policies: PolicyBook | None = None
     """The project's guard policies (``guards:``), checked at start-up."""
+    release: ReleaseBinding | None = None
+    """The release the process serves (``runtime._release_binding``), checked at start-up."""
     _recorded: set[tuple[str, ...]] = field(default_factory=set, repr=False)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     runtime: Runtime | None = None
@@ -121,6 +124,9 @@ class Gateway:
                 pipeline = pipeline_for([policy], judge=self.guard_judge)
                 if pipeline.has("input"):
                     await pipeline.check("input", "warm up")
+            # A release that applies and is not the files on disk stops the start, naming
+            # what differs (ReleaseMismatch).
+            self.release = await ReleaseBinding.open(self.store, self.settings, self.project)
         except BaseException:
             await self.store.close()
             raise
@@ -133,6 +139,7 @@ class Gateway:
             embedders=self.embedders,
         )
         self.recorder = CallRecorder(self.store, record_payloads=self.settings.record_payloads)
+        self.recorder.release_id = self.release.release_id
         self.recorder.start()
         self.meter = await open_meter(self.settings, self.project, self.store)
         self.meter.start()
@@ -154,9 +161,12 @@ class Gateway:
             limiter=self.limiter,
             policies=self.policies,  # read once, with the versions pinned in the store
         )
+        self.runtime.release = self.release
         self.programs = self.runtime.programs
         if self.settings.serves_worker():
-            self.worker = build_worker(self.store, self.settings, self.project, self.programs)
+            self.worker = build_worker(
+                self.store, self.settings, self.project, self.programs, release=self.release
+            )
             self._worker_task = asyncio.create_task(self.worker.serve(), name="worker")
         self.mcp = McpHttp(
             build_mcp_server(
@@ -172,6 +182,7 @@ class Gateway:
             routes=list(self.registry.routes),
             models=list(self.registry.deployments),
             dev=self.settings.dev,
+            release=self.release.release_id,
         )
 
     async def record_policies(self, policies: Sequence[Policy]) -> None:
@@ -246,6 +257,8 @@ class Gateway:
             await self.embedders.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
+        if self.release is not None:
+            self.release.close()
         if self.store is not None:
             await self.store.close()
         log_event(logger, "gateway_closed")

@@ -39,6 +39,8 @@ from elevenfactor.store.migrations import (
     m024_run_trace,
     m025_online_evals,
     m026_retention,
+    m027_releases,
+    m028_replay,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -108,6 +110,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m024_run_trace", m024_run_trace.STATEMENTS),
     Migration("m025_online_evals", m025_online_evals.STATEMENTS),
     Migration("m026_retention", m026_retention.STATEMENTS),
+    Migration("m027_releases", m027_releases.STATEMENTS),
+    Migration("m028_replay", m028_replay.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,1 @@
+"""``python -m bench.replay``: deterministic replay speed and what-if replay wall time."""
