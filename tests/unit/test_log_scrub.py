@@ -101,3 +101,23 @@ def test_a_field_named_like_a_record_attribute_does_not_fail(lines: io.StringIO)
     log_event(logging.getLogger("elevenfactor.test"), "lease_lost", message=f"to {EMAIL}")
     (line,) = _parsed(lines)
     assert line["message_"] == "to [REDACTED:email]"
+
+
+def test_trusted_fields_are_not_scanned_and_the_rest_still_is() -> None:
+    """Ids and configured names are written as they are; a client's text next to them is
+    still masked (the route a client named, a tag)."""
+    line = {
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+        "price_version": "default-2026-11",
+        "guard": {"input": "allow", "policy": "default@1a2b3c4d5e6f"},
+        "route": "ann@example.com",
+        "tags": ["call me on +44 20 7946 0958"],
+    }
+    out = scrub_fields(line)
+    for key in ("trace_id", "span_id", "price_version", "guard"):
+        assert out[key] == line[key]
+    assert "ann@example.com" not in str(out["route"])
+    assert "7946" not in str(out["tags"])
+    clean = {k: line[k] for k in ("trace_id", "span_id", "price_version", "guard")}
+    assert scrub_fields(clean) is clean

@@ -450,3 +450,27 @@ def test_a_malformed_or_oversized_traceparent_starts_a_new_trace_without_a_log_l
             assert sp is not None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len({tid(s) for s in spans.named("request")}) == 3
+
+
+def test_governance_decisions_with_something_to_tell_are_events_the_rest_attributes(
+    spans: Spans,
+) -> None:
+    from elevenfactor.observe._trace_events import budget_event, guard_event
+
+    with tracing.span("request", "server"):
+        guard_event("input", "allow", "default@1", "", [])
+        guard_event("output", "redact", "default@1", "secrets", [
+            {"policy": "default@1", "rule": "secrets", "action": "redact"}
+        ])  # fmt: skip
+        budget_event("admitted")
+        budget_event("admitted", budgets=["org:acme"], amount=0.25)
+    [request] = spans.named("request")
+    attrs = dict(request.attributes or {})
+    assert attrs["elevenfactor.guard.input"] == "allow"
+    assert attrs["elevenfactor.budget.decision"] == "admitted"
+    events = {e.name: dict(e.attributes or {}) for e in request.events}
+    assert set(events) == {"elevenfactor.guard", "elevenfactor.budget"}
+    assert events["elevenfactor.guard"]["elevenfactor.guard.stage"] == "output"
+    assert events["elevenfactor.guard"]["elevenfactor.guard.fired"] == ("default@1/secrets:redact",)
+    assert events["elevenfactor.budget"]["elevenfactor.budget.ids"] == ("org:acme",)
+    assert events["elevenfactor.budget"]["elevenfactor.budget.hold_amount"] == 0.25

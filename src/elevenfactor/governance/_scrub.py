@@ -6,7 +6,8 @@ through the secret detectors and the personal-data detectors before it is writte
 find is masked as ``[REDACTED:<kind>]``. IP addresses are left alone (operators need the
 addresses servers bind and clients come from; the call records hold no client address). Keys,
 numbers and booleans are not scanned; short strings that cannot hold a finding are skipped
-without running a detector.
+without running a detector; nor are the top-level fields in ``TRUSTED_KEYS`` (ids and names
+the process generates or reads from its configuration).
 """
 
 from __future__ import annotations
@@ -17,12 +18,30 @@ from elevenfactor.governance._guard_pii import PII_KINDS, find_pii
 from elevenfactor.governance._guard_redact import redact
 from elevenfactor.governance._guard_secrets import find_secrets
 
-__all__ = ["LOG_PII_KINDS", "scrub_fields", "scrub_text"]
+__all__ = ["LOG_PII_KINDS", "TRUSTED_KEYS", "scrub_fields", "scrub_text"]
 
 LOG_PII_KINDS: tuple[str, ...] = tuple(k for k in PII_KINDS if k not in ("ipv4", "ipv6"))
 """The personal-data kinds masked in logs: all but IP addresses."""
 
 _MIN = 6  # shorter than any e-mail, card, key or phone number the detectors accept
+
+TRUSTED_KEYS = frozenset(
+    {
+        "trace_id",  # 32 hex digits: ours, or a validated incoming traceparent's
+        "span_id",  # 16 hex digits, ours
+        "price_version",  # a price table version we computed
+        "provider",  # configured names
+        "deployment",
+        "failover_path",
+        "prompt",  # prompt refs: a configured id and a content hash
+        "release_id",  # a manifest hash
+        "guard",  # verdict summaries: stages, actions, policy refs and rule names, no text
+    }
+)
+"""Top-level fields of a log line whose values the process generates or takes from the
+project's configuration: never scanned (ids full of digits would make every digit-based
+detector run on every line). Everything else — messages, routes and models as clients or
+upstreams name them, tags, session ids, errors — is scanned."""
 
 
 def scrub_text(text: str) -> str:
@@ -41,12 +60,20 @@ def scrub_fields(value: Any) -> Any:
     line's strings together; only a line where they find something is scrubbed string by
     string."""
     strings: list[str] = []
-    _collect(value, strings)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in TRUSTED_KEYS:
+                _collect(item, strings)
+    else:
+        _collect(value, strings)
     if not strings:
         return value
     joined = "\n".join(strings)
     if not find_secrets(joined) and not find_pii(joined, LOG_PII_KINDS):
         return value
+    if isinstance(value, dict):
+        out = {k: v if k in TRUSTED_KEYS else _scrub_each(v) for k, v in value.items()}
+        return value if all(out[k] is value[k] for k in value) else out
     return _scrub_each(value)
 
 

@@ -24,8 +24,13 @@ def budget_event(
     downgraded_to: str | None = None,
 ) -> None:
     """``elevenfactor.budget`` on the current span: ``admitted`` (the budgets held against,
-    the amount held, soft budgets passed) or ``refused`` (the budget that refused)."""
+    the amount held, soft budgets passed) or ``refused`` (the budget that refused). A call no
+    budget covers is only the attribute ``elevenfactor.budget.decision`` (an event costs
+    more, and there is nothing to tell)."""
     attrs: dict[str, Any] = {"elevenfactor.budget.decision": decision}
+    if decision == "admitted" and not (budgets or soft or downgraded_to):
+        tracing.set_attrs(attrs)
+        return
     if budgets:
         attrs["elevenfactor.budget.ids"] = list(budgets)
     if amount is not None:
@@ -41,7 +46,12 @@ def budget_event(
 
 def guard_event(stage: str, action: str, policy: str, rule: str, fired: Sequence[Any]) -> None:
     """``elevenfactor.guard`` on the current span: the stage, the verdict's action, policy and
-    rule, and the rules that fired (``policy/rule:action``) — never the matched text."""
+    rule, and the rules that fired (``policy/rule:action``) — never the matched text. A
+    stage that allowed with no rule firing is only the attribute
+    ``elevenfactor.guard.<stage>: allow`` (the common case; an event costs more)."""
+    if action == "allow" and not fired:
+        tracing.set_attrs({f"elevenfactor.guard.{stage}": "allow"})
+        return
     attrs: dict[str, Any] = {
         "elevenfactor.guard.stage": stage,
         "elevenfactor.guard.action": action,

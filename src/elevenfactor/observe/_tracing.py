@@ -208,6 +208,9 @@ def setup_tracing(
     # A malformed or oversized traceparent is ignored (the request starts a new trace); the
     # propagator would log a warning for each one, which any client could use to flood logs.
     logging.getLogger("opentelemetry.trace.propagation.tracecontext").setLevel(logging.ERROR)
+    # While a collector is down the OTLP exporter logs every retry and every lost batch; the
+    # batcher counts those spans and warns once a minute instead (``trace_spans_dropped``).
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     logger.info(
         "tracing on",
         extra={"event": "tracing_on", "exporters": _exporter_names(env), "content": CONTENT},
