@@ -1,0 +1,1 @@
+"""``python -m bench.observe``: what tracing, metrics and logs add to a gateway call."""
