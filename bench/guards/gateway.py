@@ -22,7 +22,7 @@ from bench.gateway.targets import MODEL, REPO, Target, start_elevenfactor, start
 from bench.guards.inputs import inputs
 from bench.stats import median
 
-__all__ = ["MODES", "STREAM_CHUNKS", "GatewayRun", "probe"]
+__all__ = ["MODES", "STREAM_CHUNKS", "GatewayRun", "latency", "probe"]
 
 STREAM_CHUNKS = 50
 MODES = ("plain", "stream")
@@ -81,7 +81,9 @@ def probe(target: Target) -> dict[str, Any]:
     }
 
 
-def _latency(target: Target, body: str, n: int, warmup: int) -> dict[str, Any]:
+def latency(target: Target, body: str, n: int, warmup: int) -> dict[str, Any]:
+    """``n`` sequential POSTs of ``body`` to ``target`` (after ``warmup``) from a client
+    process (``bench.gateway.client latency``); its JSON result. Raises on any error."""
     args = ["latency", "--url", target.url, "--body", body, "--n", str(n), "--warmup", str(warmup)]
     for name, value in target.headers.items():
         args += ["--header", f"{name}: {value}"]
@@ -135,7 +137,7 @@ class GatewayRun:
         row: dict[str, dict[str, Any]] = {}
         for target in self.targets[k:] + self.targets[:k]:
             for mode in MODES:
-                row.setdefault(target.name, {})[mode] = _latency(target, bodies[mode], n, warmup)
+                row.setdefault(target.name, {})[mode] = latency(target, bodies[mode], n, warmup)
                 advance()
         self.rounds.append(row)
 

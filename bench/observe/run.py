@@ -45,6 +45,7 @@ from bench.gateway.targets import (
     start_upstream,
 )
 from bench.gateway.wrk import run_wrk
+from bench.guards.gateway import latency
 from bench.stats import median
 
 __all__ = ["EF_TARGETS", "MODES", "ObserveRun"]
@@ -105,26 +106,6 @@ def _environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _latency(target: Target, body: str, n: int, warmup: int) -> dict[str, Any]:
-    args = ["latency", "--url", target.url, "--body", body, "--n", str(n), "--warmup", str(warmup)]
-    for name, value in target.headers.items():
-        args += ["--header", f"{name}: {value}"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.gateway.client", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600 + n,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"client failed (exit {done.returncode}): {done.stderr[-800:]}")
-    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if out["errors"]:
-        raise RuntimeError(f"{target.name}: {out['errors']} errors, first: {out['first_error']}")
-    return out
 
 
 def _get_json(url: str, headers: dict[str, str] | None = None) -> Any:
@@ -209,7 +190,7 @@ class ObserveRun:
         for target in order:
             count = peer_n if target.name.startswith("litellm") else n
             for mode in MODES:
-                row.setdefault(target.name, {})[mode] = _latency(
+                row.setdefault(target.name, {})[mode] = latency(
                     target, bodies[mode], count, max(1, warmup * count // n)
                 )
                 advance()

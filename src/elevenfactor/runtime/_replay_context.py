@@ -74,6 +74,16 @@ class Divergence:
     got: Any = None
     message: str = ""
 
+    @classmethod
+    def at(
+        cls, reason: str, ev: Event, message: str, *, expected: Any = None, got: Any = None
+    ) -> Divergence:
+        """A divergence at the recorded event ``ev`` (the program issued that very step)."""
+        return cls(
+            reason, ev.step_id, ev.n, ev.kind, ev.name, ev.kind, ev.name,
+            expected=expected, got=got, message=message,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {
@@ -145,17 +155,12 @@ class ReplayTracker:
                 self.requests_verified += 1
                 return
         self.diverged(
-            Divergence(
+            Divergence.at(
                 "request",
-                ev.step_id,
-                ev.n,
-                ev.kind,
-                ev.name,
-                ev.kind,
-                ev.name,
-                got={"messages": body},
-                message=f"the model request of step {ev.step_id} is none of the requests "
+                ev,
+                f"the model request of step {ev.step_id} is none of the requests "
                 "recorded for the run",
+                got={"messages": body},
             )
         )
 
@@ -218,15 +223,10 @@ class ReplayContext(RunContext):
         gone = ev.output_hash is not None and ev.output_hash not in self._s.payloads
         if ev.status != "failed" and gone:
             raise self.tracker.stop(
-                Divergence(
+                Divergence.at(
                     "payload",
-                    ev.step_id,
-                    ev.n,
-                    ev.kind,
-                    ev.name,
-                    ev.kind,
-                    ev.name,
-                    message=f"the output of step {ev.step_id} is gone (retention)",
+                    ev,
+                    f"the output of step {ev.step_id} is gone (retention)",
                 )
             )
         return super().replayed(ev, result_type)
@@ -290,17 +290,12 @@ class ReplayContext(RunContext):
             got: bytes | None = encode(value)
         except Exception as exc:
             t.diverged(
-                Divergence(
+                Divergence.at(
                     "output",
-                    ev.step_id,
-                    ev.n,
-                    ev.kind,
-                    ev.name,
-                    ev.kind,
-                    ev.name,
+                    ev,
+                    f"recomputing step {ev.step_id} ({ev.kind} {ev.name!r}) failed",
                     expected=_decoded(recorded),
                     got=f"{type(exc).__name__}: {exc}",
-                    message=f"recomputing step {ev.step_id} ({ev.kind} {ev.name!r}) failed",
                 )
             )
             return
@@ -308,18 +303,13 @@ class ReplayContext(RunContext):
             t.recomputed_identical += 1
             return
         t.diverged(
-            Divergence(
+            Divergence.at(
                 "output",
-                ev.step_id,
-                ev.n,
-                ev.kind,
-                ev.name,
-                ev.kind,
-                ev.name,
+                ev,
+                f"step {ev.step_id} ({ev.kind} {ev.name!r}) computes another output "
+                "than the journal's",
                 expected=_decoded(recorded),
                 got=_decoded(got),
-                message=f"step {ev.step_id} ({ev.kind} {ev.name!r}) computes another output "
-                "than the journal's",
             )
         )
 
