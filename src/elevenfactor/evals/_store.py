@@ -245,16 +245,41 @@ async def get_result(store: Store, principal: Principal, result_id: str) -> Eval
 
 
 async def list_results(
-    store: Store, principal: Principal, *, suite: str | None = None, limit: int = 50
+    store: Store,
+    principal: Principal,
+    *,
+    suite: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
 ) -> list[EvalRecord]:
-    """The results ``principal`` may see, newest first, optionally of one suite."""
+    """The results ``principal`` may see, newest first, optionally of one suite; with
+    ``before`` (the id of a result it may see: the last of the previous page) only older ones,
+    else ``invalid_value`` (400) naming ``before``."""
     if not 1 <= limit <= 1000:
         raise RequestError("'limit' must be 1-1000", code="invalid_value", param="limit")
     scope, params = principal.scope()
-    where = scope + (" AND suite = ?" if suite else "")
+    where, args = scope, [*params]
+    if suite:
+        where += " AND suite = ?"
+        args.append(suite)
+    if before is not None:
+        cursor = await store.fetchone(
+            f"SELECT finished_at, id FROM eval_results WHERE id = ? AND {scope}",
+            (before, *params),
+        )
+        if cursor is None:
+            raise RequestError(
+                f"'before': no eval result {before!r}",
+                code="invalid_value",
+                param="before",
+                hint="pass the id of the last result of the previous page",
+            )
+        where += " AND (finished_at < ? OR (finished_at = ? AND id < ?))"
+        args += [cursor[0], cursor[0], cursor[1]]
     rows = await store.fetchall(
-        f"SELECT {_COLUMNS} FROM eval_results WHERE {where} ORDER BY finished_at DESC LIMIT ?",
-        (*params, *([suite] if suite else []), limit),
+        f"SELECT {_COLUMNS} FROM eval_results WHERE {where}"
+        " ORDER BY finished_at DESC, id DESC LIMIT ?",
+        (*args, limit),
     )
     return [_record(r) for r in rows]
 

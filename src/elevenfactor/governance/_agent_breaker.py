@@ -298,7 +298,9 @@ async def reset_agent(
 ) -> AgentBreakerState:
     """Close the paused breaker of ``agent`` in ``principal``'s organisation (admins only):
     new runs are accepted again, and outcomes before now no longer count. A ledger entry
-    ``admin.agent_reset`` records who, when and why."""
+    ``admin.agent_reset`` records who, when and why. An agent without a breaker in the
+    organisation is ``agent_not_found`` (404); one that is not paused ``agent_not_paused``
+    (409)."""
     principal.require_admin("resetting an agent's breaker")
     if not isinstance(reason, str) or not reason.strip():
         raise RequestError(
@@ -314,6 +316,15 @@ async def reset_agent(
             (at, principal.user_name, reason, at, principal.org_id, agent),
         )
         if row is None:
+            if await _read(tx, principal.org_id, agent, at) is None:
+                raise RequestError(
+                    f"no agent {agent!r} has a circuit breaker in organisation"
+                    f" {principal.org_id!r}",
+                    code="agent_not_found",
+                    status=404,
+                    param="name",
+                    hint="`elevenfactor agents status` lists the agents' breakers",
+                )
             raise RequestError(
                 f"agent {agent!r} is not paused",
                 code="agent_not_paused",

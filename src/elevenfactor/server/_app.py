@@ -21,6 +21,7 @@ from elevenfactor.observe import _tracing
 from elevenfactor.observe._metrics import http_request
 from elevenfactor.observe._trace_http import traced_request
 from elevenfactor.server._admin_api import ROUTES as ADMIN_ROUTES
+from elevenfactor.server._agents_api import ROUTES as AGENT_ROUTES
 from elevenfactor.server._auth import authenticate, check_cross_site
 from elevenfactor.server._budgets_api import ROUTES as BUDGET_ROUTES
 from elevenfactor.server._chat import chat_completions, trace_id_from
@@ -28,6 +29,7 @@ from elevenfactor.server._cost_api import ROUTES as COST_ROUTES
 from elevenfactor.server._docs import docs_page
 from elevenfactor.server._embeddings_api import ROUTES as EMBEDDING_ROUTES
 from elevenfactor.server._errors import error_response
+from elevenfactor.server._eval_results_api import ROUTES as EVAL_RESULT_ROUTES
 from elevenfactor.server._evals_api import ROUTES as EVALS_ROUTES
 from elevenfactor.server._feedback_api import ROUTES as FEEDBACK_ROUTES
 from elevenfactor.server._mcp import PRINCIPAL_SCOPE_KEY
@@ -278,6 +280,8 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             *(Route(path, fn, methods=methods) for path, fn, methods in FEEDBACK_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in REPLAY_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in EVALS_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in EVAL_RESULT_ROUTES),
+            *(Route(path, fn, methods=methods) for path, fn, methods in AGENT_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in METRICS_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in RELEASE_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),

@@ -22,8 +22,10 @@ from elevenfactor.governance import ID_PATTERN, NAME_PATTERN
 from elevenfactor.server import _budget_schemas as bs
 from elevenfactor.server import _responses as r
 from elevenfactor.server import _schemas as s
+from elevenfactor.server._agents_api import OPERATIONS as AGENT_OPERATIONS
 from elevenfactor.server._cost_api import CostReportDoc
 from elevenfactor.server._embeddings_api import OPERATIONS as EMBEDDING_OPERATIONS
+from elevenfactor.server._eval_results_api import OPERATIONS as EVAL_RESULT_OPERATIONS
 from elevenfactor.server._evals_api import OPERATIONS as EVALS_OPERATIONS
 from elevenfactor.server._feedback_api import OPERATIONS as FEEDBACK_OPERATIONS
 from elevenfactor.server._memory_api import OPERATIONS as MEMORY_OPERATIONS
@@ -235,6 +237,8 @@ OPERATIONS: tuple[Operation, ...] = (
 )  # fmt: skip
 OPERATIONS += EMBEDDING_OPERATIONS + MEMORY_OPERATIONS + FEEDBACK_OPERATIONS
 OPERATIONS += EVALS_OPERATIONS
+OPERATIONS += EVAL_RESULT_OPERATIONS
+OPERATIONS += AGENT_OPERATIONS
 OPERATIONS += METRICS_OPERATIONS
 OPERATIONS += REPLAY_OPERATIONS
 OPERATIONS += RELEASE_OPERATIONS
