@@ -201,6 +201,9 @@ def test_one_result_with_its_cases_and_as_html(world: World) -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert page.text.startswith("<!DOCTYPE html>") and "eval qa" in page.text
     assert "<svg" in page.text  # the suite's pass-rate trend
+    csp = page.headers["content-security-policy"]  # an escaped output could never run anyway
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
     assert world.get("ann", "/v1/evals/ev_ann_2", format="json").json()["id"] == "ev_ann_2"
 
 

@@ -35,6 +35,12 @@ __all__ = [
 MAX_LIMIT = 500
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"1-{MAX_LIMIT}.")]
 
+_HTML_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:;"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "x-content-type-options": "nosniff",
+}
+
 
 class EvalListQuery(_Schema):
     """``GET /v1/evals`` query string."""
@@ -195,7 +201,9 @@ async def show_result(call: _Call) -> Response:
         status=record.status,
         history=[(r.finished_at, r.pass_rate) for r in history if r.status != "error"],
     )
-    return Response(page, media_type="text/html; charset=utf-8")
+    # The report holds model outputs (escaped); the policy keeps a page that slipped one
+    # through from running anything: no script, no fetch, no frame, inline styles only.
+    return Response(page, media_type="text/html; charset=utf-8", headers=_HTML_HEADERS)
 
 
 @endpoint
