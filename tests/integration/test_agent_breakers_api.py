@@ -21,6 +21,7 @@ from elevenfactor.governance._agent_breaker import record_run_outcome
 from elevenfactor.governance._policy_model import AgentBreaker
 from elevenfactor.store import migrate, open_store
 from tests.conftest import _pg_schema_url
+from tests.support.http import expect_error as _error
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.integration
@@ -111,14 +112,6 @@ def world(
     settings = Settings(database_url=url, data_dir=tmp, dev=False, in_process_worker=False)
     with running_gateway(settings, PROJECT) as (base, _):
         yield World(base, url, secrets)
-
-
-def _error(resp: httpx.Response, status: int, code: str, param: str | None = None) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err = resp.json()["error"]
-    assert err["code"] == code, resp.text
-    if param is not None:
-        assert err["param"] == param, resp.text
 
 
 def test_members_read_their_organisations_breakers(world: World) -> None:

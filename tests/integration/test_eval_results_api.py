@@ -29,6 +29,7 @@ from elevenfactor.governance import (
 )
 from elevenfactor.store import Store, migrate, open_store
 from tests.conftest import _pg_schema_url
+from tests.support.http import expect_error as _error
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.integration
@@ -148,14 +149,6 @@ def world(
     settings = Settings(database_url=url, data_dir=tmp, dev=False, in_process_worker=False)
     with running_gateway(settings, PROJECT) as (base, _):
         yield World(base, secrets)
-
-
-def _error(resp: httpx.Response, status: int, code: str, param: str | None = None) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err = resp.json()["error"]
-    assert err["code"] == code, resp.text
-    if param is not None:
-        assert err["param"] == param, resp.text
 
 
 def _ids(page: dict[str, Any]) -> list[str]:

@@ -187,14 +187,6 @@ def world(
         yield World(base, url, secrets)
 
 
-def _error(resp: httpx.Response, status: int, code: str, param: str | None = None) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err = resp.json()["error"]
-    assert err["code"] == code, resp.text
-    if param is not None:
-        assert err["param"] == param, resp.text
-
-
 def test_http_scoped_by_caller(world: World) -> None:
     boss = world.get("boss", per="day")
     assert boss.status_code == 200, boss.text

@@ -23,6 +23,7 @@ from elevenfactor.governance import create_key, create_user, local_admin, princi
 from elevenfactor.runtime import submit_run
 from elevenfactor.store import migrate, open_store
 from tests.conftest import _pg_schema_url
+from tests.support.http import expect_error as _error
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.integration
@@ -102,11 +103,6 @@ def world(
             run = _wait(w, "ann", f"/v1/runs/{rid}", lambda b: b.get("status") == "succeeded")
             assert run["status"] == "succeeded", run
         yield w
-
-
-def _error(resp: httpx.Response, status: int, code: str) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    assert resp.json()["error"]["code"] == code, resp.text
 
 
 def test_http_deterministic_replay(world: World) -> None:

@@ -33,6 +33,7 @@ from elevenfactor.runtime import delete_run, submit_run
 from elevenfactor.runtime._feedback import add_feedback, list_feedback
 from elevenfactor.store import Store, migrate, open_store
 from tests.conftest import _pg_schema_url
+from tests.support.http import expect_error as _error
 from tests.support.server import running_gateway
 
 pytestmark = pytest.mark.integration
@@ -205,14 +206,6 @@ def world(
     settings = Settings(database_url=url, data_dir=tmp, dev=False, in_process_worker=False)
     with running_gateway(settings, PROJECT) as (base, _):
         yield World(base, secrets, ids, run)
-
-
-def _error(resp: httpx.Response, status: int, code: str, param: str | None = None) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err = resp.json()["error"]
-    assert err["code"] == code, resp.text
-    if param is not None:
-        assert err["param"] == param, resp.text
 
 
 def test_http_give_and_list(world: World) -> None:

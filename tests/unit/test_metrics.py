@@ -54,50 +54,27 @@ def _rec(**kw: Any) -> CallRecord:
 
 def test_a_call_counts_requests_latency_tokens_and_cost() -> None:
     calls = dict(route="chat", provider="openai", deployment="primary", kind="chat")
-    before = (
-        value("elevenfactor_model_calls_total", **calls, origin="gateway", status="ok"),
-        value("elevenfactor_model_calls_total", **calls, origin="run", status="ok"),
-        value("elevenfactor_model_tokens_total", route="chat", deployment="primary", type="input"),
-        value("elevenfactor_model_tokens_total", route="chat", deployment="primary", type="output"),
-        value("elevenfactor_model_cost_usd_total", route="chat", deployment="primary"),
-        value(
-            "elevenfactor_model_call_duration_seconds_bucket",
-            route="chat",
-            deployment="primary",
-            stream="false",
-            le="0.25",
-        ),
-        value(
-            "elevenfactor_model_call_duration_seconds_bucket",
-            route="chat",
-            deployment="primary",
-            stream="false",
-            le="0.1",
-        ),
-    )
+    bucket = dict(route="chat", deployment="primary", stream="false")
+
+    def snapshot() -> tuple[float, ...]:
+        return (
+            value("elevenfactor_model_calls_total", **calls, origin="gateway", status="ok"),
+            value("elevenfactor_model_calls_total", **calls, origin="run", status="ok"),
+            value(
+                "elevenfactor_model_tokens_total", route="chat", deployment="primary", type="input"
+            ),
+            value(
+                "elevenfactor_model_tokens_total", route="chat", deployment="primary", type="output"
+            ),
+            value("elevenfactor_model_cost_usd_total", route="chat", deployment="primary"),
+            value("elevenfactor_model_call_duration_seconds_bucket", **bucket, le="0.25"),
+            value("elevenfactor_model_call_duration_seconds_bucket", **bucket, le="0.1"),
+        )
+
+    before = snapshot()
     metrics.record_call(_rec())
     metrics.record_call(_rec(run_id="r1", tokens_in=7, tokens_out=0, cost=None))
-    after = (
-        value("elevenfactor_model_calls_total", **calls, origin="gateway", status="ok"),
-        value("elevenfactor_model_calls_total", **calls, origin="run", status="ok"),
-        value("elevenfactor_model_tokens_total", route="chat", deployment="primary", type="input"),
-        value("elevenfactor_model_tokens_total", route="chat", deployment="primary", type="output"),
-        value("elevenfactor_model_cost_usd_total", route="chat", deployment="primary"),
-        value(
-            "elevenfactor_model_call_duration_seconds_bucket",
-            route="chat",
-            deployment="primary",
-            stream="false",
-            le="0.25",
-        ),
-        value(
-            "elevenfactor_model_call_duration_seconds_bucket",
-            route="chat",
-            deployment="primary",
-            stream="false",
-            le="0.1",
-        ),
-    )
+    after = snapshot()
     deltas = [round(a - b, 9) for a, b in zip(after, before, strict=True)]
     # 120 ms falls in the 0.25 s bucket, not the 0.1 s one
     assert deltas == [1, 1, 17, 5, 0.002, 2, 0]
@@ -109,14 +86,18 @@ def test_errors_cache_hits_and_failovers() -> None:
     exact = dict(route="chat", type="exact")
     fo = dict(route="chat", from_deployment="primary", to_deployment="backup")
     att = dict(route="chat", deployment="primary", outcome="server_error")
-    before = [
-        value("elevenfactor_model_call_errors_total", **err),
-        value("elevenfactor_cache_hits_total", **hits),
-        value("elevenfactor_cache_hits_total", **exact),
-        value("elevenfactor_model_cache_saved_usd_total", route="chat"),
-        value("elevenfactor_failovers_total", **fo),
-        value("elevenfactor_model_attempt_failures_total", **att),
-    ]
+
+    def snapshot() -> list[float]:
+        return [
+            value("elevenfactor_model_call_errors_total", **err),
+            value("elevenfactor_cache_hits_total", **hits),
+            value("elevenfactor_cache_hits_total", **exact),
+            value("elevenfactor_model_cache_saved_usd_total", route="chat"),
+            value("elevenfactor_failovers_total", **fo),
+            value("elevenfactor_model_attempt_failures_total", **att),
+        ]
+
+    before = snapshot()
     metrics.record_call(
         _rec(status="error", error_class="rate_limit", deployment="backup", tokens_in=0)
     )
@@ -126,14 +107,7 @@ def test_errors_cache_hits_and_failovers() -> None:
     metrics.record_call(_rec(cache_hit=True, cost=0.0, failover_path=["primary:cache_hit"]))
     path = ["primary:server_error", "primary:server_error", "backup:ok"]
     metrics.record_call(_rec(deployment="backup", failover_path=path))
-    after = [
-        value("elevenfactor_model_call_errors_total", **err),
-        value("elevenfactor_cache_hits_total", **hits),
-        value("elevenfactor_cache_hits_total", **exact),
-        value("elevenfactor_model_cache_saved_usd_total", route="chat"),
-        value("elevenfactor_failovers_total", **fo),
-        value("elevenfactor_model_attempt_failures_total", **att),
-    ]
+    after = snapshot()
     assert [round(a - b, 9) for a, b in zip(after, before, strict=True)] == [1, 1, 1, 0.01, 1, 2]
 
 
