@@ -34,7 +34,13 @@ async def test_tick_deletes_what_expired_and_keeps_the_rest(store: Store) -> Non
 
     done = await Housekeeper(store, 0).tick(now)
 
-    assert done == {"memories": 1, "response_cache": 1, "semantic_cache": 0, "guard_vault": 0}
+    assert done == {
+        "memories": 1,
+        "response_cache": 1,
+        "semantic_cache": 0,
+        "guard_vault": 0,
+        "ui_sessions": 0,
+    }
     left = await list_memories(store, ALICE, [me], include_inactive=True)
     assert [m.text for m in left] == ["Alice drinks green tea"]
     assert await cache.get("new") is not None
@@ -44,6 +50,7 @@ async def test_tick_deletes_what_expired_and_keeps_the_rest(store: Store) -> Non
         "response_cache": 0,
         "semantic_cache": 0,
         "guard_vault": 0,
+        "ui_sessions": 0,
     }
 
 

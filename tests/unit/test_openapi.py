@@ -40,6 +40,8 @@ def _served(tmp_path: Path) -> set[tuple[str, str]]:
     served = {("/v1/chat/completions", "post"), ("/mcp", "post")}
     for route in app.app.routes:
         assert isinstance(route, Route)
+        if route.path == "/ui" or route.path.startswith("/ui/"):
+            continue  # the dashboard's HTML pages: listed in the README, not the JSON API's
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # drop converters (":path")
         served |= {(path, m.lower()) for m in route.methods or () if m != "HEAD"}
     return served

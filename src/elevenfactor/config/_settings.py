@@ -133,6 +133,21 @@ class Settings(BaseSettings):
         description="Seconds between purges of expired memories and cached answers in `serve`"
         " and `worker` (0: never; expired rows are not served either way).",
     )
+    ui_session_idle: float = Field(
+        default=8 * 3600.0,
+        gt=0,
+        description="Seconds a dashboard (`/ui`) sign-in lasts without a page view.",
+    )
+    ui_session_max: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds a dashboard sign-in lasts at most, however active.",
+    )
+    ui_secure_cookies: bool = Field(
+        default=False,
+        description="Mark dashboard cookies `Secure` even on plain HTTP (set it behind a TLS"
+        " proxy; requests seen as https get it anyway).",
+    )
     ledger_seal_interval: float = Field(
         default=0.5, gt=0, description="Seconds between ledger seals in `serve` and `worker`."
     )

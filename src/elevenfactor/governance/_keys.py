@@ -30,6 +30,7 @@ __all__ = [
     "get_key",
     "list_keys",
     "principal_for_key",
+    "principal_for_key_id",
     "principal_for_user",
     "rename_key",
     "revoke_key",
@@ -168,6 +169,15 @@ _PRINCIPAL_SQL = (
 async def principal_for_key(db: Executor, secret: str) -> Principal | None:
     """The principal a key secret stands for, or None (unknown, revoked, or user disabled)."""
     row = await db.fetchone(_PRINCIPAL_SQL, (_hash(secret),))
+    if row is None:
+        return None
+    return await _principal(db, row, "key")
+
+
+async def principal_for_key_id(db: Executor, key_id: str) -> Principal | None:
+    """The principal of the key with id ``key_id``, or None (unknown, revoked, or user
+    disabled): what a dashboard session signed in with that key acts as."""
+    row = await db.fetchone(_PRINCIPAL_SQL.replace("k.key_hash = ?", "k.id = ?"), (key_id,))
     if row is None:
         return None
     return await _principal(db, row, "key")

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from elevenfactor.config import RetentionConfig
 from elevenfactor.governance._guard_vault import purge_guard_vault
 from elevenfactor.governance._retention import retention_job
+from elevenfactor.governance._ui_sessions import purge_ui_sessions
 from elevenfactor.memory import purge_expired as purge_memories
 from elevenfactor.models import purge_expired as purge_cache
 from elevenfactor.models import purge_semantic_expired
@@ -41,12 +42,14 @@ PurgeJob = Callable[[Store, float], Awaitable[int]]
 
 def default_jobs() -> dict[str, PurgeJob]:
     """Memories past their TTL, expired answers of the store's response caches (exact and
-    semantic) and expired placeholder maps of runs (the guard vault)."""
+    semantic), expired placeholder maps of runs (the guard vault) and expired dashboard
+    sign-ins."""
     return {
         "memories": purge_memories,
         "response_cache": purge_cache,
         "semantic_cache": purge_semantic_expired,
         "guard_vault": purge_guard_vault,
+        "ui_sessions": purge_ui_sessions,
     }
 
 

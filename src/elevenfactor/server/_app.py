@@ -43,6 +43,9 @@ from elevenfactor.server._releases_api import ROUTES as RELEASE_ROUTES
 from elevenfactor.server._replay_api import ROUTES as REPLAY_ROUTES
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
 from elevenfactor.server._state import Gateway
+from elevenfactor.server.ui import ROUTES as UI_ROUTES
+from elevenfactor.server.ui import is_ui_path
+from elevenfactor.server.ui import not_found_page as ui_not_found
 
 __all__ = ["create_app"]
 
@@ -129,6 +132,8 @@ async def not_found(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods get an error object, not HTML."""
     status = getattr(exc, "status_code", 404)
     code = "method_not_allowed" if status == 405 else "not_found"
+    if is_ui_path(request.url.path):
+        return ui_not_found(request, status, code)
     return error_response(
         RequestError(f"{request.method} {request.url.path} is not served", code=code, status=status)
     )
@@ -284,6 +289,8 @@ def create_app(settings: Settings, project: ProjectConfig) -> GatewayApp:
             *(Route(path, fn, methods=methods) for path, fn, methods in AGENT_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in METRICS_ROUTES),
             *(Route(path, fn, methods=methods) for path, fn, methods in RELEASE_ROUTES),
+            # The dashboard: HTML pages and forms (``server.ui``).
+            *(Route(path, fn, methods=methods) for path, fn, methods in UI_ROUTES),
             Route("/readyz", readyz, methods=["GET"]),
             # Documentation: open, like the health checks.
             Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -41,6 +41,7 @@ from elevenfactor.store.migrations import (
     m026_retention,
     m027_releases,
     m028_replay,
+    m029_ui_sessions,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -112,6 +113,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m026_retention", m026_retention.STATEMENTS),
     Migration("m027_releases", m027_releases.STATEMENTS),
     Migration("m028_replay", m028_replay.STATEMENTS),
+    Migration("m029_ui_sessions", m029_ui_sessions.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
