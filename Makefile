@@ -21,6 +21,7 @@ services:  ## Start PostgreSQL and Redis if they are down
 	bash scripts/services.sh
 
 test: install services  ## The whole test suite (unit + integration, SQLite + PostgreSQL)
+	bash scripts/browser.sh
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: install  ## Unit tests only

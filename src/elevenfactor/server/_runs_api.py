@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ from elevenfactor.server._schemas import (
 from elevenfactor.server._state import Gateway
 from elevenfactor.store import Store
 
-__all__ = ["ROUTES", "endpoint"]
+__all__ = ["ROUTES", "RunEvent", "endpoint", "run_event_stream"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -217,62 +217,70 @@ def _through_head(steps: list[dict[str, Any]], head_hash: str | None) -> list[di
     return []
 
 
-@endpoint
-async def run_events(call: _Call) -> Response:
-    """``GET /v1/runs/{id}/events``: server-sent events — every journal step as it is written
-    (``event: step``), each status change (``event: status``), and ``event: end``.
+RunEvent = tuple[str, dict[str, Any]]
+"""``(kind, data)`` of ``run_event_stream``: ``status`` (the run), ``step`` (a journal step) or
+``end`` (the run with its ``result``)."""
+
+
+async def run_event_stream(
+    store: Store, info: RunInfo, *, poll: float = _POLL, start: int = 0
+) -> AsyncIterator[RunEvent]:
+    """What happens to the run ``info`` (already read with its reader's principal), from its
+    journal step ``start`` on, until it ends: the events behind ``GET /v1/runs/{id}/events``
+    (and the dashboard's live run page), polled every ``poll`` seconds.
 
     Events come in the order things happened: an execution's ``running`` status before its
     steps, and its steps before the status it settled in. When a whole execution happened
     between two polls, a ``running`` status (the run as it is now, marked running) still comes
-    before its steps. A stream opened on a parked or finished run starts with its past steps."""
-    store = call.store
-    info = await get_run(store, call.path_id("run_id"), call.principal)
+    before its steps. From ``start`` 0, a run parked or finished begins with its past steps."""
+    seen, status = start, None
+    while True:
+        current = await get_run(store, info.id)
+        steps = await describe_steps(store, info.id, seen)
+        seen += len(steps)
+        if current.status == "running":
+            if status != "running":
+                status = "running"
+                yield "status", _run(current)
+            for step in steps:
+                yield "step", step
+        else:
+            # Steps up to the head the run settled with were written before it settled;
+            # any after it by an execution that began after the read above.
+            old = _through_head(steps, current.head_hash)
+            if old and status not in (None, "running"):
+                yield "status", {**_run(current), "status": "running"}
+            for step in old:
+                yield "step", step
+            if current.status != status:
+                status = current.status
+                yield "status", _run(current)
+            if new := steps[len(old) :]:
+                current = await get_run(store, info.id)
+                status = "running"
+                yield "status", {**_run(current), "status": "running"}
+                for step in new:
+                    yield "step", step
+        if current.finished:
+            if current.status != status:
+                yield "status", _run(current)
+            result = await run_result(store, current)
+            yield "end", {**_run(current), "result": result}
+            return
+        await asyncio.sleep(poll)
 
-    def status_event(run: dict[str, Any]) -> bytes:
-        return b"event: status\ndata: " + orjson.dumps(run) + b"\n\n"
 
-    def step_events(steps: list[dict[str, Any]]) -> Iterator[bytes]:
-        for step in steps:
-            yield b"event: step\ndata: " + orjson.dumps(step) + b"\n\n"
+@endpoint
+async def run_events(call: _Call) -> Response:
+    """``GET /v1/runs/{id}/events``: server-sent events — every journal step as it is written
+    (``event: step``), each status change (``event: status``), and ``event: end``
+    (``run_event_stream``). A stream opened on a parked or finished run starts with its past
+    steps."""
+    info = await get_run(call.store, call.path_id("run_id"), call.principal)
 
     async def stream() -> AsyncIterator[bytes]:
-        seen, status = 0, None
-        while True:
-            current = await get_run(store, info.id)
-            steps = await describe_steps(store, info.id, seen)
-            seen += len(steps)
-            if current.status == "running":
-                if status != "running":
-                    status = "running"
-                    yield status_event(_run(current))
-                for event in step_events(steps):
-                    yield event
-            else:
-                # Steps up to the head the run settled with were written before it settled;
-                # any after it by an execution that began after the read above.
-                old = _through_head(steps, current.head_hash)
-                if old and status not in (None, "running"):
-                    yield status_event({**_run(current), "status": "running"})
-                for event in step_events(old):
-                    yield event
-                if current.status != status:
-                    status = current.status
-                    yield status_event(_run(current))
-                if new := steps[len(old) :]:
-                    current = await get_run(store, info.id)
-                    status = "running"
-                    yield status_event({**_run(current), "status": "running"})
-                    for event in step_events(new):
-                        yield event
-            if current.finished:
-                if current.status != status:
-                    yield status_event(_run(current))
-                result = await run_result(store, current)
-                end = {**_run(current), "result": result}
-                yield b"event: end\ndata: " + orjson.dumps(end) + b"\n\n"
-                return
-            await asyncio.sleep(_POLL)
+        async for kind, data in run_event_stream(call.store, info):
+            yield b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -42,6 +42,7 @@ from elevenfactor.store.migrations import (
     m027_releases,
     m028_replay,
     m029_ui_sessions,
+    m030_ui_indexes,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -114,6 +115,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m027_releases", m027_releases.STATEMENTS),
     Migration("m028_replay", m028_replay.STATEMENTS),
     Migration("m029_ui_sessions", m029_ui_sessions.STATEMENTS),
+    Migration("m030_ui_indexes", m030_ui_indexes.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

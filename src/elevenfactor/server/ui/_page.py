@@ -160,4 +160,7 @@ def _error(request: Request, exc: ElevenFactorError, page: Page | None) -> Respo
         return render(
             "error.html", {**context, "nav": (), "me": None, "section": ""}, exc.http_status
         )
-    return page.render("error.html", status=exc.http_status, **context)
+    response = render("error.html", {**page._base(), **context}, exc.http_status)
+    if page.user.new_csrf:
+        set_cookies(response, request, page.gw.settings, csrf=page.user.csrf)
+    return response

@@ -66,10 +66,16 @@ def _money(value: float | None) -> str:
     v = float(value)
     if v == 0:
         return "$0"
+    if v < 0:
+        return "-" + _money(-v)
     if abs(v) < 0.01:
         return f"${v:.6f}"
+    if abs(v) < 1:  # four places, trailing zeros dropped down to cents: $0.0042, $0.50
+        text = f"{v:.4f}".rstrip("0")
+        whole, _, frac = text.partition(".")
+        return f"${whole}.{frac.ljust(2, '0')}"
     if abs(v) < 100:
-        return f"${v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1 else f"${v:,.2f}"
+        return f"${v:,.2f}"
     return f"${v:,.0f}"
 
 
