@@ -90,6 +90,13 @@ class World:
         return asyncio.run(go())
 
 
+def error_code(html: str) -> str:
+    """The error code an error page shows."""
+    found = re.search(r"Error code <code>([a-z_]+)</code>", html)
+    assert found, html[:3000]
+    return found.group(1)
+
+
 def csrf_of(html: str) -> str:
     """The CSRF token a page's forms carry."""
     found = re.search(r'name="csrf" value="([^"]+)"', html)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import _pg_schema_url
-from tests.ui.costq_world import MARKUP, World, csrf_of, make_world
+from tests.ui.costq_world import MARKUP, World, csrf_of, error_code, make_world
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +23,6 @@ def world(
     tmp = tmp_path_factory.mktemp(f"ui-cost-{request.param}")
     url = f"sqlite:///{tmp}/test.db" if request.param == "sqlite" else _pg_schema_url(request)
     yield make_world(url, tmp)
-
-
-def _code(html: str) -> str:
-    found = re.search(r"Error code <code>([a-z_]+)</code>", html)
-    assert found, html[:3000]
-    return found.group(1)
 
 
 def test_an_admin_sees_its_organisations_spend_budgets_and_switches(world: World) -> None:
@@ -113,7 +107,7 @@ def test_malformed_filters_are_a_400_page_with_a_code(world: World, query: str, 
         page = c.get(f"/ui/cost?{query}", headers=world.auth("ann"))
     assert page.status_code == 400, page.text[:500]
     assert page.headers["content-type"].startswith("text/html")
-    got = _code(page.text)
+    got = error_code(page.text)
     assert got == code, got
 
 
@@ -170,7 +164,7 @@ def test_kill_switch_forms_refuse_members_stale_tokens_and_bad_input(world: Worl
             data={"csrf": csrf, "kind": "user", "target": "bob", "reason": "revenge"},
             headers=world.auth("ann"),
         )
-        assert member.status_code == 403 and _code(member.text) == "permission_denied"
+        assert member.status_code == 403 and error_code(member.text) == "permission_denied"
         lift = c.post(
             f"/ui/cost/kills/{world.ids['kill_ann']}/release",
             data={"csrf": csrf, "reason": "let me out"},
@@ -183,7 +177,7 @@ def test_kill_switch_forms_refuse_members_stale_tokens_and_bad_input(world: Worl
             data={"kind": "user", "target": "kim", "reason": "no token"},
             headers=world.auth("root"),
         )
-        assert stale.status_code == 403 and _code(stale.text) == "ui_csrf_failed"
+        assert stale.status_code == 403 and error_code(stale.text) == "ui_csrf_failed"
         cases = [
             ("/ui/cost/kills", {"kind": "org", "target": "x", "reason": "r"}, 400),
             ("/ui/cost/kills", {"kind": "user", "target": "kim", "reason": "  "}, 400),

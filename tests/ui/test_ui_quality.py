@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import _pg_schema_url
-from tests.ui.costq_world import World, make_world
+from tests.ui.costq_world import World, error_code, make_world
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,6 @@ def world(
     tmp = tmp_path_factory.mktemp(f"ui-quality-{request.param}")
     url = f"sqlite:///{tmp}/test.db" if request.param == "sqlite" else _pg_schema_url(request)
     yield make_world(url, tmp)
-
-
-def _code(html: str) -> str:
-    found = re.search(r"Error code <code>([a-z_]+)</code>", html)
-    assert found, html[:3000]
-    return found.group(1)
 
 
 def _row(html: str, caption: str, first_cell: str) -> str:
@@ -131,9 +125,9 @@ def test_anothers_eval_result_is_404_like_a_missing_one(world: World) -> None:
         missing = c.get("/ui/quality/evals/ev_nope", headers=world.auth("ann"))
         bad = c.get("/ui/quality/evals/bad%20id", headers=world.auth("ann"))
     for page in (bob, eve, missing):
-        assert page.status_code == 404 and _code(page.text) == "eval_not_found"
+        assert page.status_code == 404 and error_code(page.text) == "eval_not_found"
         assert "secret" not in page.text
-    assert bad.status_code == 400 and _code(bad.text) == "invalid_id"
+    assert bad.status_code == 400 and error_code(bad.text) == "invalid_id"
 
 
 @pytest.mark.parametrize(
@@ -153,7 +147,7 @@ def test_malformed_filters_are_a_400_page_with_a_code(world: World, query: str, 
     with world.client() as c:
         page = c.get(f"/ui/quality?{query}", headers=world.auth("ann"))
     assert page.status_code == 400, page.text[:500]
-    assert _code(page.text) == code
+    assert error_code(page.text) == code
 
 
 def test_not_signed_in_goes_to_the_login_form(world: World) -> None:
