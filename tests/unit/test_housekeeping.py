@@ -40,6 +40,7 @@ async def test_tick_deletes_what_expired_and_keeps_the_rest(store: Store) -> Non
         "semantic_cache": 0,
         "guard_vault": 0,
         "ui_sessions": 0,
+        "cost_rollup": 0,
     }
     left = await list_memories(store, ALICE, [me], include_inactive=True)
     assert [m.text for m in left] == ["Alice drinks green tea"]
@@ -51,6 +52,7 @@ async def test_tick_deletes_what_expired_and_keeps_the_rest(store: Store) -> Non
         "semantic_cache": 0,
         "guard_vault": 0,
         "ui_sessions": 0,
+        "cost_rollup": 0,
     }
 
 

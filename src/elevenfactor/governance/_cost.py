@@ -1,11 +1,18 @@
 """The cost report: what model calls cost, grouped by who made them, what for, and when.
 
-One aggregate query over ``model_calls`` does the work on both dialects: the caller's scope
+One aggregate query (``_cost_query``) does the work on both dialects: the caller's scope
 (``Principal.scope``) is part of its ``WHERE`` clause, so a member sees its own spend and an
-admin its organisation's; time buckets are computed in SQL (UTC); names of users, teams, keys
-and organisations come from joins. Only the ``tag`` dimension is finished in Python: calls are
-grouped by their tag list, and each list is split into a row per tag (a call with two tags
-counts in both rows; the totals count it once).
+admin its organisation's; time buckets are computed in SQL (UTC, from whole seconds); names of
+users, teams, keys and organisations are joined to the groups. Only the ``tag`` dimension is
+finished in Python: calls are grouped by their tag list, and each list is split into a row per
+tag (a call with two tags counts in both rows; the totals count it once).
+
+The rollup (``governance._cost_rollup``): when every dimension grouped or filtered by is kept
+there (all but ``run`` and ``session``), the whole days and hours of the range that are rolled
+up are read from ``cost_daily`` and ``cost_hourly`` (only hours with an ``hour`` bucket) and the
+rest from ``model_calls``, in one query that sums the parts' groups (``_cost_query``). The
+figures are the same as from the calls alone (money is rounded to 1e-9, so summing it in
+another order does not change it).
 
 Session attribution: a gateway call carries its ``x-elevenfactor-session``; a call made inside a
 run belongs to the run's session.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +30,8 @@ from typing import Any
 import orjson
 
 from elevenfactor.errors import RequestError
+from elevenfactor.governance._cost_query import BUCKET_SQL, DIMS, query
+from elevenfactor.governance._cost_rollup import DAILY, HOURLY, ROLLED_UP, Span, plan, read_mark
 from elevenfactor.governance._principal import Principal
 from elevenfactor.store import Executor
 
@@ -53,61 +63,16 @@ DIMENSIONS = (
 ``chat`` or ``embedding``)."""
 BUCKETS = ("hour", "day", "week", "month")
 """Time buckets (UTC; a week starts on Monday)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Dim:
-    expr: str
-    name: str | None = None
-    join: str | None = None
-
-
-_RUNS = "LEFT JOIN runs r ON r.id = c.run_id"
-_DIMS: dict[str, _Dim] = {
-    "org": _Dim("c.org_id", "o.name", "LEFT JOIN orgs o ON o.id = c.org_id"),
-    "team": _Dim("c.team_id", "t.name", "LEFT JOIN teams t ON t.id = c.team_id"),
-    "user": _Dim("c.user_id", "u.name", "LEFT JOIN users u ON u.id = c.user_id"),
-    "key": _Dim("c.api_key_id", "k.name", "LEFT JOIN api_keys k ON k.id = c.api_key_id"),
-    "agent": _Dim("c.agent"),
-    "run": _Dim("c.run_id"),
-    "session": _Dim("COALESCE(c.session_id, r.session_id)", None, _RUNS),
-    "route": _Dim("c.route"),
-    "model": _Dim("c.deployment"),
-    "provider": _Dim("c.provider"),
-    "tag": _Dim("c.tags"),
-    "status": _Dim("c.status"),
-    "kind": _Dim("COALESCE(c.kind, 'chat')"),
-}  # fmt: skip
-
-_UTC = "(to_timestamp(c.created_at) AT TIME ZONE 'UTC')"
-_BUCKET_SQL = {
-    "sqlite": {
-        "hour": "strftime('%Y-%m-%dT%H:00', c.created_at, 'unixepoch')",
-        "day": "strftime('%Y-%m-%d', c.created_at, 'unixepoch')",
-        "week": "date(c.created_at, 'unixepoch', 'weekday 0', '-6 days')",
-        "month": "strftime('%Y-%m', c.created_at, 'unixepoch')",
-    },
-    "postgresql": {
-        "hour": f"to_char({_UTC}, 'YYYY-MM-DD\"T\"HH24:00')",
-        "day": f"to_char({_UTC}, 'YYYY-MM-DD')",
-        "week": f"to_char(date_trunc('week', {_UTC}), 'YYYY-MM-DD')",
-        "month": f"to_char({_UTC}, 'YYYY-MM')",
-    },
-}
-
-_FIGURES = (
-    "COUNT(*), SUM(CASE WHEN c.status = 'ok' THEN 0 ELSE 1 END),"
-    " COALESCE(SUM(c.tokens_in), 0), COALESCE(SUM(c.tokens_out), 0),"
-    " COALESCE(SUM(c.tokens_cached), 0), COALESCE(SUM(c.cost), 0), COALESCE(SUM(c.saved), 0),"
-    " SUM(CASE WHEN c.cost IS NULL AND c.status = 'ok' THEN 1 ELSE 0 END)"
-)
+_LONGEST = 1e15  # seconds (31 million years): what a time may be, either side of 1970
+_MONEY_DIGITS = 9  # far below a price's resolution, far above a float sum's rounding noise
 
 
 @dataclass(frozen=True, slots=True)
 class CostFigures:
     """What a group of calls did and cost. ``saved`` is what caching saved (prompt-cache
     discounts and response-cache hits); ``unpriced`` counts successful calls on a deployment
-    with no price (their cost is not in ``cost``)."""
+    with no price (their cost is not in ``cost``). A report rounds money to 1e-9: sums of the
+    same calls in another order (from the rollup) give the same figures."""
 
     calls: int = 0
     errors: int = 0
@@ -222,7 +187,7 @@ class CostReport:
 def _check(group_by: Sequence[str], bucket: str | None, filters: Mapping[str, str]) -> None:
     for param, names in (("by", group_by), ("where", filters)):
         for name in names:
-            if name not in _DIMS:
+            if name not in DIMS:
                 raise RequestError(
                     f"unknown dimension {name!r} in {param!r}; use one of: "
                     + ", ".join(DIMENSIONS),
@@ -234,18 +199,6 @@ def _check(group_by: Sequence[str], bucket: str | None, filters: Mapping[str, st
         raise RequestError(
             f"unknown bucket {bucket!r}; use one of: {', '.join(BUCKETS)}", param="per"
         )
-
-
-def _filter(dim: str, value: str, dialect: str) -> tuple[str, list[Any]]:
-    spec = _DIMS[dim]
-    if dim == "tag":  # the tag as a JSON string inside the list (case-sensitive)
-        find = "instr(c.tags, ?)" if dialect == "sqlite" else "strpos(c.tags, ?)"
-        return f"{find} > 0", [orjson.dumps(value).decode()]
-    if dim == "key":
-        return "(c.api_key_id = ? OR k.name = ? OR k.prefix = ?)", [value, value, value]
-    if spec.name is not None:
-        return f"({spec.expr} = ? OR {spec.name} = ?)", [value, value]
-    return f"{spec.expr} = ?", [value]
 
 
 async def cost_report(
@@ -264,52 +217,28 @@ async def cost_report(
     (dimension -> value; org, team, user and key match an id or a name), grouped by
     ``group_by`` (``DIMENSIONS``) and by ``bucket`` (``BUCKETS``, UTC). Rows come by bucket,
     then most expensive first. Raises ``RequestError`` naming ``by``, ``per`` or ``where`` for
-    an unknown dimension or bucket. ``dialect`` defaults to ``db.dialect``."""
+    an unknown dimension or bucket (``since`` or ``until`` for a time that is not a number
+    of epoch seconds). ``dialect`` defaults to ``db.dialect``."""
     group_by = tuple(group_by)
     filters = dict(filters or {})
     _check(group_by, bucket, filters)
+    for param, when in (("since", since), ("until", until)):
+        if when is not None and not (math.isfinite(when) and abs(when) < _LONGEST):
+            raise RequestError(f"{param!r} must be a time in epoch seconds", param=param)
     dialect = dialect or getattr(db, "dialect", None)
-    if dialect not in _BUCKET_SQL:
+    if dialect not in BUCKET_SQL:
         raise TypeError(f"cost_report needs a store, or dialect= for {db!r}")
-    sql, params, named = _query(principal, group_by, bucket, since, until, filters, dialect)
-    rows, totals = _collect(await db.fetchall(sql, params), group_by, named, bucket)
+    spans = [Span(None, since, until)]
+    if ROLLED_UP.issuperset(group_by) and ROLLED_UP.issuperset(filters):
+        tiers = (HOURLY,) if bucket == "hour" else (DAILY, HOURLY)
+        spans = plan(since, until, await read_mark(db), tiers)
+    found: list[Any] = []
+    named = [d for d in group_by if DIMS[d].names]
+    if spans:
+        sql, params = query(principal, group_by, bucket, filters, dialect, spans)
+        found = await db.fetchall(sql, params)
+    rows, totals = _collect(found, group_by, named, bucket)
     return CostReport(group_by, bucket, since, until, filters, rows, totals)
-
-
-def _query(
-    principal: Principal,
-    group_by: tuple[str, ...],
-    bucket: str | None,
-    since: float | None,
-    until: float | None,
-    filters: dict[str, str],
-    dialect: str,
-) -> tuple[str, list[Any], list[str]]:
-    """The aggregate query, its parameters, and the dimensions whose names it selects."""
-    used = set(group_by) | set(filters)
-    joins = [s.join for d, s in _DIMS.items() if d in used and s.join]
-    scope, params = principal.scope("c")
-    where = [scope]
-    if since is not None:
-        where.append("c.created_at >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("c.created_at < ?")
-        params.append(until)
-    for dim, value in filters.items():
-        sql, values = _filter(dim, value, dialect)
-        where.append(sql)
-        params.extend(values)
-    keys = [_BUCKET_SQL[dialect][bucket]] if bucket else []
-    keys += [_DIMS[d].expr for d in group_by]
-    named = [d for d in group_by if _DIMS[d].name]
-    keys += [str(_DIMS[d].name) for d in named]
-    grouping = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
-    sql = (
-        f"SELECT {', '.join([*keys, _FIGURES])} FROM model_calls c {' '.join(joins)}"
-        f" WHERE {' AND '.join(where)}{grouping}"
-    )
-    return sql, params, named
 
 
 def _collect(
@@ -334,7 +263,7 @@ def _collect(
             key = (row[0] if bucket else None, *group.values())
             found = groups.get(key)
             if found is None:
-                groups[key] = (group, names, sums)
+                groups[key] = (group, names, list(sums))  # its own: merged in place
             else:
                 found[2][:] = [a + b for a, b in zip(found[2], sums, strict=True)]
     out = [CostRow(k[0], g, n, _figures(v)) for k, (g, n, v) in groups.items()]
@@ -350,8 +279,8 @@ def _figures(cols: Sequence[Any]) -> CostFigures:
         tokens_in=int(tokens_in or 0),
         tokens_out=int(tokens_out or 0),
         tokens_cached=int(cached or 0),
-        cost=float(cost or 0),
-        saved=float(saved or 0),
+        cost=round(float(cost or 0), _MONEY_DIGITS),
+        saved=round(float(saved or 0), _MONEY_DIGITS),
         unpriced=int(unpriced or 0),
     )
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from elevenfactor.config import RetentionConfig
+from elevenfactor.governance._cost_rollup import roll_up as roll_up_costs
 from elevenfactor.governance._guard_vault import purge_guard_vault
 from elevenfactor.governance._retention import retention_job
 from elevenfactor.governance._ui_sessions import purge_ui_sessions
@@ -43,13 +44,15 @@ PurgeJob = Callable[[Store, float], Awaitable[int]]
 def default_jobs() -> dict[str, PurgeJob]:
     """Memories past their TTL, expired answers of the store's response caches (exact and
     semantic), expired placeholder maps of runs (the guard vault) and expired dashboard
-    sign-ins."""
+    sign-ins; and the cost rollup (``cost_rollup``: sums the closed hours of ``model_calls``
+    for the cost report, and counts the rows it wrote)."""
     return {
         "memories": purge_memories,
         "response_cache": purge_cache,
         "semantic_cache": purge_semantic_expired,
         "guard_vault": purge_guard_vault,
         "ui_sessions": purge_ui_sessions,
+        "cost_rollup": roll_up_costs,
     }
 
 

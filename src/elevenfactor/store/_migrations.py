@@ -43,6 +43,7 @@ from elevenfactor.store.migrations import (
     m028_replay,
     m029_ui_sessions,
     m030_ui_indexes,
+    m031_cost_rollup,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -116,6 +117,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m028_replay", m028_replay.STATEMENTS),
     Migration("m029_ui_sessions", m029_ui_sessions.STATEMENTS),
     Migration("m030_ui_indexes", m030_ui_indexes.STATEMENTS),
+    Migration("m031_cost_rollup", m031_cost_rollup.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
