@@ -386,3 +386,35 @@ async def test_an_agents_calls_are_attributed_to_its_agent_run_session_and_tags(
     }
     assert row.figures.cost == pytest.approx(1.0)
     assert (await cost_report(store, p.bob, group_by=["agent"])).rows == []
+
+
+def test_cli_rollup_catches_up_and_rebuilds_without_changing_the_report(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def setup() -> None:
+        db = await open_store(store_url)
+        try:
+            await migrate(db)
+            await _fixture(db)
+        finally:
+            await db.close()
+
+    asyncio.run(setup())
+    monkeypatch.setenv("DATABASE_URL", store_url)
+    runner = CliRunner()
+    report = ["cost", "report", "--by", "user,model,tag", "--per", "day", "--json"]
+    before = json.loads(runner.invoke(main, report).output)
+    done = runner.invoke(main, ["cost", "rollup", "--json"])
+    assert done.exit_code == 0, done.output
+    first = json.loads(done.output)
+    assert first["rows_written"] > 0 and first["rolled_up_through"] > DAY1
+    assert json.loads(runner.invoke(main, report).output) == before  # now read from the rollup
+    again = json.loads(runner.invoke(main, ["cost", "rollup", "--json"]).output)
+    assert again["rows_written"] == 0  # nothing new: each hour once
+    rebuilt = runner.invoke(main, ["cost", "rollup", "--rebuild", "2026-11-01"])
+    assert rebuilt.exit_code == 0 and "rollup rows written; rolled up through" in rebuilt.output
+    assert json.loads(runner.invoke(main, report).output) == before
+    bad = runner.invoke(main, ["cost", "rollup", "--until", "2026-11-03"])
+    assert bad.exit_code == 2 and "--until goes with --rebuild" in bad.output
+    bad = runner.invoke(main, ["cost", "rollup", "--rebuild", "soon"])
+    assert bad.exit_code == 2 and "--rebuild" in bad.output

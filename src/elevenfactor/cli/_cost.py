@@ -6,6 +6,7 @@ the built-in administrator): a member sees its own spend, an admin its organisat
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ from elevenfactor.cli._common import (
     print_json,
     print_table,
     project_from,
+    run,
     settings_from,
+    when,
+    with_store,
 )
 from elevenfactor.governance import (
     BUCKETS,
@@ -33,6 +37,7 @@ from elevenfactor.governance import (
     parse_filters,
     parse_when,
 )
+from elevenfactor.governance._cost_rollup import HOUR, read_mark, rebuild, roll_up
 from elevenfactor.store import Store
 
 __all__ = ["cost"]
@@ -191,3 +196,45 @@ def prices(as_json: bool, config: Path | None) -> None:
             for r in rows
         ],
     )
+
+
+@cost.command("rollup")
+@click.option(
+    "--rebuild",
+    "rebuild_since",
+    default=None,
+    metavar="WHEN",
+    help="Sum the rolled-up hours from WHEN (7d, 12h, ISO) again from the call records.",
+)
+@click.option("--until", default=None, metavar="WHEN", help="With --rebuild: up to WHEN.")
+@json_option
+@config_option
+@handle_errors
+def rollup(
+    rebuild_since: str | None, until: str | None, as_json: bool, config: Path | None
+) -> None:
+    """Bring the hourly and daily cost rollup up to date now (the housekeeper of `serve` and
+    `worker` does it every ELEVENFACTOR_PURGE_INTERVAL seconds), or, with --rebuild, sum hours
+    again after call records were imported or arrived more than a day late.
+
+    Example: elevenfactor cost rollup --rebuild 30d
+    """
+    if until is not None and rebuild_since is None:
+        raise click.UsageError("--until goes with --rebuild")
+    start = parse_when(rebuild_since, "--rebuild") if rebuild_since else None
+    end = parse_when(until, "--until") if until else time.time()
+
+    async def main(store: Store) -> tuple[int, int | None]:
+        if start is not None:
+            written = await rebuild(store, start, end)
+        else:
+            written = await roll_up(store, time.time())
+        return written, await read_mark(store)
+
+    written, mark = run(with_store(settings_from(config), main))
+    through = None if mark is None else (mark + 1) * HOUR
+    if as_json:
+        print_json({"rows_written": written, "rolled_up_through": through})
+        return
+    done = "nothing rolled up yet" if through is None else f"rolled up through {when(through)}"
+    console.print(f"{written} rollup rows written; {done}")
