@@ -23,7 +23,15 @@ from elevenfactor.observe._trace_events import approval_event
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._settle import WAKE_RUN
-from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, get_blob, wake_local
+from elevenfactor.store import (
+    BLOB_INSERT,
+    Executor,
+    Store,
+    blob_hash,
+    get_blob,
+    get_blobs,
+    wake_local,
+)
 
 __all__ = [
     "ApprovalInfo",
@@ -330,7 +338,10 @@ _COLS = (
 
 
 async def _info(store: Store, row: tuple[Any, ...]) -> ApprovalInfo:
-    data = await get_blob(store, row[5])
+    return _built(row, await get_blob(store, row[5]))
+
+
+def _built(row: tuple[Any, ...], data: bytes | None) -> ApprovalInfo:
     return ApprovalInfo(
         id=row[0],
         run_id=row[1],
@@ -398,4 +409,5 @@ async def list_approvals(
     rows = await store.fetchall(
         f"SELECT {_COLS} FROM approvals{clause} ORDER BY created_at LIMIT ?", (*params, limit)
     )
-    return [await _info(store, r) for r in rows]
+    requests = await get_blobs(store, (r[5] for r in rows))  # one query, not one per row
+    return [_built(r, requests.get(r[5])) for r in rows]

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 from elevenfactor.errors import ConfigError
 from elevenfactor.store._base import Executor, Row, Store
-from elevenfactor.store._blobs import BLOB_INSERT, blob_hash, get_blob, put_blob, put_blobs
+from elevenfactor.store._blobs import (
+    BLOB_INSERT,
+    blob_hash,
+    get_blob,
+    get_blobs,
+    put_blob,
+    put_blobs,
+)
 from elevenfactor.store._migrations import (
     MIGRATIONS,
     Migration,
@@ -30,6 +37,7 @@ __all__ = [
     "applied",
     "blob_hash",
     "get_blob",
+    "get_blobs",
     "migrate",
     "open_store",
     "pending",

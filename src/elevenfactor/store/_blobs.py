@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from elevenfactor.store._base import Executor
 
-__all__ = ["BLOB_INSERT", "blob_hash", "get_blob", "put_blob", "put_blobs"]
+__all__ = ["BLOB_INSERT", "blob_hash", "get_blob", "get_blobs", "put_blob", "put_blobs"]
 
 BLOB_INSERT = (
     "INSERT INTO blobs (hash, size, content, created_at) VALUES (?, ?, ?, ?) "
@@ -42,3 +42,18 @@ async def get_blob(db: Executor, digest: str) -> bytes | None:
     if row is None or row[0] is None:
         return None
     return bytes(row[0])
+
+
+async def get_blobs(db: Executor, digests: Iterable[str]) -> dict[str, bytes]:
+    """The contents stored under ``digests`` (one query per 500), by hash; unknown or dropped
+    ones are absent."""
+    wanted = sorted(set(digests))
+    found: dict[str, bytes] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await db.fetchall(
+            f"SELECT hash, content FROM blobs WHERE hash IN ({marks})", tuple(chunk)
+        )
+        found.update((h, bytes(c)) for h, c in rows if c is not None)
+    return found
