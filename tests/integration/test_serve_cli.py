@@ -205,15 +205,18 @@ def test_several_processes_share_the_port(project: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     body = {"model": "default", "messages": [{"role": "user", "content": "x"}]}
     try:
-        served = 0
-        deadline = time.monotonic() + 30
+        served = retried = 0
+        deadline = time.monotonic() + 60
         while served < 40:
             assert time.monotonic() < deadline
             try:
                 with httpx.Client(base_url=base) as http:  # a new connection each time
                     assert http.post("/v1/chat/completions", json=body).status_code == 200
                 served += 1
-            except httpx.TransportError:
+            except httpx.ConnectError:  # not up yet: nothing reached a server
+                time.sleep(0.05)
+            except httpx.TransportError:  # e.g. a read timeout on a loaded machine: the call
+                retried += 1  # may have been served and recorded all the same
                 time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -225,4 +228,4 @@ def test_several_processes_share_the_port(project: Path) -> None:
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     pids = {e["pid"] for e in events if e.get("event") == "model_call"}
     assert len(pids) == 2, f"calls were served by {pids}"
-    assert sum(e.get("event") == "model_call" for e in events) == 40
+    assert 40 <= sum(e.get("event") == "model_call" for e in events) <= 40 + retried

@@ -42,4 +42,7 @@ def through_runs(
         return f"runs r CROSS JOIN {table} {alias}", f"{alias}.run_id = r.id AND {scope}", params
     if org_column:  # the child's (org_id, created_at) index first
         scope, params = f"{alias}.org_id = ? AND {scope}", [principal.org_id, *params]
-    return f"{table} {alias} JOIN runs r ON r.id = {alias}.run_id", scope, params
+    # A CROSS JOIN here too: without planner statistics SQLite would start from the
+    # organisation's runs (all of them) and probe the child per run (2 s instead of 40 ms for
+    # the guard steps of 30 days with 100k runs, bench/ui).
+    return f"{table} {alias} CROSS JOIN runs r", f"r.id = {alias}.run_id AND {scope}", params

@@ -6,7 +6,8 @@
   the cases that regressed, judged as ``evals.compare`` judges them (a case that passed and now
   fails; a case that still passes with a lower pass rate) from the per-case rows
   (``eval_case_results``), without loading either result's JSON.
-- Feedback on runs in the range: the newest 50 and the mean score per source and label.
+- Feedback on runs in the range: the newest few and the mean score per source and label (an
+  organisation's from the covering index ``run_feedback_quality``, m030).
 - Online evaluation: ``evals._online_summary`` totals per rule and scorer (``/v1/evals/online``).
 
 Every query carries the principal's scope on the rows it reads (results and runs, as the JSON
@@ -54,10 +55,14 @@ def _percent(value: float) -> str:
 
 
 async def eval_chart(
-    store: Store, principal: Principal, span: TimeRange, suite: str | None
+    store: Store,
+    principal: Principal,
+    span: TimeRange,
+    suite: str | None,
+    limit: int = MAX_POINTS,
 ) -> tuple[Chart, int]:
     """The pass rate of each suite's results in ``span`` (a line per suite, the most recently
-    run first), and how many results there were (at most ``MAX_POINTS``)."""
+    run first), and how many results there were (the newest ``limit`` at most)."""
     scope, params = principal.scope()
     where = f"{scope} AND finished_at >= ? AND finished_at < ?"
     args: list[Any] = [*params, span.since, span.until]
@@ -67,7 +72,7 @@ async def eval_chart(
     rows = await store.fetchall(
         "SELECT suite, pass_rate, status, finished_at, id FROM eval_results"
         f" WHERE {where} ORDER BY finished_at DESC, id DESC LIMIT ?",
-        (*args, MAX_POINTS),
+        (*args, min(limit, MAX_POINTS)),
     )
     by_suite: dict[str, list[tuple[float, float, str]]] = {}
     for name, rate, status, finished, ident in rows:

@@ -3,6 +3,16 @@
 (Filled in by the dashboard work; see ``bench/ui``.)
 """
 
+_TRIPS = (
+    "(replace(guard, '\"action\":\"block\"', '') <> guard"
+    " OR replace(guard, '\"action\":\"escalate\"', '') <> guard"
+    " OR replace(guard, '\"action\":\"redact\"', '') <> guard"
+    " OR replace(guard, '\"action\":\"monitor\"', '') <> guard)"
+)
+"""Guard records that name an action other than ``allow`` (server.ui._quality_guards.TRIP_SQL,
+word for word). ``replace`` rather than ``LIKE``: PostgreSQL spends ~10 ms planning each
+``LIKE '%...%'`` against the column's statistics, and nothing on this."""
+
 STATEMENTS: tuple[str, ...] = (
     # Runs list (/ui/runs, server.ui._runs_query): pages are (created_at, id) keyset ranges of
     # one index each, newest first — an admin's organisation, all of it or by program or
@@ -22,16 +32,28 @@ STATEMENTS: tuple[str, ...] = (
     "CREATE INDEX approvals_decided ON approvals (org_id, decided_at, id)"
     " WHERE decided_at IS NOT NULL",
     # Quality (/ui/quality, server.ui._quality_guards): guard trip rates over a time range.
-    # Calls checked by a guard policy (counted from the index), the calls whose guard record
-    # holds a verdict other than ``allow`` (the predicate is _quality_guards.TRIP_SQL, word for
-    # word, so both planners match it), and the guard steps of runs in the journal, by time (an
-    # organisation's) and by run (a member's own runs first: server.ui._owned).
+    # Gateway calls checked by a guard policy, and those whose guard record holds a verdict
+    # other than ``allow`` (_TRIPS), each by time (an organisation's, a sharing team's) and by
+    # user (a member's own: ``user_id IS NOT NULL`` keeps an organisation-wide count off it);
+    # the guard steps of runs in the journal, and the few whose output may hold a trip
+    # (_quality_guards.MAY_TRIP, word for word: not an ``allow`` record, or not inline), both
+    # by run (the page reads the newest runs' steps).
     "CREATE INDEX model_calls_guarded ON model_calls (org_id, created_at, user_id, team_id)"
     " WHERE guard IS NOT NULL",
-    "CREATE INDEX model_calls_guard_trips ON model_calls (org_id, created_at)"
-    ' WHERE guard IS NOT NULL AND (guard LIKE \'%"action":"block"%\''
-    ' OR guard LIKE \'%"action":"escalate"%\' OR guard LIKE \'%"action":"redact"%\''
-    ' OR guard LIKE \'%"action":"monitor"%\')',
-    "CREATE INDEX journal_guard_steps ON journal (created_at) WHERE kind = 'guard'",
+    "CREATE INDEX model_calls_guarded_user ON model_calls (org_id, user_id, created_at)"
+    " WHERE guard IS NOT NULL AND user_id IS NOT NULL",
+    "CREATE INDEX model_calls_guard_trips ON model_calls (org_id, created_at, user_id, team_id)"
+    f" WHERE guard IS NOT NULL AND {_TRIPS}",
+    "CREATE INDEX model_calls_guard_trips_user ON model_calls (org_id, user_id, created_at)"
+    f" WHERE guard IS NOT NULL AND user_id IS NOT NULL AND {_TRIPS}",
     "CREATE INDEX journal_guard_runs ON journal (run_id, created_at) WHERE kind = 'guard'",
+    "CREATE INDEX journal_guard_trips ON journal (run_id, created_at) WHERE kind = 'guard'"
+    ' AND (output IS NULL OR substr(output, 1, 17) <> CAST(\'{{"action":"allow"\' AS {blob}))',
+    # Feedback (/ui/quality, server.ui._quality_data; evals._online_summary, which
+    # GET /v1/evals/online and `eval online` share): an organisation's feedback in a time range,
+    # counted and averaged by source and label, and its online scores by rule and scorer, from
+    # the index alone (m022's run_feedback_org reads every row). One index for both: SQLite,
+    # without statistics, cannot tell a partial one from run_feedback_org.
+    "CREATE INDEX run_feedback_quality ON run_feedback"
+    " (org_id, created_at, source, label, score, rule, scorer, run_id)",
 )
