@@ -276,7 +276,9 @@ def test_parse_when_and_filters() -> None:
             parse_filters(bad_items)
 
 
-def test_cli_report_as_csv_json_and_table(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cli_store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migrate and seed the store the CLI then reads through DATABASE_URL."""
+
     async def setup() -> None:
         db = await open_store(store_url)
         try:
@@ -287,6 +289,10 @@ def test_cli_report_as_csv_json_and_table(store_url: str, monkeypatch: pytest.Mo
 
     asyncio.run(setup())
     monkeypatch.setenv("DATABASE_URL", store_url)
+
+
+def test_cli_report_as_csv_json_and_table(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cli_store(store_url, monkeypatch)
     runner = CliRunner()
     args = ["cost", "report", "--by", "user,model", "--since", "2026-11-01"]
     out = runner.invoke(main, [*args, "--format", "csv"])
@@ -391,16 +397,7 @@ async def test_an_agents_calls_are_attributed_to_its_agent_run_session_and_tags(
 def test_cli_rollup_catches_up_and_rebuilds_without_changing_the_report(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def setup() -> None:
-        db = await open_store(store_url)
-        try:
-            await migrate(db)
-            await _fixture(db)
-        finally:
-            await db.close()
-
-    asyncio.run(setup())
-    monkeypatch.setenv("DATABASE_URL", store_url)
+    _cli_store(store_url, monkeypatch)
     runner = CliRunner()
     report = ["cost", "report", "--by", "user,model,tag", "--per", "day", "--json"]
     before = json.loads(runner.invoke(main, report).output)
