@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from elevenfactor.server.ui._pages_approvals import ROUTES as APPROVAL_ROUTES
@@ -14,8 +13,6 @@ from elevenfactor.server.ui._pages_run import ROUTES as RUN_ROUTES
 from elevenfactor.server.ui._pages_runs_list import ROUTES as RUNS_LIST_ROUTES
 
 __all__ = ["ROUTES", "is_ui_path"]
-
-Endpoint = Callable[..., Awaitable[Any]]
 
 ROUTES: list[tuple[str, Any, list[str]]] = [
     *AUTH_ROUTES,
