@@ -79,7 +79,7 @@ async def test_leases_of_several_processes_never_admit_more_than_the_limit(prefi
 
 
 async def test_what_is_left_of_a_lease_goes_back(prefix: str) -> None:
-    key = LimitKey("user:u", "tpm", 1_000_000)
+    key = LimitKey("user:u", "tpm", 1_000_000, window=3600.0)  # slow refill: see below
     backend = RedisLimits(REDIS_URL, prefix=prefix)
     await backend.try_acquire([key], [100])
     await _settled(backend)
@@ -87,7 +87,7 @@ async def test_what_is_left_of_a_lease_goes_back(prefix: str) -> None:
     with_lease = await _tat(prefix, key)
     await backend.aclose()  # gives the unused 3,200 tokens back
     after = await _tat(prefix, key)
-    per_token_us = 60_000_000 / 1_000_000
+    per_token_us = 3_600_000_000 / 1_000_000
     assert with_lease - after == pytest.approx(LEASE_CALLS * 100 * per_token_us, abs=2)
 
 
@@ -108,7 +108,9 @@ async def test_busy_and_small_limits_are_not_leased_from(prefix: str) -> None:
 
 
 async def test_token_corrections_stay_in_the_lease_until_it_goes_back(prefix: str) -> None:
-    key = LimitKey("user:u", "tpm", 1_000_000)
+    # A slow refill (an hour's window) keeps the lease's units ahead of the clock for seconds:
+    # on a loaded machine the key must not expire before the lease goes back.
+    key = LimitKey("user:u", "tpm", 1_000_000, window=3600.0)
     backend = RedisLimits(REDIS_URL, prefix=prefix)
     limiter = Limiter(backend)
     await limiter.acquire([key], 100, deadline=time.monotonic())
@@ -120,6 +122,6 @@ async def test_token_corrections_stay_in_the_lease_until_it_goes_back(prefix: st
     assert await _tat(prefix, key) == tat  # no round trip
     assert lease.left == [LEASE_CALLS * 100 - 100 + 60]
     await limiter.aclose()  # the lease goes back with the refund
-    per_token_us = 60_000_000 / 1_000_000
+    per_token_us = 3_600_000_000 / 1_000_000
     expected = tat - (LEASE_CALLS * 100 - 40) * per_token_us
     assert await _tat(prefix, key) == pytest.approx(expected, abs=2)
