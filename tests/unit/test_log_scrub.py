@@ -121,3 +121,50 @@ def test_trusted_fields_are_not_scanned_and_the_rest_still_is() -> None:
     assert "7946" not in str(out["tags"])
     clean = {k: line[k] for k in ("trace_id", "span_id", "price_version", "guard")}
     assert scrub_fields(clean) is clean
+
+
+def test_a_string_found_clean_is_not_scanned_again_and_a_dirty_one_always_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from elevenfactor.governance import _scrub
+    from elevenfactor.governance._guard_pii import find_pii as real
+
+    scanned: list[str] = []
+
+    def counting(text: str, kinds: object) -> object:
+        scanned.append(text)
+        return real(text, kinds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_scrub, "find_pii", counting)
+    monkeypatch.setattr(_scrub, "_clean", {})
+    line = {"msg": "model_call", "model": "gpt-4o-mini", "route": "support-bot", "n": 1}
+    assert scrub_fields(line) is line
+    assert scanned == ["model_call\ngpt-4o-mini\nsupport-bot"]
+    assert scrub_fields(dict(line)) == line
+    assert len(scanned) == 1  # known strings: no detector ran
+    for _ in range(2):  # a finding is never remembered as clean
+        out = scrub_fields({**line, "error": f"mail to {EMAIL} failed"})
+        assert out["error"] == "mail to [REDACTED:email] failed"
+    assert EMAIL not in str(_scrub._clean)
+
+
+def test_the_memory_of_clean_strings_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from elevenfactor.governance import _scrub
+
+    monkeypatch.setattr(_scrub, "_clean", {})
+    for i in range(_scrub._CLEAN_MAX + 50):
+        scrub_fields({"session_id": f"session-{i:06d}"})
+    assert 0 < len(_scrub._clean) <= _scrub._CLEAN_MAX
+    long = "word " * (_scrub._CLEAN_LEN // 5 + 1)
+    scrub_fields({"detail": long})
+    assert long not in _scrub._clean
+
+
+def test_fast_path_lines_leave_private_fields_out(lines: io.StringIO) -> None:
+    log = logging.getLogger("elevenfactor.test")
+    log_event(log, "done", _internal="x", kept=1, _other=2)
+    log.warning("plain warning")
+    first, second = _parsed(lines)
+    assert first["level"] == "info" and first["msg"] == "done" and first["kept"] == 1
+    assert not [k for k in first if k.startswith("_")]
+    assert second["level"] == "warning" and second["msg"] == "plain warning"

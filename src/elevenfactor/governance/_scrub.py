@@ -8,6 +8,12 @@ addresses servers bind and clients come from; the call records hold no client ad
 numbers and booleans are not scanned; short strings that cannot hold a finding are skipped
 without running a detector; nor are the top-level fields in ``TRUSTED_KEYS`` (ids and names
 the process generates or reads from its configuration).
+
+Most strings of a log line come back line after line — the message, the event, the logger's
+name, the model and route names, a status. A string the detectors found nothing in is
+remembered (up to ``_CLEAN_MAX`` strings of at most ``_CLEAN_LEN`` characters, then the memory
+starts over), so a line made of known strings costs a few dictionary lookups instead of a scan:
+the detectors are deterministic, the verdict on a string cannot change.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ LOG_PII_KINDS: tuple[str, ...] = tuple(k for k in PII_KINDS if k not in ("ipv4",
 """The personal-data kinds masked in logs: all but IP addresses."""
 
 _MIN = 6  # shorter than any e-mail, card, key or phone number the detectors accept
+_CLEAN_MAX = 4096  # strings remembered as clean
+_CLEAN_LEN = 256  # longest string remembered
+_clean: dict[str, None] = {}  # strings the detectors found nothing in
 
 TRUSTED_KEYS = frozenset(
     {
@@ -62,7 +71,13 @@ def scrub_fields(value: Any) -> Any:
     strings: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if key not in TRUSTED_KEYS:
+            if key in TRUSTED_KEYS:
+                continue
+            kind = type(item)
+            if kind is str:
+                if len(item) >= _MIN and item not in _clean:
+                    strings.append(item)
+            elif item is not None and kind is not int and kind is not float and kind is not bool:
                 _collect(item, strings)
     else:
         _collect(value, strings)
@@ -70,6 +85,7 @@ def scrub_fields(value: Any) -> Any:
         return value
     joined = "\n".join(strings)
     if not find_secrets(joined) and not find_pii(joined, LOG_PII_KINDS):
+        _remember(strings)
         return value
     if isinstance(value, dict):
         out = {k: v if k in TRUSTED_KEYS else _scrub_each(v) for k, v in value.items()}
@@ -77,9 +93,18 @@ def scrub_fields(value: Any) -> Any:
     return _scrub_each(value)
 
 
+def _remember(strings: list[str]) -> None:
+    """Remember ``strings`` (found clean) for the next lines."""
+    if len(_clean) + len(strings) > _CLEAN_MAX:
+        _clean.clear()
+    for text in strings:
+        if len(text) <= _CLEAN_LEN:
+            _clean[text] = None
+
+
 def _collect(value: Any, into: list[str]) -> None:
     if isinstance(value, str):
-        if len(value) >= _MIN:
+        if len(value) >= _MIN and value not in _clean:
             into.append(value)
     elif isinstance(value, dict):
         for v in value.values():

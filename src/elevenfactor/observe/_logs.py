@@ -120,6 +120,7 @@ def _fast_handler(logger: logging.Logger, level: int) -> JsonHandler | None:
 
 
 _PID = os.getpid()  # os.getpid() is a system call: kept, and refreshed in forked children
+_LEVELS: dict[int, str] = {}  # level number -> its name as written ("info")
 
 
 def _refresh_pid() -> None:
@@ -142,16 +143,22 @@ def emit(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -
     if handler is None:
         logger.log(level, msg, extra=fields)
         return
+    name = _LEVELS.get(level)
+    if name is None:
+        name = _LEVELS[level] = logging.getLevelName(level).lower()
     out: dict[str, Any] = {
         "ts": round(time.time(), 6),
-        "level": logging.getLevelName(level).lower(),
+        "level": name,
         "logger": logger.name,
         "pid": _PID,
         "msg": msg,
     }
-    for key, value in fields.items():
-        if not key.startswith("_"):
-            out[key] = value
+    out.update(fields)
+    for key in fields:
+        if key[:1] == "_":  # private fields are not written
+            for private in [k for k in fields if k[:1] == "_"]:
+                del out[private]
+            break
     if _tracing.TRACER is not None:
         _with_ids(out)
     if _scrub is not None:

@@ -13,6 +13,9 @@ from elevenfactor.observe import _tracing as tracing
 
 __all__ = ["approval_event", "budget_event", "guard_event"]
 
+_ALLOWED: dict[str, dict[str, Any]] = {}  # stage -> its "allow" attribute (read, never changed)
+_ADMITTED: dict[str, Any] = {"elevenfactor.budget.decision": "admitted"}
+
 
 def budget_event(
     decision: str,
@@ -27,10 +30,10 @@ def budget_event(
     the amount held, soft budgets passed) or ``refused`` (the budget that refused). A call no
     budget covers is only the attribute ``elevenfactor.budget.decision`` (an event costs
     more, and there is nothing to tell)."""
-    attrs: dict[str, Any] = {"elevenfactor.budget.decision": decision}
     if decision == "admitted" and not (budgets or soft or downgraded_to):
-        tracing.set_attrs(attrs)
+        tracing.set_attrs(_ADMITTED)
         return
+    attrs: dict[str, Any] = {"elevenfactor.budget.decision": decision}
     if budgets:
         attrs["elevenfactor.budget.ids"] = list(budgets)
     if amount is not None:
@@ -50,7 +53,10 @@ def guard_event(stage: str, action: str, policy: str, rule: str, fired: Sequence
     stage that allowed with no rule firing is only the attribute
     ``elevenfactor.guard.<stage>: allow`` (the common case; an event costs more)."""
     if action == "allow" and not fired:
-        tracing.set_attrs({f"elevenfactor.guard.{stage}": "allow"})
+        allowed = _ALLOWED.get(stage)
+        if allowed is None:
+            allowed = _ALLOWED[stage] = {f"elevenfactor.guard.{stage}": "allow"}
+        tracing.set_attrs(allowed)
         return
     attrs: dict[str, Any] = {
         "elevenfactor.guard.stage": stage,

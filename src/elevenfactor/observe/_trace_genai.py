@@ -78,7 +78,7 @@ def model_done(
         if usage.cached_input_tokens:
             attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
     if finish_reason:
-        attrs["gen_ai.response.finish_reasons"] = [finish_reason]
+        attrs["gen_ai.response.finish_reasons"] = (finish_reason,)  # a tuple: no GC tracking
     if attrs:
         sp.set_attributes(attrs)
     tracing.end_span(sp, error)

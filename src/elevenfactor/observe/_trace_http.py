@@ -49,6 +49,13 @@ async def traced_request(app: ASGIApp, scope: Scope, receive: Receive, send: Sen
         await app(scope, receive, send)
         return
     scope[SPAN_KEY] = sp
+    if not sp.is_recording():  # not sampled: only its ids matter (logs, the upstream)
+        token = tracing.activate(sp)
+        try:
+            await app(scope, receive, send)
+        finally:
+            tracing.deactivate(token)
+        return
     status: list[int] = []
 
     async def send_traced(message: Message) -> None:

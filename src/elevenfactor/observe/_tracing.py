@@ -6,35 +6,36 @@ Off by default, and then it costs nothing: tracing is on only when
 not true. When off the SDK is never imported, ``TRACER`` stays None and every hook in the code
 is one ``if`` on it (``span()`` hands back a shared no-op context manager).
 
-When on, ``setup_tracing`` builds the SDK the standard way — the resource from
+When on, ``setup_tracing`` configures it the standard way — the resource from
 ``OTEL_SERVICE_NAME`` (default ``elevenfactor``) and ``OTEL_RESOURCE_ATTRIBUTES``, the sampler
-from ``OTEL_TRACES_SAMPLER(_ARG)``, the OTLP exporter from ``OTEL_EXPORTER_OTLP_*`` (endpoint,
-headers, timeout, compression; ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf``, the
-default, or ``grpc`` with ``opentelemetry-exporter-otlp-proto-grpc`` installed) — with our own
-bounded batch processor (``_trace_export.BoundedBatcher``: ``OTEL_BSP_*``; dropped spans are
-counted, never silent). ``shutdown_tracing`` flushes within a bounded time: a collector that is
+from ``OTEL_TRACES_SAMPLER(_ARG)``, the span limits from ``OTEL_*_LIMIT``, the OTLP exporter
+from ``OTEL_EXPORTER_OTLP_*`` (endpoint, headers, timeout, compression;
+``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf``, the default, or ``grpc`` with
+``opentelemetry-exporter-otlp-proto-grpc`` installed) — with our own bounded batch processor
+(``_trace_export.BoundedBatcher``: ``OTEL_BSP_*``; dropped spans are counted, never silent).
+Spans are the lean ones of ``_trace_spans`` (the SDK's cost moves off the request path, into
+the export thread). ``shutdown_tracing`` flushes within a bounded time: a collector that is
 down never holds up a shutdown.
 
-Trace ids agree everywhere: a span started with ``trace_id=`` and no parent gets that id (the
-id generator reads it from a context variable), so the ``x-trace-id`` header, the call records'
-``trace_id``, the log lines and the spans of one request or run name the same trace.
+Trace ids agree everywhere: a span started with ``trace_id=`` and no parent gets that id, so
+the ``x-trace-id`` header, the call records' ``trace_id``, the log lines and the spans of one
+request or run name the same trace.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span
 
     from elevenfactor.observe._trace_export import BoundedBatcher
+    from elevenfactor.observe._trace_spans import LeanTracer
 
 __all__ = [
     "CONTENT",
@@ -57,20 +58,21 @@ __all__ = [
 
 logger = logging.getLogger("elevenfactor.tracing")
 
-TRACER: Tracer | None = None
+TRACER: LeanTracer | None = None
 """The tracer while tracing is on; None when off (the cheap check every hook makes)."""
 CONTENT = False
 """Whether prompts and completions go on spans as events (``ELEVENFACTOR_TRACE_CONTENT`` and
 ``ELEVENFACTOR_RECORD_PAYLOADS`` both on; the stored, guard-redacted form only)."""
 
-_provider: TracerProvider | None = None
 _batchers: list[BoundedBatcher] = []
 _NOOP: contextlib.nullcontext[None] = contextlib.nullcontext()
-_ROOT_TRACE: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "elevenfactor_root_trace", default=None
-)
-_KINDS: dict[str, Any] = {}  # "server" -> SpanKind.SERVER, filled at setup
 _EXPORTERS = ("otlp", "console")
+# The API's context functions, bound at setup (no import on every call while on).
+_attach: Callable[[Any], object] = lambda ctx: None  # noqa: E731
+_detach: Callable[[Any], None] = lambda token: None  # noqa: E731
+_in_context: Callable[[Any], Any] = lambda sp: None  # noqa: E731
+_current_span: Callable[..., Any] = lambda ctx=None: None  # noqa: E731
+_propagator: list[Any] = []  # the W3C trace context propagator, made at setup
 
 
 def _off(value: str | None) -> bool:
@@ -111,48 +113,6 @@ def _count_dropped(n: int) -> None:
     spans_dropped(n)
 
 
-def _exporter(name: str, env: Mapping[str, str]) -> Any:
-    from elevenfactor.errors import ConfigError
-
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return ConsoleSpanExporter()
-    if name != "otlp":
-        raise ConfigError(
-            f"OTEL_TRACES_EXPORTER names an unknown exporter: {name!r}",
-            key="OTEL_TRACES_EXPORTER",
-            expected="otlp, console or none",
-        )
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-                OTLPSpanExporter as GrpcExporter,
-            )
-        except ImportError:
-            raise ConfigError(
-                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter, which is not installed",
-                key="OTEL_EXPORTER_OTLP_PROTOCOL",
-                expected="http/protobuf (the default), or grpc with the package installed",
-                hint="pip install opentelemetry-exporter-otlp-proto-grpc",
-            ) from None
-        return GrpcExporter()
-    raise ConfigError(
-        f"unsupported OTLP protocol {protocol!r}",
-        key="OTEL_EXPORTER_OTLP_PROTOCOL",
-        expected="http/protobuf or grpc",
-    )
-
-
 def setup_tracing(
     *,
     content: bool | None = None,
@@ -167,44 +127,42 @@ def setup_tracing(
     environment says. Raises ``ConfigError`` for an exporter or protocol that cannot work.
     The caller that got True calls ``shutdown_tracing`` when it stops.
     """
-    global TRACER, CONTENT, _provider
+    global TRACER, CONTENT
     env = os.environ if env is None else env
     if TRACER is not None or (exporters is None and not configured(env)):
         return False
     if exporters is None:
-        exporters = [_exporter(n, env) for n in _exporter_names(env)]
+        from elevenfactor.observe._trace_export import make_exporter
+
+        exporters = [make_exporter(n, env) for n in _exporter_names(env)]
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from elevenfactor._version import __version__
     from elevenfactor.observe._trace_export import BoundedBatcher
-    from elevenfactor.observe._trace_ids import ContextIds
+    from elevenfactor.observe._trace_otlp import OTLPEncoder
+    from elevenfactor.observe._trace_spans import LeanTracer
 
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "elevenfactor"}))
     if not resource.attributes.get(SERVICE_VERSION):
         resource = resource.merge(Resource({SERVICE_VERSION: __version__}))
-    provider = TracerProvider(resource=resource, id_generator=ContextIds(_ROOT_TRACE))
-    batchers = [BoundedBatcher(e, on_dropped=_count_dropped) for e in exporters]
-    for b in batchers:
-        provider.add_span_processor(b)
-    _KINDS.update(
-        server=SpanKind.SERVER,
-        client=SpanKind.CLIENT,
-        internal=SpanKind.INTERNAL,
-        producer=SpanKind.PRODUCER,
-        consumer=SpanKind.CONSUMER,
-    )
+    # The provider only reads the sampler from the environment (OTEL_TRACES_SAMPLER[_ARG]).
+    sampler = TracerProvider(resource=resource, shutdown_on_exit=False).sampler
+    tracer = LeanTracer(sampler, resource, InstrumentationScope("elevenfactor", __version__))
+    encoder = OTLPEncoder(tracer)
+    batchers = [BoundedBatcher(e, on_dropped=_count_dropped, encoder=encoder) for e in exporters]
+    tracer.sinks = tuple(b.add for b in batchers)
     if content is None:
         content = _off(env.get("ELEVENFACTOR_TRACE_CONTENT")) and not _false(
             env.get("ELEVENFACTOR_RECORD_PAYLOADS")
         )
     CONTENT = bool(content)
-    _provider = provider
+    _bind_context()
     _batchers[:] = batchers
-    TRACER = provider.get_tracer("elevenfactor", __version__)
+    TRACER = tracer
     # A malformed or oversized traceparent is ignored (the request starts a new trace); the
     # propagator would log a warning for each one, which any client could use to flood logs.
     logging.getLogger("opentelemetry.trace.propagation.tracecontext").setLevel(logging.ERROR)
@@ -218,6 +176,33 @@ def setup_tracing(
     return True
 
 
+def _bind_context() -> None:
+    global _attach, _detach, _in_context, _current_span
+    from opentelemetry import context, trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from elevenfactor.observe._trace_spans import CONTEXT_VAR, current_span
+
+    _attach, _detach = context.attach, context.detach
+    if CONTEXT_VAR is not None:  # the API's default runtime context: its variable directly
+        _attach, _detach = CONTEXT_VAR.set, _resetter(CONTEXT_VAR)
+    _in_context, _current_span = trace.set_span_in_context, current_span
+    _propagator[:] = [TraceContextTextMapPropagator()]
+
+
+def _resetter(var: Any) -> Callable[[Any], None]:
+    """``var.reset`` that, like ``opentelemetry.context.detach``, logs instead of raising
+    when the token belongs to another context (e.g. a generator closed elsewhere)."""
+
+    def reset(token: Any) -> None:
+        try:
+            var.reset(token)
+        except Exception:
+            logger.debug("detaching a trace context failed", exc_info=True)
+
+    return reset
+
+
 def _false(value: str | None) -> bool:
     return (value or "").strip().lower() in ("false", "0", "no", "off")
 
@@ -225,8 +210,8 @@ def _false(value: str | None) -> bool:
 def shutdown_tracing(timeout: float = 5.0) -> None:
     """Flush and stop the exporters, waiting ``timeout`` seconds at most (spans still queued
     then are counted dropped); tracing is off afterwards."""
-    global TRACER, _provider
-    TRACER, _provider = None, None
+    global TRACER
+    TRACER = None
     batchers, _batchers[:] = list(_batchers), []
     for proc in batchers:
         try:
@@ -254,29 +239,21 @@ def start_span(
     tracer = TRACER
     if tracer is None:
         return None
-    token = None
+    wanted = None
     if trace_id is not None:
         with contextlib.suppress(ValueError):
-            token = _ROOT_TRACE.set(int(trace_id, 16) or None)
-    try:
-        return tracer.start_span(name, parent, _KINDS.get(kind), attrs)  # type: ignore[arg-type]
-    finally:
-        if token is not None:
-            _ROOT_TRACE.reset(token)
+            wanted = int(trace_id, 16)
+    return tracer.start(name, kind, attrs, parent, wanted)
 
 
 def activate(sp: Span) -> object:
     """Make ``sp`` the current span; return the token for ``deactivate``."""
-    from opentelemetry import context, trace
-
-    return context.attach(trace.set_span_in_context(sp))
+    return _attach(_in_context(sp))
 
 
 def deactivate(token: object) -> None:
     """Undo ``activate`` (in the same task)."""
-    from opentelemetry import context
-
-    context.detach(token)  # type: ignore[arg-type]
+    _detach(token)
 
 
 def end_span(sp: Span | None, error: BaseException | None = None) -> None:
@@ -333,9 +310,7 @@ def span(
 
 
 def _current() -> Span | None:
-    from opentelemetry import trace
-
-    sp = trace.get_current_span()
+    sp: Span = _current_span()
     return sp if sp.get_span_context().is_valid else None
 
 
@@ -369,15 +344,11 @@ def extract(header: str | None, state: str | None = None) -> Context | None:
     tracing is off or the header is missing or malformed."""
     if TRACER is None or not header:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier = {"traceparent": header}
     if state:
         carrier["tracestate"] = state
-    ctx = TraceContextTextMapPropagator().extract(carrier)
-    from opentelemetry import trace
-
-    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+    ctx = _propagator[0].extract(carrier)
+    return ctx if _current_span(ctx).get_span_context().is_valid else None
 
 
 def set_attrs(attrs: Mapping[str, Any], sp: Span | None = None) -> None:
