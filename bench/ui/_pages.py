@@ -89,6 +89,7 @@ PAGES: tuple[PageSpec, ...] = (
              peer="/v1/cost?by=user&per=day&since=30d"),
     PageSpec("cost 30d", "member", "/ui/cost?range=30d", peer="/v1/cost?per=day&since=30d"),
     PageSpec("quality", "admin", "/ui/quality", peer="/v1/evals?limit=50"),
+    PageSpec("quality", "member", "/ui/quality", peer="/v1/evals?limit=50"),
     PageSpec("health", "admin", "/ui/health", peer="/readyz"),
     PageSpec("health", "member", "/ui/health", peer="/readyz"),
 )  # fmt: skip

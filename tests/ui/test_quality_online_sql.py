@@ -1,6 +1,7 @@
 """The online-evaluation summary (``evals._online_summary``, which ``/ui/quality``,
 ``GET /v1/evals/online`` and ``eval online`` share) against the query it had before it was
-re-joined for speed (no join for an admin; a member's own runs first): the same totals and
+rewritten for speed (no join to ``runs``: a score's organisation and its run's owner are on the
+row, m032; ``runtime._feedback_scope``), which joined every score to its run: the same totals and
 buckets for an admin, a member, a sharing team's member, another organisation and the system,
 with and without a rule and a time range, on both stores.
 """

@@ -7,8 +7,8 @@ is counted apart, so a broken scorer shows as errors, not as a falling pass rate
 
 Who sees what is part of the query, as for runs: an admin sees the scores of its
 organisation's runs; a member those of its own runs (and its team's where the team shares).
-An admin's totals are read from one index (``run_feedback_quality``, m030) with no join to
-``runs`` (see ``_scoped``): ~10 ms for 11k scores where joining each to its run took ~70.
+The totals are read from one covering index per part of the scope with no join to ``runs``
+(see ``_scoped``): ~10 ms for an admin's 11k scores where joining each to its run took ~70.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from elevenfactor.errors import RequestError
 from elevenfactor.governance import BUCKETS, Principal
+from elevenfactor.runtime._feedback_scope import scoped_feedback
 from elevenfactor.store import Executor
 
 __all__ = ["OnlineRow", "OnlineSummary", "online_summary"]
@@ -110,28 +111,25 @@ class OnlineSummary:
         }
 
 
-def _scoped(principal: Principal) -> tuple[str, list[str], list[Any]]:
-    """``(FROM clause, WHERE conditions, parameters)`` of the online scores of the runs
-    ``principal`` may read, joined in the order that keeps the read bounded.
+_READ = ("run_id", "label", "score", "rule", "scorer", "created_at")
+"""What the figures and the buckets read of a score (the member's parts select them)."""
 
-    A score's ``org_id`` is its run's (copied when it is written; a run's feedback goes with
-    it), so an admin's needs no join: the index ``run_feedback_quality`` (m030) covers the
-    whole query. A member who sees only its own runs starts from them (``runs_owner``) and
-    probes each one's scores (``run_feedback_run``); a member of a sharing team reads the
-    organisation's scores by time and joins their runs. SQLite keeps the order of a ``CROSS
-    JOIN``."""
-    where = ["f.source = 'online'", "f.rule IS NOT NULL"]
+
+def _scoped(
+    principal: Principal, where: list[str], params: list[Any]
+) -> tuple[str, str, list[Any]]:
+    """``(FROM item, WHERE condition, parameters)`` reading, as ``f``, the online scores that
+    meet ``where`` (with ``params``) of the runs ``principal`` may read.
+
+    A score carries its run's organisation (``org_id``, copied when it is written; a run's
+    feedback goes with it) and owner (``run_user_id``, ``run_team_id``, m032), so none but
+    the system's needs a join (``runtime._feedback_scope``): an admin's reads the index
+    ``run_feedback_quality`` (m030), a member's ``run_feedback_owner`` and, where its team
+    shares, ``run_feedback_team`` too (m032), each covering the whole query."""
     if principal.unscoped:
-        return "run_feedback f JOIN runs r ON r.id = f.run_id", where, []
-    if principal.is_admin:  # the run's organisation: the index's first column
-        return "run_feedback f", [*where, "f.org_id = ?"], [principal.org_id]
-    scope, params = principal.scope("r")
-    where += ["r.id = f.run_id", scope]
-    if principal.team_shares and principal.team_id is not None:
-        where.append("f.org_id = ?")
-        return "run_feedback f CROSS JOIN runs r", where, [*params, principal.org_id]
-    # No f.org_id here: SQLite would probe each run's scores by organisation and time.
-    return "runs r CROSS JOIN run_feedback f", where, params
+        source = "run_feedback f JOIN runs r ON r.id = f.run_id"
+        return source, " AND ".join(where), params
+    return scoped_feedback(principal, _READ, " AND ".join(where), params)
 
 
 def _row(values: Any, bucketed: bool) -> OnlineRow:
@@ -167,17 +165,15 @@ async def online_summary(
     dialect = dialect or getattr(db, "dialect", None)
     if dialect not in _BUCKET_SQL:
         raise TypeError(f"online_summary needs a store, or dialect= for {db!r}")
-    source, where, params = _scoped(principal)
-    if rule is not None:
-        where.append("f.rule = ?")
-        params.append(rule)
-    if since is not None:
-        where.append("f.created_at >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("f.created_at < ?")
-        params.append(until)
-    base = f" FROM {source} WHERE {' AND '.join(where)}"
+    where: list[str] = ["f.source = 'online'", "f.rule IS NOT NULL"]
+    args: list[Any] = []
+    for condition, value in (("f.rule = ?", rule), ("f.created_at >= ?", since),
+                             ("f.created_at < ?", until)):  # fmt: skip
+        if value is not None:
+            where.append(condition)
+            args.append(value)
+    source, scope, params = _scoped(principal, where, args)
+    base = f" FROM {source} WHERE {scope}"
     totals = await db.fetchall(
         f"SELECT f.rule, f.scorer, {_FIGURES}{base} GROUP BY f.rule, f.scorer"
         " ORDER BY f.rule, f.scorer",

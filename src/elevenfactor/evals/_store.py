@@ -9,8 +9,9 @@ where the team shares, its organisation's for an admin); another's is ``EvalNotF
 
 When a case ran as a child run (an agent or workflow target), each of its scores is also a
 ``run_feedback`` row of that run with ``source='offline'`` (label: the scorer's name, score:
-its value, metadata: the eval run, suite, case, repeat, passed and reason), so one query
-reads every score of a run; each with its ledger entry, as feedback given by hand.
+its value, metadata: the eval run, suite, case, repeat, passed and reason, and the child
+run's owner, m032), so one query reads every score of a run; each with its ledger entry, as
+feedback given by hand.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ _COLUMNS = (
     " started_at, finished_at, org_id, user_id"
 )
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]")
+_RUN_OWNER = (
+    "(SELECT user_id FROM runs WHERE id = ? AND org_id = ?),"
+    " (SELECT team_id FROM runs WHERE id = ? AND org_id = ?)"
+)
+"""A child run's owner (``run_user_id``, ``run_team_id``, m032) for its offline scores, if it
+is in the row's organisation (parameters: run id, organisation, twice)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +146,11 @@ async def _feedback(
         org_id, _, user_id, key_id = who.owner()
         await tx.execute(
             "INSERT INTO run_feedback (id, run_id, org_id, user_id, key_id, score, label,"
-            " comment, metadata, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?,"
-            " 'offline', ?)",
-            (fid, run_id, org_id, user_id, key_id, value, label, orjson.dumps(meta).decode(), now),
-        )
+            " comment, metadata, source, created_at, run_user_id, run_team_id)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, 'offline', ?, {_RUN_OWNER})",
+            (fid, run_id, org_id, user_id, key_id, value, label, orjson.dumps(meta).decode(), now,
+             run_id, org_id, run_id, org_id),
+        )  # fmt: skip
         digest = hashlib.sha256(canonical([value, label, None, meta, "offline"]).encode())
         await append_entry(
             tx,

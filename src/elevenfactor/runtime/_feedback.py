@@ -11,6 +11,10 @@ a quality grade and ``1`` / ``-1`` for thumbs up / down; a ``label`` (a name suc
 or ``hallucination``) says what the score means when it is not obvious. ``source`` is ``human``
 for the API and CLI; online scorers and offline eval results about a run are meant to write
 ``online`` and ``offline`` rows in the same table.
+
+Each row carries its run's organisation (``org_id``) and owner (``run_user_id``,
+``run_team_id``, m032: copied from the run as the row is written), so reads scoped as runs are
+(``runtime._feedback_scope``) need no join to ``runs``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _COLUMNS = (
     "id, run_id, org_id, user_id, key_id, score, label, comment, metadata, source, created_at"
 )
+_RUN_OWNER = "run_user_id, run_team_id"
+_OWNER_OF_RUN = (
+    "CASE WHEN org_id IS NULL THEN NULL ELSE user_id END,"
+    " CASE WHEN org_id IS NULL THEN NULL ELSE team_id END"
+)
+"""The run's owner (m032), selected from ``runs`` as a row is written: NULL for a run in no
+organisation, since the row's is then not the run's (a member's read never matches it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +232,8 @@ async def add_feedback(
     scope, params = principal.scope()
     async with store.transaction() as tx:
         row = await tx.fetchone(
-            f"INSERT INTO run_feedback ({_COLUMNS})"
-            " SELECT ?, id, COALESCE(org_id, ?), ?, ?, ?, ?, ?, ?, ?, ?"
+            f"INSERT INTO run_feedback ({_COLUMNS}, {_RUN_OWNER})"
+            f" SELECT ?, id, COALESCE(org_id, ?), ?, ?, ?, ?, ?, ?, ?, ?, {_OWNER_OF_RUN}"
             f" FROM runs WHERE id = ? AND {scope}"
             f" RETURNING {_COLUMNS}",
             (
@@ -280,9 +291,10 @@ async def record_scores(
             comment = _check_text(item.comment)
             meta = _check_metadata(item.metadata)
             row = await tx.fetchone(
-                f"INSERT INTO run_feedback ({_COLUMNS}, rule, scorer)"
-                " SELECT ?, id, COALESCE(org_id, ?), ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?"
-                " FROM runs WHERE id = ? ON CONFLICT (id) DO NOTHING RETURNING org_id",
+                f"INSERT INTO run_feedback ({_COLUMNS}, rule, scorer, {_RUN_OWNER})"
+                " SELECT ?, id, COALESCE(org_id, ?), ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?,"
+                f" {_OWNER_OF_RUN} FROM runs WHERE id = ? ON CONFLICT (id) DO NOTHING"
+                " RETURNING org_id",
                 (item.id, DEFAULT_ORG, user_id, value, label, comment, meta, source, now,
                  item.rule, item.scorer, run_id),
             )  # fmt: skip

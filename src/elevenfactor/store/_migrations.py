@@ -44,6 +44,7 @@ from elevenfactor.store.migrations import (
     m029_ui_sessions,
     m030_ui_indexes,
     m031_cost_rollup,
+    m032_feedback_owner,
 )
 
 __all__ = ["MIGRATIONS", "Migration", "applied", "migrate", "pending", "require_migrated"]
@@ -118,6 +119,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("m029_ui_sessions", m029_ui_sessions.STATEMENTS),
     Migration("m030_ui_indexes", m030_ui_indexes.STATEMENTS),
     Migration("m031_cost_rollup", m031_cost_rollup.STATEMENTS),
+    Migration("m032_feedback_owner", m032_feedback_owner.STATEMENTS),
 )
 
 _TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

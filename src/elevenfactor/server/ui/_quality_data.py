@@ -7,7 +7,8 @@
   fails; a case that still passes with a lower pass rate) from the per-case rows
   (``eval_case_results``), without loading either result's JSON.
 - Feedback on runs in the range: the newest few and the mean score per source and label (an
-  organisation's from the covering index ``run_feedback_quality``, m030).
+  organisation's from the covering index ``run_feedback_quality``, m030; a member's from
+  m032's by the run's owner, ``runtime._feedback_scope``).
 - Online evaluation: ``evals._online_summary`` totals per rule and scorer (``/v1/evals/online``).
 
 Every query carries the principal's scope on the rows it reads (results and runs, as the JSON
@@ -23,8 +24,8 @@ from typing import Any
 from elevenfactor.evals import CaseStats
 from elevenfactor.evals._online_summary import OnlineRow, online_summary
 from elevenfactor.governance import Principal
+from elevenfactor.runtime._feedback_scope import scoped_feedback
 from elevenfactor.server.ui._charts import Chart, PointSeries, lines
-from elevenfactor.server.ui._owned import through_runs
 from elevenfactor.server.ui._ranges import TimeRange
 from elevenfactor.store import Store
 
@@ -226,22 +227,23 @@ class FeedbackAverage:
     mean: float | None
 
 
-def _feedback_where(principal: Principal, span: TimeRange) -> tuple[str, str, list[Any]]:
-    source, scope, params = through_runs(principal, "run_feedback", "f", org_column=True)
-    where = f"{scope} AND f.created_at >= ? AND f.created_at < ?"
-    return source, where, [*params, span.since, span.until]
+_ITEM = ("id", "run_id", "score", "label", "comment", "source", "created_at", "user_id")
+_FIGURE = ("source", "label", "score")
+_IN_SPAN = "f.created_at >= ? AND f.created_at < ?"
 
 
 async def recent_feedback(
     store: Store, principal: Principal, span: TimeRange, limit: int = 50
 ) -> list[FeedbackItem]:
     """The newest feedback in ``span`` on the runs ``principal`` may read."""
-    source, where, args = _feedback_where(principal, span)
+    newest = " ORDER BY f.created_at DESC, f.id DESC LIMIT ?"
+    source, where, args = scoped_feedback(
+        principal, _ITEM, _IN_SPAN, [span.since, span.until], each=newest, each_params=[limit]
+    )
     rows = await store.fetchall(
         "SELECT f.id, f.run_id, f.score, f.label, f.comment, f.source, f.created_at,"
         f" COALESCE(u.name, f.user_id) FROM {source}"
-        f" LEFT JOIN users u ON u.id = f.user_id WHERE {where}"
-        " ORDER BY f.created_at DESC, f.id DESC LIMIT ?",
+        f" LEFT JOIN users u ON u.id = f.user_id WHERE {where}{newest}",
         (*args, limit),
     )
     return [
@@ -256,7 +258,7 @@ async def feedback_averages(
 ) -> list[FeedbackAverage]:
     """Per source and label (the most frequent ``limit``), the feedback in ``span`` on the
     runs ``principal`` may read: count, scored, mean score."""
-    source, where, args = _feedback_where(principal, span)
+    source, where, args = scoped_feedback(principal, _FIGURE, _IN_SPAN, [span.since, span.until])
     rows = await store.fetchall(
         "SELECT f.source, f.label, COUNT(*), COUNT(f.score), AVG(f.score)"
         f" FROM {source} WHERE {where}"

@@ -79,6 +79,12 @@ def _money(value: float | None) -> str:
     return f"${v:,.0f}"
 
 
+def _count(n: int | None, noun: str, plural: str | None = None) -> str:
+    """``1 event``, ``3 events``, ``1,204 runs`` (``plural`` when adding an s is wrong)."""
+    value = int(n or 0)
+    return f"{value:,} {noun if value == 1 else (plural or noun + 's')}"
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     """The dashboard's template environment (built on first use)."""
@@ -89,7 +95,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ts=_ts, iso=_iso, duration=_duration, money=_money)
+    env.filters.update(ts=_ts, iso=_iso, duration=_duration, money=_money, count=_count)
     return env
 
 
