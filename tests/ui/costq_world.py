@@ -33,9 +33,6 @@ from elevenfactor.evals import CaseResult, Score, SuiteResult
 from elevenfactor.evals._store import save_result
 from elevenfactor.governance import (
     Principal,
-    create_key,
-    create_team,
-    create_user,
     kill,
     local_admin,
     principal_for_user,
@@ -48,6 +45,7 @@ from elevenfactor.runtime._feedback import ScorerRow, add_feedback, record_score
 from elevenfactor.runtime._journal import append_event
 from elevenfactor.server import create_app
 from elevenfactor.store import Store, migrate, open_store
+from tests.support.principals import add_people
 
 PROJECT = {
     "providers": {"t": {"type": "test"}},
@@ -157,23 +155,14 @@ async def seed(url: str) -> World:
     try:
         await migrate(db)
         admin = local_admin("cli")
-        await create_team(db, admin, "red", shares=False)
-        await create_team(db, admin, "blue", shares=True)
-        keys, ids = {}, {}
-        for name, team, roles in (
-            ("root", None, ("admin",)),
-            ("ann", "red", ("member",)),
-            ("bob", "red", ("member",)),
-            ("kim", None, ("member",)),
-            ("sam", "blue", ("member",)),
-            ("tom", "blue", ("member",)),
-        ):
-            await create_user(db, admin, name, team=team, roles=roles)
-            _, keys[name] = await create_key(db, admin, f"key-{name}", user=name)
-        await db.execute("INSERT INTO orgs (id, name, created_at) VALUES ('org_two', 'two', 0)")
-        alien = Principal("org_two", "u_root2", "root2", roles=frozenset({"admin"}))
-        await create_user(db, alien, "eve", roles=("admin",))
-        _, keys["eve"] = await create_key(db, alien, "key-eve", user="eve")
+        ids: dict[str, str] = {}
+        keys = await add_people(
+            db, [("red", False), ("blue", True)],
+            [("root", None, ("admin",)), ("ann", "red", ("member",)),
+             ("bob", "red", ("member",)), ("kim", None, ("member",)),
+             ("sam", "blue", ("member",)), ("tom", "blue", ("member",))],
+            alien=("eve", ("admin",)),
+        )  # fmt: skip
         ann, bob = await principal_for_user(db, "ann"), await principal_for_user(db, "bob")
         eve = await principal_for_user(db, "eve", org="two")
         hour = NOW - 3600

@@ -24,10 +24,6 @@ import orjson
 from elevenfactor.config import Settings, parse_project
 from elevenfactor.governance import (
     Principal,
-    create_key,
-    create_team,
-    create_user,
-    local_admin,
     principal_for_user,
 )
 from elevenfactor.governance._retention_erase import Erasure, erase
@@ -40,6 +36,7 @@ from elevenfactor.server import create_app
 from elevenfactor.server.ui import _quality_guards as qg
 from elevenfactor.server.ui._ranges import TimeRange
 from elevenfactor.store import Store, migrate, open_store
+from tests.support.principals import add_people
 
 NOW = time.time()
 # NOW is taken when the tests are collected and the world may be built tens of minutes later
@@ -140,19 +137,11 @@ async def _seed(url: str) -> tuple[dict[str, Principal], dict[str, str]]:
     db = await open_store(url)
     try:
         await migrate(db)
-        admin = local_admin("cli")
-        await create_team(db, admin, "red", shares=False)
-        await create_team(db, admin, "blue", shares=True)
-        keys: dict[str, str] = {}
-        for name, team, roles in (("root", None, ("admin",)), ("ann", "red", ("member",)),
-                                  ("bob", "red", ("member",)), ("sam", "blue", ("member",)),
-                                  ("tom", "blue", ("member",))):  # fmt: skip
-            await create_user(db, admin, name, team=team, roles=roles)
-            _, keys[name] = await create_key(db, admin, f"key-{name}", user=name)
-        await db.execute("INSERT INTO orgs (id, name, created_at) VALUES ('org_two', 'two', 0)")
-        alien = Principal("org_two", "u_root2", "root2", roles=frozenset({"admin"}))
-        await create_user(db, alien, "eve", roles=("member",))
-        _, keys["eve"] = await create_key(db, alien, "key-eve", user="eve")
+        keys = await add_people(
+            db, [("red", False), ("blue", True)],
+            [("root", None, ("admin",)), ("ann", "red", ("member",)), ("bob", "red", ("member",)),
+             ("sam", "blue", ("member",)), ("tom", "blue", ("member",))],
+        )  # fmt: skip
         people = {n: await principal_for_user(db, n, org="two" if n == "eve" else "default")
                   for n in PEOPLE}  # fmt: skip
         recorder = CallRecorder(db)

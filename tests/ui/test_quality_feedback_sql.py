@@ -33,9 +33,6 @@ from elevenfactor.evals._store import save_result
 from elevenfactor.governance import (
     SYSTEM,
     Principal,
-    create_key,
-    create_team,
-    create_user,
     local_admin,
     principal_for_user,
     update_user,
@@ -47,6 +44,7 @@ from elevenfactor.server.ui._quality_data import feedback_averages, recent_feedb
 from elevenfactor.server.ui._ranges import TimeRange
 from elevenfactor.store import MIGRATIONS, Store, _migrations, migrate, open_store
 from tests.conftest import _pg_schema_url
+from tests.support.principals import add_people
 
 pytestmark = pytest.mark.integration
 
@@ -140,19 +138,11 @@ async def _seed(url: str) -> tuple[dict[str, Principal], dict[str, str], dict[st
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(_migrations, "MIGRATIONS", BEFORE)
             await migrate(db)
-        admin = local_admin("cli")
-        await create_team(db, admin, "blue", shares=True)
-        await create_team(db, admin, "red", shares=False)
-        keys: dict[str, str] = {}
-        for name, team, roles in (("root", None, ("admin",)), ("sam", "red", ("member",)),
-                                  ("tom", "blue", ("member",)), ("ann", "red", ("member",)),
-                                  ("lou", None, ("member",))):  # fmt: skip
-            await create_user(db, admin, name, team=team, roles=roles)
-            _, keys[name] = await create_key(db, admin, f"key-{name}", user=name)
-        await db.execute("INSERT INTO orgs (id, name, created_at) VALUES ('org_two', 'two', 0)")
-        alien = Principal("org_two", "u_root2", "root2", roles=frozenset({"admin"}))
-        await create_user(db, alien, "eve", roles=("member",))
-        _, keys["eve"] = await create_key(db, alien, "key-eve", user="eve")
+        keys = await add_people(
+            db, [("blue", True), ("red", False)],
+            [("root", None, ("admin",)), ("sam", "red", ("member",)), ("tom", "blue", ("member",)),
+             ("ann", "red", ("member",)), ("lou", None, ("member",))],
+        )  # fmt: skip
 
         async def people() -> dict[str, Principal]:
             return {n: await principal_for_user(db, n, org="two" if n == "eve" else "default")
@@ -163,7 +153,9 @@ async def _seed(url: str) -> tuple[dict[str, Principal], dict[str, str], dict[st
         runs["sam_red"] = runs.pop("sam")
         await _before_m032(db, who, runs)
         assert await migrate(db) == ["m032_feedback_owner"]
-        await update_user(db, admin, "sam", team="blue")  # sam moves to the sharing team
+        await update_user(
+            db, local_admin("cli"), "sam", team="blue"
+        )  # sam moves to the sharing team
         who = await people()
         runs["sam_blue"] = await submit_run(db, "greet", {"n": "sam"}, owner=who["sam"])
         await _write(db, who, runs)
