@@ -21,7 +21,7 @@ from elevenfactor.governance import create_key, create_user, kill, local_admin, 
 from elevenfactor.models import CircuitBreaker
 from elevenfactor.runtime import claim_run
 from elevenfactor.server import Gateway
-from elevenfactor.server.ui._health_data import readiness
+from elevenfactor.server._readiness import readiness
 from elevenfactor.store import migrate, open_store
 from tests.conftest import _pg_schema_url
 from tests.support.server import running_gateway

@@ -5,33 +5,30 @@ worker and survives restarts). A reviewer approves, rejects (with a reason the m
 edits the arguments, or answers in place of the tool; the decision, who made it, when and why
 are journaled as the step's result. A gate may time out with a policy: ``reject``, ``approve``,
 or ``escalate:<group>`` (hand it to another reviewer group, with the same timeout once more).
+
+What an approval is, who may see it and the queries that read it are in
+``runtime._approvals_read``; its public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import orjson
-from pydantic import BaseModel
-
-from elevenfactor.errors import ApprovalConflict, ApprovalNotFound, PermissionDenied, RequestError
+from elevenfactor.errors import ApprovalConflict, PermissionDenied, RequestError
 from elevenfactor.governance import SYSTEM, Principal, append_entry, check_text
 from elevenfactor.observe._trace_events import approval_event
+from elevenfactor.runtime._approvals_read import (
+    ApprovalInfo,
+    Decision,
+    get_approval,
+    list_approvals,
+)
 from elevenfactor.runtime._codec import encode
 from elevenfactor.runtime._context import Park, RunContext
 from elevenfactor.runtime._settle import WAKE_RUN
-from elevenfactor.store import (
-    BLOB_INSERT,
-    Executor,
-    Store,
-    blob_hash,
-    get_blob,
-    get_blobs,
-    wake_local,
-)
+from elevenfactor.store import BLOB_INSERT, Executor, Store, blob_hash, wake_local
 
 __all__ = [
     "ApprovalInfo",
@@ -42,46 +39,7 @@ __all__ = [
     "list_approvals",
 ]
 
-Action = Literal["approve", "reject", "edit", "answer"]
 _STATUS = {"approve": "approved", "reject": "rejected", "edit": "edited", "answer": "answered"}
-
-
-class Decision(BaseModel):
-    """A reviewer's decision, as journaled."""
-
-    action: Action
-    reason: str | None = None
-    arguments: dict[str, Any] | None = None
-    answer: Any = None
-    decided_by: str
-    decided_at: float
-    timed_out: bool = False
-    decider: dict[str, Any] | None = None
-    """The authenticated decider: organisation, user id and name, key, and how it signed in."""
-
-    @property
-    def approved(self) -> bool:
-        """Approve or edit: the gated action goes ahead."""
-        return self.action in ("approve", "edit")
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalInfo:
-    """An approval as stored."""
-
-    id: str
-    run_id: str
-    step_id: str
-    name: str
-    status: str
-    request: Any
-    reviewer_group: str | None
-    created_at: float
-    timeout_at: float | None
-    on_timeout: str
-    decision: Decision | None
-    org_id: str | None = None
-    user_id: str | None = None
 
 
 def _check_policy(on_timeout: str) -> None:
@@ -329,85 +287,3 @@ async def decide_approval(
     wake_local(store.url)  # a worker of this process resumes the run now (others: NOTIFY)
     approval_event("decided", approval_id, current.reviewer_group, decision=action)
     return await get_approval(store, approval_id, by)
-
-
-_COLS = (
-    "id, run_id, step_id, name, status, request_hash, reviewer_group, created_at,"
-    " timeout_at, on_timeout, decision, org_id, user_id"
-)
-
-
-async def _info(store: Store, row: tuple[Any, ...]) -> ApprovalInfo:
-    return _built(row, await get_blob(store, row[5]))
-
-
-def _built(row: tuple[Any, ...], data: bytes | None) -> ApprovalInfo:
-    return ApprovalInfo(
-        id=row[0],
-        run_id=row[1],
-        step_id=row[2],
-        name=row[3],
-        status=row[4],
-        request=orjson.loads(data) if data else None,
-        reviewer_group=row[6],
-        created_at=row[7],
-        timeout_at=row[8],
-        on_timeout=row[9],
-        decision=Decision.model_validate_json(row[10]) if row[10] else None,
-        org_id=row[11],
-        user_id=row[12],
-    )
-
-
-def _visible(principal: Principal) -> tuple[str, list[Any]]:
-    """Approvals ``principal`` may see: those of its own runs (its scope), and for reviewers
-    those of its organisation addressed to its groups (or to no group)."""
-    scope, params = principal.scope()
-    if principal.unscoped or principal.is_admin or "reviewer" not in principal.roles:
-        return f"({scope})", params
-    groups = sorted(principal.groups)
-    marks = ", ".join("?" for _ in groups)
-    in_groups = f" OR reviewer_group IN ({marks})" if groups else ""
-    return (
-        f"(({scope}) OR (org_id = ? AND (reviewer_group IS NULL{in_groups})))",
-        [*params, principal.org_id, *groups],
-    )
-
-
-async def get_approval(
-    store: Store, approval_id: str, principal: Principal = SYSTEM
-) -> ApprovalInfo:
-    """One approval ``principal`` may see, or ``ApprovalNotFound``."""
-    cond, params = _visible(principal)
-    row = await store.fetchone(
-        f"SELECT {_COLS} FROM approvals WHERE id = ? AND {cond}", (approval_id, *params)
-    )
-    if row is None:
-        raise ApprovalNotFound(
-            f"no approval with id {approval_id!r}", hint="`elevenfactor approvals list`"
-        )
-    return await _info(store, row)
-
-
-async def list_approvals(
-    store: Store,
-    *,
-    status: str | None = "pending",
-    run_id: str | None = None,
-    group: str | None = None,
-    limit: int = 100,
-    principal: Principal = SYSTEM,
-) -> list[ApprovalInfo]:
-    """Approvals ``principal`` may see, oldest first (the queue a reviewer works through)."""
-    cond, cond_params = _visible(principal)
-    where, params = [cond], list(cond_params)
-    for col, value in (("status", status), ("run_id", run_id), ("reviewer_group", group)):
-        if value is not None:
-            where.append(f"{col} = ?")
-            params.append(value)
-    clause = f" WHERE {' AND '.join(where)}"
-    rows = await store.fetchall(
-        f"SELECT {_COLS} FROM approvals{clause} ORDER BY created_at LIMIT ?", (*params, limit)
-    )
-    requests = await get_blobs(store, (r[5] for r in rows))  # one query, not one per row
-    return [_built(r, requests.get(r[5])) for r in rows]

@@ -16,7 +16,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elevenfactor.config import ProjectConfig, Settings
 from elevenfactor.errors import ElevenFactorError, RequestError
-from elevenfactor.governance._agent_breaker import paused_agents
 from elevenfactor.observe import _tracing
 from elevenfactor.observe._metrics import http_request
 from elevenfactor.observe._trace_http import traced_request
@@ -39,6 +38,7 @@ from elevenfactor.server._metrics_api import configure_for as configure_metrics
 from elevenfactor.server._metrics_api import first_token_send, route_label
 from elevenfactor.server._models_api import show_model
 from elevenfactor.server._openapi import openapi_json
+from elevenfactor.server._readiness import readiness
 from elevenfactor.server._releases_api import ROUTES as RELEASE_ROUTES
 from elevenfactor.server._replay_api import ROUTES as REPLAY_ROUTES
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
@@ -98,34 +98,11 @@ async def readyz(request: Request) -> Response:
     this endpoint is open; ``elevenfactor agents status`` tells why). A paused agent does not
     make the process unready — it serves everything else, and the agent's runs are refused
     with ``agent_paused`` until an admin resets it (``elevenfactor agents reset``); taking
-    the instance out of rotation would not help."""
+    the instance out of rotation would not help. The checks are ``server._readiness``'s, which
+    the health page shows too."""
     gw: Gateway = request.app.state.gateway
-    if not gw.ready:
-        return _json({"status": "draining" if gw.draining else "starting"}, 503)
-    if gw.meter is not None and not await gw.meter.gate.ready():
-        return _json(
-            {
-                "status": "unavailable",
-                "checks": {"budgets": "the budget backend (REDIS_URL) does not answer"},
-            },
-            503,
-        )
-    paused = await _paused(gw)
-    if paused == []:
-        return _json({"status": "ready"})
-    return _json({"status": "ready", "details": {"agents_paused": paused}})
-
-
-async def _paused(gw: Gateway) -> list[str] | None:
-    """The names of paused agents, or None if the store cannot say right now."""
-    if gw.store is None:
-        return []
-    try:
-        found = await paused_agents(gw.store)
-    except Exception:  # a readiness probe reports; it never fails on a detail
-        logger.exception("listing paused agents failed")
-        return None
-    return sorted({b.agent for b in found})
+    state = await readiness(gw)
+    return _json(state.body(), state.http_status)
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

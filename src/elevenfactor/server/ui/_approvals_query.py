@@ -1,9 +1,9 @@
 """What the approvals pages read: the queue and its history in one query each (with who asked,
 the run's program and the proposed call), and the JSON schema of a proposed tool call.
 
-Visibility is the runtime's own (``runtime._approvals._visible``: a member's runs' approvals, a
-reviewer's groups', an admin's organisation's), applied in the inner query's ``WHERE``, so these
-pages show exactly what ``GET /v1/approvals`` answers.
+Visibility is the runtime's own (``runtime._approvals_read.approvals_visible_to``: a member's
+runs' approvals, a reviewer's groups', an admin's organisation's), applied in the inner query's
+``WHERE``, so these pages show exactly what ``GET /v1/approvals`` answers.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import orjson
 
 from elevenfactor.governance import Principal
 from elevenfactor.runtime import ApprovalInfo
-
-# The runtime's visibility rule for approvals, shared rather than copied (see module doc).
-from elevenfactor.runtime._approvals import _visible
+from elevenfactor.runtime._approvals_read import approvals_visible_to
 from elevenfactor.server._state import Gateway
 from elevenfactor.store import Store
 from elevenfactor.tools import ToolContext
@@ -137,11 +135,11 @@ async def _page(
 
 
 def _where(principal: Principal, group: str | None) -> tuple[list[str], list[Any]]:
-    cond, params = _visible(principal)
+    cond, params = approvals_visible_to(principal)
     where, args = [cond], list(params)
     if not principal.unscoped:
-        # Implied by every branch of ``_visible`` (all within the organisation), but spelt out
-        # so the planners can walk the organisation's index instead of OR-ing branches.
+        # Implied by every branch of ``approvals_visible_to`` (all within the organisation), but
+        # spelt out so the planners can walk the organisation's index instead of OR-ing branches.
         where.append("org_id = ?")
         args.append(principal.org_id)
     if group is not None:

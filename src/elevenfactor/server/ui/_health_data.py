@@ -1,5 +1,6 @@
-"""What the health page reads: readiness (the checks of ``/readyz``), the deployments' circuit
-breakers, queue depth, workers and their leases, agent breakers and kill switches.
+"""What the health page reads: readiness (``server._readiness``, the very checks ``/readyz``
+answers), the deployments' circuit breakers, queue depth, workers and their leases, agent
+breakers and kill switches.
 
 Circuit breakers live in each process's memory (``models._breaker``): the page shows this
 server's (with an in-process worker, also the breakers its agent runs use). Queue depth and
@@ -11,19 +12,18 @@ are listed only for the viewer's own runs (an admin: its organisation's), throug
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from elevenfactor.governance import Principal
-from elevenfactor.governance._agent_breaker import AgentBreakerState, agent_breakers, paused_agents
+from elevenfactor.governance._agent_breaker import AgentBreakerState, agent_breakers
 from elevenfactor.models import CircuitBreaker, Model
+from elevenfactor.server._readiness import Readiness, readiness
 from elevenfactor.server._state import Gateway
 from elevenfactor.store import Store
 
 __all__ = [
-    "Check",
     "Deployment",
     "Health",
     "Lease",
@@ -31,64 +31,10 @@ __all__ = [
     "WorkerRow",
     "breakers",
     "health",
-    "readiness",
 ]
-
-logger = logging.getLogger("elevenfactor.ui")
 
 _ACTIVE = ("queued", "running", "waiting")
 _LEASES_SHOWN = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One readiness check."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    """What ``/readyz`` would answer, check by check."""
-
-    status: str
-    """``ready``, ``starting``, ``draining`` or ``unavailable`` (as ``/readyz``)."""
-    checks: tuple[Check, ...]
-    paused: tuple[str, ...]
-
-    @property
-    def ready(self) -> bool:
-        """``/readyz`` answers 200."""
-        return self.status == "ready"
-
-
-async def readiness(gw: Gateway) -> Readiness:
-    """The checks of ``/readyz``: open and not draining, the budget backend answering; the
-    paused agents (of every organisation, by name only, as ``/readyz`` reports them)."""
-    checks: list[Check] = []
-    if not gw.ready:
-        state = "draining" if gw.draining else "starting"
-        checks.append(Check("server", False, f"{state}: new requests are refused"))
-        return Readiness(state, tuple(checks), ())
-    checks.append(Check("server", True, "open, migrated, not draining"))
-    status = "ready"
-    if gw.meter is not None:
-        up = await gw.meter.gate.ready()
-        detail = "answers" if up else "the budget backend (REDIS_URL) does not answer"
-        checks.append(Check("budgets", up, detail))
-        if not up:
-            status = "unavailable"
-    paused: tuple[str, ...] = ()
-    if gw.store is not None:
-        try:
-            paused = tuple(sorted({b.agent for b in await paused_agents(gw.store)}))
-        except Exception:  # as /readyz: a detail never fails the check
-            logger.exception("listing paused agents failed")
-    detail = ("paused: " + ", ".join(paused)) if paused else "none paused"
-    checks.append(Check("agents", True, detail + " (a paused agent does not make it unready)"))
-    return Readiness(status, tuple(checks), paused)
 
 
 @dataclass(frozen=True, slots=True)
