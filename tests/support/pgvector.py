@@ -14,6 +14,8 @@ extension, yields its URL and stops it (deleting its data).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -32,13 +34,18 @@ __all__ = ["RetrievalEnv", "pgvector_url", "retrieval_env"]
 
 
 @pytest.fixture(scope="session")
-def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a PostgreSQL 16 + pgvector server of this test session."""
+def pgvector_url() -> Iterator[str]:
+    """The URL of a PostgreSQL 16 + pgvector server of this test session.
+
+    Its folder is not under pytest's base temporary folder: run as root, the server runs as
+    another OS user, who must traverse the folder's parents, and any pytest session starting
+    on the machine meanwhile sets ``/tmp/pytest-of-<user>`` back to mode 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="ef-pgvector-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns that XDG_RUNTIME_DIR is unset
         from pgserver.postgres_server import get_server
 
-        server = get_server(tmp_path_factory.mktemp("pgvector") / "data", "delete")
+        server = get_server(folder / "data", "delete")
     try:
         url = server.get_uri()
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
@@ -48,6 +55,7 @@ def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
