@@ -44,6 +44,7 @@ from elevenfactor.server._replay_api import ROUTES as REPLAY_ROUTES
 from elevenfactor.server._runs_api import ROUTES as RUN_ROUTES
 from elevenfactor.server._state import Gateway
 from elevenfactor.server.ui import ROUTES as UI_ROUTES
+from elevenfactor.server.ui import error_page as ui_error_page
 from elevenfactor.server.ui import is_ui_path
 from elevenfactor.server.ui import not_found_page as ui_not_found
 
@@ -166,7 +167,13 @@ class GatewayApp:
         try:
             check_cross_site(scope, gw.settings)
         except RequestError as exc:
-            await error_response(exc, {"x-trace-id": trace_id})(scope, receive, send)
+            refusal = (
+                ui_error_page(exc.http_status, exc.code, exc.message, exc.hint)
+                if is_ui_path(scope["path"])  # the dashboard answers with its own page
+                else error_response(exc)
+            )
+            refusal.headers["x-trace-id"] = trace_id
+            await refusal(scope, receive, send)
             return
         gw.inflight += 1
         started, status = time.perf_counter(), 500  # metrics: until a response starts

@@ -7,7 +7,7 @@ Sign-in, ownership and forms: ``_session`` and ``_page``.
 
 from __future__ import annotations
 
-from elevenfactor.server.ui._render import not_found_page
+from elevenfactor.server.ui._render import error_page, not_found_page
 from elevenfactor.server.ui._routes import ROUTES, is_ui_path
 
-__all__ = ["ROUTES", "is_ui_path", "not_found_page"]
+__all__ = ["ROUTES", "error_page", "is_ui_path", "not_found_page"]

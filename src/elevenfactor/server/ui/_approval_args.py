@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import orjson
 
 from elevenfactor.server.ui._approval_form import (
     JSON_FIELD,
@@ -125,7 +126,12 @@ def parse(
 
 
 def check(form: FormLayout, args: Mapping[str, Any]) -> dict[str, str]:
-    """``args`` against the form's schema: error messages by form name."""
+    """``args`` against the form's schema: error messages by form name; first, whether they can
+    be stored at all (the run's journal and the JSON API write them with ``orjson``)."""
+    try:
+        orjson.dumps(dict(args))
+    except TypeError as exc:  # an integer beyond 64 bits, a lone surrogate ("\ud800")
+        return {"": f"the arguments cannot be stored: {exc}"}
     if form.schema is None:
         return {}
     by_path = {i.path: i.name for i in form.inputs()}

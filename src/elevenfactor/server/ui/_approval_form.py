@@ -15,6 +15,7 @@ goes to the JSON textarea too, so every proposal comes back unchanged when nothi
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,9 +60,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: Python reads it as inf, the decision would say null
+        raise ValueError(f"{text[:40]} is too large a number")
+    return number
+
+
 def load_json(text: str) -> Any:
-    """Strict JSON (no ``NaN`` or ``Infinity``); ``ValueError`` otherwise."""
-    return json.loads(text, parse_constant=_no_constant)
+    """Strict JSON: no ``NaN`` or ``Infinity`` (nor numbers beyond a float's range), no nesting
+    deeper than the parser's stack; ``ValueError`` otherwise."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 @dataclass(frozen=True, slots=True)

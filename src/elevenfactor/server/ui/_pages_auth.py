@@ -49,17 +49,17 @@ async def login_form(request: Request) -> Response:
     return _login_page(request, target, None, 200)
 
 
-def _login_page(request: Request, target: str, error: str | None, status: int) -> Response:
+def _login_page(
+    request: Request, target: str, error: str | None, status: int, code: str = ""
+) -> Response:
+    """The sign-in form; after a failed attempt with ``error`` and its ``code`` shown."""
     gw: Gateway = request.app.state.gateway
     csrf = request.cookies.get(CSRF_COOKIE) or ""
     fresh = not (20 <= len(csrf) <= 64)
     if fresh:
         csrf = secrets.token_urlsafe(24)
-    response = render(
-        "login.html",
-        {"next": target, "error": error, "csrf": csrf, "nav": (), "me": None, "section": ""},
-        status,
-    )
+    context = {"next": target, "error": error, "code": code, "status": status, "csrf": csrf}
+    response = render("login.html", {**context, "nav": (), "me": None, "section": ""}, status)
     if fresh:
         set_cookies(response, request, gw.settings, csrf=csrf)
     return response
@@ -73,20 +73,23 @@ async def login(request: Request) -> Response:
         check_form_origin(request)
         raw = await read_body(request, 16 * 1024)
         fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-    except (ElevenFactorError, ValueError) as exc:
-        message = exc.message if isinstance(exc, ElevenFactorError) else str(exc)
-        return _login_page(request, "/ui/runs", message, 400)
+    except ElevenFactorError as exc:  # another site's form (403), or a body too large
+        status = 403 if exc.http_status == 403 else 400
+        return _login_page(request, "/ui/runs", exc.message, status, exc.code)
+    except ValueError as exc:
+        return _login_page(request, "/ui/runs", str(exc), 400, "ui_bad_form")
     target = _next(fields.get("next"))
     cookie = request.cookies.get(CSRF_COOKIE) or ""
     if not cookie or fields.get("csrf") != cookie:
-        return _login_page(request, target, "The form expired; please sign in again.", 403)
+        expired = "The form expired; please sign in again."
+        return _login_page(request, target, expired, 403, "ui_csrf_failed")
     key = (fields.get("api_key") or "").strip()
     if not key:
-        return _login_page(request, target, "Enter an API key.", 400)
+        return _login_page(request, target, "Enter an API key.", 400, "ui_bad_form")
     try:
         principal = await gw.keys.verify(key)
-    except AuthenticationFailed:
-        return _login_page(request, target, "That API key is not valid.", 401)
+    except AuthenticationFailed as exc:
+        return _login_page(request, target, "That API key is not valid.", 401, exc.code)
     token = await start_session(gw.store, gw.settings, principal)
     response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
     set_cookies(response, request, gw.settings, session=token)

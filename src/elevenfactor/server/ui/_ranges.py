@@ -137,10 +137,8 @@ def bucket_keys(per: str, span: TimeRange) -> list[str]:
             hint="choose day buckets, or a shorter range",
         )
     fmt = "%Y-%m-%dT%H:00" if per == "hour" else "%Y-%m-%d"
-    keys, at = [], start
-    while at < end:
-        keys.append(at.strftime(fmt))
-        at += step
+    # Never a step past ``end``: the bucket after the last of year 9999 cannot be represented.
+    keys = [at.strftime(fmt) for at in (start + i * step for i in range(count)) if at < end]
     return keys or [start.strftime(fmt)]
 
 

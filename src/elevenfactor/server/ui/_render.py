@@ -110,3 +110,10 @@ def not_found_page(request: object, status: int, code: str) -> HTMLResponse:
     message = "no such page" if status == 404 else "this page does not take that method"
     context = {"status": status, "code": code, "message": message, "hint": None}
     return render("error.html", {**context, "nav": (), "me": None, "section": ""}, status)
+
+
+def error_page(status: int, code: str, message: str, hint: str | None = None) -> HTMLResponse:
+    """The dashboard's error page for a request refused before any page saw it (e.g. a form
+    posted with a body the dashboard does not take)."""
+    context = {"status": status, "code": code, "message": message, "hint": hint}
+    return render("error.html", {**context, "nav": (), "me": None, "section": ""}, status)
