@@ -23,6 +23,7 @@ from elevenfactor.runtime import (
     Worker,
     approval,
     decide_approval,
+    get_approval,
     get_run,
     list_approvals,
     load_events,
@@ -117,6 +118,15 @@ async def test_bad_decisions_are_refused(store: Store) -> None:
         await decide_approval(store, pending.id, "approve", by=member("m"))
     with pytest.raises(ApprovalNotFound):  # another member does not even see it
         await decide_approval(store, pending.id, "approve", by=member("n"))
+    # Values the journal cannot store are refused before anything is decided.
+    for kwargs, param in (({"arguments": {"to": 2**64}}, "arguments"),
+                          ({"arguments": {"to": "\ud800"}}, "arguments"),
+                          ({"answer": [2**70]}, "answer")):  # fmt: skip
+        action = "edit" if "arguments" in kwargs else "answer"
+        with pytest.raises(RequestError, match="cannot be stored") as refused:
+            await decide_approval(store, pending.id, action, by=reviewer("a"), **kwargs)
+        assert refused.value.param == param
+    assert (await get_approval(store, pending.id, reviewer("a"))).status == "pending"
 
 
 async def test_timeout_rejects(store: Store) -> None:

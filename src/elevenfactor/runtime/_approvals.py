@@ -34,12 +34,27 @@ __all__ = [
     "ApprovalInfo",
     "Decision",
     "approval",
+    "check_storable",
     "decide_approval",
     "get_approval",
     "list_approvals",
 ]
 
 _STATUS = {"approve": "approved", "reject": "rejected", "edit": "edited", "answer": "answered"}
+
+
+def check_storable(value: Any, param: str) -> None:
+    """Raise ``RequestError`` (naming ``param``) unless ``value`` can be journaled: the run
+    reads a decision's arguments and answer back with the journal's codec, which takes no
+    integer beyond 64 bits and no lone surrogate (``"\\ud800"``)."""
+    try:
+        encode(value)
+    except TypeError as exc:
+        raise RequestError(
+            f"the {param} cannot be stored: {exc}",
+            param=param,
+            hint="use integers within 64 bits (or strings) and whole unicode characters",
+        ) from None
 
 
 def _check_policy(on_timeout: str) -> None:
@@ -254,6 +269,8 @@ async def decide_approval(
         raise RequestError("an answer needs 'answer'", param="answer")
     if reason is not None:
         check_text(reason, "reason")
+    check_storable(arguments, "arguments")
+    check_storable(answer, "answer")
     current = await get_approval(store, approval_id, by)
     if not by.may_decide(current.org_id, current.reviewer_group):
         group = current.reviewer_group

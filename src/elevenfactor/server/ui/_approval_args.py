@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
-import orjson
 
+from elevenfactor.errors import RequestError
+from elevenfactor.runtime._approvals import check_storable
 from elevenfactor.server.ui._approval_form import (
     JSON_FIELD,
     MISSING,
@@ -127,11 +128,11 @@ def parse(
 
 def check(form: FormLayout, args: Mapping[str, Any]) -> dict[str, str]:
     """``args`` against the form's schema: error messages by form name; first, whether they can
-    be stored at all (the run's journal and the JSON API write them with ``orjson``)."""
+    be stored at all (``runtime._approvals.check_storable``, which deciding checks again)."""
     try:
-        orjson.dumps(dict(args))
-    except TypeError as exc:  # an integer beyond 64 bits, a lone surrogate ("\ud800")
-        return {"": f"the arguments cannot be stored: {exc}"}
+        check_storable(dict(args), "arguments")
+    except RequestError as exc:  # an integer beyond 64 bits, a lone surrogate ("\ud800")
+        return {"": exc.message}
     if form.schema is None:
         return {}
     by_path = {i.path: i.name for i in form.inputs()}
