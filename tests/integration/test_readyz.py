@@ -22,6 +22,7 @@ from elevenfactor.server import Gateway
 from elevenfactor.server._readiness import Readiness, readiness
 from elevenfactor.store import migrate, open_store
 from tests.conftest import _pg_schema_url
+from tests.support.serve import migrated
 from tests.support.server import on_gateway, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -73,18 +74,10 @@ async def _pause(url: str, org: str, agent: str) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     url = f"sqlite:///{tmp_path}/test.db" if request.param == "sqlite" else _pg_schema_url(request)
-    asyncio.run(_migrated(url))
+    asyncio.run(migrated(url))
     settings = Settings(database_url=url, data_dir=tmp_path, dev=False)
     with running_gateway(settings, PROJECT) as (base, gw):
         yield Site(base, url, gw)
-
-
-async def _migrated(url: str) -> None:
-    db = await open_store(url)
-    try:
-        await migrate(db)
-    finally:
-        await db.close()
 
 
 def _body(r: httpx.Response, status: int) -> Any:
